@@ -1,0 +1,98 @@
+"""The common tier as a user relies on it: names, SSH trust, CA trust, the node venv."""
+
+import base64
+import os
+import pathlib
+import textwrap
+
+import yaml
+
+SCENARIO = pathlib.Path(__file__).resolve().parents[1]
+ROOT = SCENARIO.parents[1]
+NODES = [p["name"] for p in yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]]
+DEFAULTS = yaml.safe_load((ROOT / "roles/common/defaults/main.yml").read_text())
+CA_DIR = pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "test-ca"
+USER = "clusterforge"
+VENV = "/opt/clusterforge/venv"
+
+
+def put(host, path, content: bytes) -> None:
+    """Write a file on the node; base64 keeps the content clear of shell quoting."""
+    result = host.run("echo %s | base64 -d > %s", base64.b64encode(content).decode(), path)
+    assert result.rc == 0, result.stderr
+
+
+def test_hosts_file_lists_every_member_on_the_cluster_network(host):
+    hosts = host.file("/etc/hosts").content_string
+    assert "127.0.1.1" not in hosts
+    for node in NODES:
+        addr = host.run("getent ahostsv4 %s", node)
+        assert addr.rc == 0, f"{node} does not resolve"
+        assert not addr.stdout.startswith("127."), addr.stdout
+    me = host.backend.get_hostname()
+    own = host.run("getent ahostsv4 %s", me).stdout.split()[0]
+    assert own in host.interface.default().addresses
+
+
+def test_service_account_reaches_every_member_over_ssh(host):
+    for node in NODES:
+        result = host.run(
+            "runuser -u %s -- ssh -o BatchMode=yes -o ConnectTimeout=5 %s hostname", USER, node
+        )
+        assert result.rc == 0, f"{host.backend.get_hostname()} -> {node}: {result.stderr}"
+        assert result.stdout.strip() == node
+
+
+def test_service_account_key_is_private(host):
+    key = host.file(f"/home/{USER}/.ssh/id_ed25519")
+    assert key.user == USER
+    assert key.mode == 0o600
+
+
+def test_venv_imports_the_pinned_scientific_stack(host):
+    pins = dict(p.split("==") for p in DEFAULTS["common_venv_packages"])
+    result = host.run(
+        "%s/bin/python -c %s",
+        VENV,
+        "import numpy, scipy; print(numpy.__version__, scipy.__version__, int(numpy.arange(1000).sum()))",
+    )
+    assert result.rc == 0, result.stderr
+    assert result.stdout.split() == [pins["numpy"], pins["scipy"], str(1000 * 999 // 2)]
+
+
+def test_extra_ca_certificate_is_trusted(host):
+    """A TLS server with a certificate from the test CA is accepted by curl, and refused when
+    curl is given a bundle without that CA (so the first result is not an accident)."""
+    host.run("install -d -m 0700 /root/tls")
+    for name in ("server.crt", "server.key"):
+        put(host, f"/root/tls/{name}", (CA_DIR / name).read_bytes())
+    server = textwrap.dedent(
+        """
+        import http.server, ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain('/root/tls/server.crt', '/root/tls/server.key')
+        srv = http.server.HTTPServer(('127.0.0.1', 8443), http.server.SimpleHTTPRequestHandler)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        srv.timeout = 10
+        srv.handle_request(); srv.handle_request()
+        """
+    )
+    put(host, "/root/tls/server.py", server.encode())
+    # A transient unit outlives this exec session, unlike a shell background job.
+    host.run("systemctl reset-failed cf-tls-test 2>/dev/null; systemd-run --unit cf-tls-test --collect "
+             "-p RuntimeMaxSec=30 python3 /root/tls/server.py")
+    host.run("for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/8443) 2>/dev/null && break; sleep 0.1; done")
+    trusted = host.run("curl -sS -o /dev/null -w '%{http_code}' https://localhost:8443/")
+    assert trusted.rc == 0, trusted.stderr
+    assert trusted.stdout == "200"
+    untrusted = host.run(
+        "curl -sS -o /dev/null --capath /nonexistent --cacert /etc/ssl/certs/ISRG_Root_X1.pem https://localhost:8443/"
+    )
+    assert untrusted.rc == 60, untrusted.stderr  # 60: peer certificate cannot be authenticated
+
+
+def test_time_sync_is_configured(host):
+    conf = host.file("/etc/systemd/timesyncd.conf.d/clusterforge.conf")
+    assert conf.exists
+    assert "NTP=" + " ".join(DEFAULTS["common_ntp_servers"]) in conf.content_string
+    assert host.service("systemd-timesyncd").is_enabled
