@@ -36,9 +36,7 @@ def test_hosts_file_lists_every_member_on_the_cluster_network(host):
 
 def test_service_account_reaches_every_member_over_ssh(host):
     for node in NODES:
-        result = host.run(
-            "runuser -u %s -- ssh -o BatchMode=yes -o ConnectTimeout=5 %s hostname", USER, node
-        )
+        result = host.run("runuser -u %s -- ssh -o BatchMode=yes -o ConnectTimeout=5 %s hostname", USER, node)
         assert result.rc == 0, f"{host.backend.get_hostname()} -> {node}: {result.stderr}"
         assert result.stdout.strip() == node
 
@@ -79,8 +77,10 @@ def test_extra_ca_certificate_is_trusted(host):
     )
     put(host, "/root/tls/server.py", server.encode())
     # A transient unit outlives this exec session, unlike a shell background job.
-    host.run("systemctl reset-failed cf-tls-test 2>/dev/null; systemd-run --unit cf-tls-test --collect "
-             "-p RuntimeMaxSec=30 python3 /root/tls/server.py")
+    host.run(
+        "systemctl reset-failed cf-tls-test 2>/dev/null; systemd-run --unit cf-tls-test --collect "
+        "-p RuntimeMaxSec=30 python3 /root/tls/server.py"
+    )
     host.run("for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/8443) 2>/dev/null && break; sleep 0.1; done")
     trusted = host.run("curl -sS -o /dev/null -w '%{http_code}' https://localhost:8443/")
     assert trusted.rc == 0, trusted.stderr
