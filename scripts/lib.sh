@@ -2,7 +2,7 @@
 # Shared helpers for the scripts in this directory. Source it; do not run it.
 
 CF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CF_VENV="${CF_ROOT}/.venv"
+CF_VENV="${CF_VENV:-${CF_ROOT}/.venv}"
 export CF_ROOT CF_VENV
 
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,144 @@
+"""Bad input to the entry points fails clearly, with a non-zero exit, before any change."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+LAB = ROOT / "scripts" / "lab"
+PODMAN = shutil.which("podman")
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def lab_containers(name: str) -> list[str]:
+    out = run([PODMAN, "ps", "-aq", "--filter", f"label=io.clusterforge.lab={name}"])
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nodes", "0"], "--nodes must be a whole number from 1 to 16 (got '0')"),
+        (["--nodes", "three"], "--nodes must be a whole number"),
+        (["--distro", "debian11"], "unknown distro 'debian11': choose debian13 or debian12"),
+        (["--bogus"], "unknown option for up: --bogus"),
+    ],
+)
+def test_lab_up_rejects_bad_arguments_before_any_change(args, message):
+    env = {"CF_LAB_NAME": "argcheck", "CONTAINERS_CONF": str(ROOT / "lab/containers.conf")}
+    result = run([str(LAB), "up", "--no-converge", *args], env=env)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (ROOT / "inventories/lab/hosts-argcheck.yml").exists()
+    if PODMAN:
+        assert lab_containers("argcheck") == []
+
+
+def test_lab_refuses_to_run_unprivileged():
+    if os.geteuid() != 0:
+        result = run([str(LAB), "up", "--no-converge"])
+    else:
+        result = run(["runuser", "-u", "nobody", "--", "bash", str(LAB), "up", "--no-converge"])
+    assert result.returncode != 0
+    assert "run scripts/lab as root" in result.stderr
+
+
+def test_lab_rejects_a_bad_lab_name():
+    result = run([str(LAB), "status"], env={"CF_LAB_NAME": "Bad_Name"})
+    assert result.returncode != 0
+    assert "CF_LAB_NAME must be" in result.stderr
+
+
+def test_bootstrap_without_a_suitable_python_says_how_to_get_one(tmp_path):
+    only_old = tmp_path / "bin"
+    only_old.mkdir()
+    for tool in ("bash", "env", "sha256sum", "cut", "cat", "grep", "id", "dpkg-query", "dirname", "sort"):
+        found = shutil.which(tool)
+        if found:
+            (only_old / tool).symlink_to(found)
+    result = run(
+        [str(ROOT / "scripts/bootstrap")],
+        env={"PATH": str(only_old), "CF_VENV": str(tmp_path / "venv"), "PYTHON": ""},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no Python >= 3.12 found" in result.stderr
+    assert "PYTHON=/path/to/python3.12 scripts/bootstrap" in result.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_bootstrap_rejects_an_old_python_given_explicitly(tmp_path):
+    old = "/usr/bin/python3"
+    if not pathlib.Path(old).exists():
+        pytest.skip("no system python3 at /usr/bin/python3 to stand in for an old interpreter")
+    version = run([old, "-c", "import sys; print(sys.version_info >= (3, 12))"]).stdout.strip()
+    if version == "True":
+        pytest.skip("/usr/bin/python3 is already >= 3.12 on this host")
+    result = run([str(ROOT / "scripts/bootstrap")], env={"CF_VENV": str(tmp_path / "venv"), "PYTHON": old})
+    assert result.returncode != 0
+    assert f"$PYTHON={old} is not a working Python >= 3.12" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "variable"),
+    [
+        ("common_service_uid=abc", "common_service_uid"),
+        ('{"common_manage_hostname": "perhaps"}', "common_manage_hostname"),
+        ('{"common_venv_packages": {"numpy": "2.2.6"}}', "common_venv_packages"),
+    ],
+)
+def test_wrong_input_type_fails_before_any_change(tmp_path, extra_vars, variable):
+    """Runs in --check mode against this machine over a local connection, so that even a
+    broken validation could not change anything here."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n    probe:\n      ansible_connection: local\n      cluster_address: 127.0.0.1\n"
+        "      ansible_python_interpreter: /usr/bin/python3\n"
+        "  children:\n    head:\n      hosts:\n        probe:\n    workers:\n      hosts:\n        probe:\n"
+        "  vars:\n    cluster_name: probe\n"
+        f"    cluster_secrets_dir: {tmp_path}/secrets\n"
+    )
+    result = run(
+        [
+            str(ROOT / ".venv/bin/ansible-playbook"),
+            "-i",
+            str(inventory),
+            "playbooks/common.yml",
+            "--check",
+            "-e",
+            extra_vars,
+        ],
+        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"},
+    )
+    assert result.returncode != 0
+    assert "Validating arguments against arg spec" in result.stdout
+    assert variable in result.stdout
+    assert "changed=0" in result.stdout
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_missing_required_group_is_named(tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n    probe:\n      ansible_connection: local\n      cluster_address: 127.0.0.1\n"
+        "      ansible_python_interpreter: /usr/bin/python3\n"
+        "  children:\n    head:\n      hosts:\n        probe:\n"
+        "  vars:\n    cluster_name: probe\n"
+        f"    cluster_secrets_dir: {tmp_path}/secrets\n"
+    )
+    result = run(
+        [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inventory), "playbooks/common.yml", "--check"],
+        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"},
+    )
+    assert result.returncode != 0
+    assert "inventory group 'workers' is missing or empty" in result.stdout
+    assert not (tmp_path / "secrets").exists()
