@@ -1,0 +1,378 @@
+"""Select checks, resolve their parameters, run each under a wall clock limit, collect results.
+
+Each check runs in a daemon worker thread. The runner waits at most the check's ``timeout``; a check
+still running then is recorded as ERROR ("timed out") and abandoned, so one hung endpoint never
+stalls the run. Checks also get the same deadline on their context (``ctx.bounded``,
+``ctx.check_deadline``) so that well-behaved checks stop on their own and free the CPU.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from compute_jobs.baseline import Baseline
+from compute_jobs.cluster import Cluster, ClusterError
+from compute_jobs.context import CheckContext
+from compute_jobs.model import (
+    CATEGORIES,
+    CLUSTER_TARGET,
+    ERROR,
+    FAIL,
+    PASS,
+    SKIP,
+    STATUSES,
+    Check,
+    CheckError,
+    ParamError,
+    Registry,
+    Result,
+    SkipCheck,
+    utc_now,
+)
+from compute_jobs.model import (
+    registry as default_registry,
+)
+from compute_jobs.versions import library_versions
+
+# Which negative control each result category honours.
+CONTROL_OF_CATEGORY = {"correctness": "wrong-answer", "placement": "missing-worker"}
+
+
+class SelectionError(ValueError):
+    """--only / --scope / --target do not match anything this cluster or registry knows."""
+
+
+@dataclass
+class RunConfig:
+    cluster: Cluster
+    target: str
+    only: frozenset[str] | None = None
+    scope: str | None = None
+    inject: str | None = None
+    baseline: Baseline | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+@dataclass
+class RunOutcome:
+    results: list[Result]
+    host_record: dict[str, Any]
+    summary: dict[str, Any]
+    abandoned: list[str]
+
+    def exit_code(self) -> int:
+        return 1 if any(r.status not in (PASS, SKIP) for r in self.results) else 0
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+def resolve_params(
+    cls: type[Check],
+    cluster_params: dict[str, Any] | None,
+    overrides: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    source: str = "cluster.json",
+) -> dict[str, Any]:
+    """Defaults <- cluster.json ``params.<check>`` <- ``--param``; every value checked and named."""
+    declared = {p.name: p for p in cls.all_params()}
+    values = {p.name: p.default for p in declared.values()}
+    layers = [
+        (cluster_params or {}, f"{source}: params.{cls.name}"),
+        (overrides or {}, f"--param {cls.name}"),
+    ]
+    for layer, where in layers:
+        for key, value in layer.items():
+            if key not in declared:
+                known = ", ".join(sorted(declared))
+                raise ParamError(f"{where}.{key}: unknown parameter (known: {known})")
+            values[key] = declared[key].coerce(value, f"{where}.{key}")
+    if timeout is not None:
+        values["timeout"] = declared["timeout"].coerce(timeout, "--timeout")
+    return values
+
+
+def validate_params(cluster: Cluster, registry: Registry, overrides: dict[str, dict[str, Any]]) -> None:
+    """Reject params for unknown checks or parameters before anything runs (exit code 2)."""
+    problems = []
+    for label, table in ((f"{cluster.source}: params", cluster.params), ("--param", overrides)):
+        for name in table:
+            if name not in registry:
+                if registry.import_errors:
+                    continue  # the check may live in a module that failed to import; that is reported
+                problems.append(f"{label}.{name}: unknown check (see 'python -m compute_jobs list')")
+    for cls in registry:
+        try:
+            resolve_params(cls, cluster.params.get(cls.name), overrides.get(cls.name), source=cluster.source)
+        except ParamError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ClusterError("", problems)
+
+
+def parse_param_overrides(items: Iterable[str]) -> dict[str, dict[str, str]]:
+    """``node.stream.n=4096`` -> ``{"node.stream": {"n": "4096"}}`` (typed later by the Param)."""
+    table: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        check, dot, param = key.rpartition(".")
+        if not sep or not dot or not check or not param:
+            raise ParamError(f"--param {item!r}: expected CHECK.PARAM=VALUE, e.g. node.stream.n=4096")
+        table.setdefault(check, {})[param] = value
+    return table
+
+
+# --- selection ----------------------------------------------------------------------------------
+
+
+def select_checks(
+    registry: Registry, only: frozenset[str] | None, scope: str | None, is_head: bool
+) -> list[type[Check]]:
+    """Checks to run. ``only`` matches tags or check names; no ``scope`` means node-scope checks
+    everywhere plus cluster-scope checks on the head node; ``--scope cluster`` runs them wherever asked."""
+    if only:
+        known = registry.tags() | {cls.name for cls in registry}
+        unknown = sorted(only - known)
+        if unknown:
+            tags = ", ".join(sorted(registry.tags()))
+            raise SelectionError(f"--only: unknown tag or check {', '.join(unknown)} (tags: {tags})")
+    chosen = []
+    for cls in registry:
+        if only and not (cls.tags & only or cls.name in only):
+            continue
+        if scope is not None and cls.scope != scope:
+            continue
+        if scope is None and cls.scope == "cluster" and not is_head:
+            continue
+        chosen.append(cls)
+    return chosen
+
+
+def default_skip_reason(cls: type[Check], ctx: CheckContext) -> str | None:
+    """The declarative part of applicability: inventory groups and engines."""
+    if cls.groups:
+        wanted = set(cls.groups)
+        if cls.scope == "node":
+            if ctx.host is None or not wanted & set(ctx.host.groups):
+                return f"{ctx.target} is not in group {' or '.join(sorted(wanted))}"
+        elif not any(wanted & set(h.groups) for h in ctx.cluster.hosts):
+            return f"no host is in group {' or '.join(sorted(wanted))}"
+    if cls.engine and cls.engine not in ctx.cluster.engines:
+        return f"{ctx.cluster.source} declares no engines.{cls.engine}"
+    return None
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+class _Box:
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+        self.skip: str | None = None
+        self.error: str | None = None
+        self.trace: str | None = None
+
+
+def _work(check: Check, ctx: CheckContext, box: _Box) -> None:
+    try:
+        reason = default_skip_reason(type(check), ctx) or check.applies(ctx)
+        if reason:
+            box.skip = reason
+            return
+        for result in check.run(ctx):
+            box.results.append(result)
+    except SkipCheck as exc:
+        box.skip = str(exc) or "not applicable"
+    except CheckError as exc:
+        box.error = str(exc) or type(exc).__name__
+    except BaseException as exc:  # a bug in a check must become ERROR, never crash the runner
+        box.error = f"{type(exc).__name__}: {exc}"
+        box.trace = traceback.format_exc(limit=6)
+
+
+class Runner:
+    def __init__(self, registry: Registry = default_registry) -> None:
+        self.registry = registry
+        self.abandoned: list[str] = []
+
+    def run_check(self, cls: type[Check], config: RunConfig, params: dict[str, Any]) -> list[Result]:
+        cluster = config.cluster
+        host = cluster.host(config.target)
+        target = CLUSTER_TARGET if cls.scope == "cluster" else config.target
+        started_at = utc_now()
+        start = time.monotonic()
+        limit = float(params["timeout"])
+        check = cls()
+        ctx = CheckContext(
+            check, cluster, target, host, params, config.inject, config.baseline, deadline=start + limit
+        )
+        box = _Box()
+        worker = threading.Thread(target=_work, args=(check, ctx, box), name=f"check:{cls.name}", daemon=True)
+        worker.start()
+        worker.join(limit)
+        duration = time.monotonic() - start
+        results = list(box.results)  # a snapshot: an abandoned worker may still append
+        if worker.is_alive():
+            self.abandoned.append(cls.name)
+            box.error = f"timed out after {duration:.1f} s (limit {limit:g} s); check abandoned"
+        results = self._finish(cls, ctx, box, results, config.inject)
+        for result in results:
+            result.started_at = result.started_at or started_at
+            result.duration_s = round(duration, 6) if result.duration_s is None else result.duration_s
+        return results
+
+    def _finish(
+        self, cls: type[Check], ctx: CheckContext, box: _Box, results: list[Result], inject: str | None
+    ) -> list[Result]:
+        if box.skip is not None and box.error is None:
+            return [ctx.result(category=cls.category, status=SKIP, reason=box.skip)]
+        if box.error is not None:
+            details: dict[str, Any] = {}
+            if box.trace:
+                details["traceback"] = box.trace
+            kept = []
+            for result in results:
+                if result.name == cls.name:
+                    details.setdefault("partial", []).append(result.to_dict())
+                else:
+                    kept.append(result)
+            return [*kept, ctx.result(category=cls.category, status=ERROR, reason=box.error, details=details)]
+        if not results:
+            return [ctx.result(category=cls.category, status=ERROR, reason="check produced no results")]
+        return [self._vet(cls, ctx, result, inject, index, results) for index, result in enumerate(results)]
+
+    @staticmethod
+    def _vet(
+        cls: type[Check], ctx: CheckContext, result: Any, inject: str | None, index: int, results: list[Any]
+    ) -> Result:
+        """Turn malformed results into ERROR, and enforce that controls reached every judged result."""
+        if not isinstance(result, Result):
+            return ctx.error(
+                f"check yielded {type(result).__name__}, not a Result", name=f"{cls.name}#{index}"
+            )
+        problems = []
+        if result.status not in STATUSES:
+            problems.append(f"status {result.status!r} is not one of {', '.join(STATUSES)}")
+        if result.category not in CATEGORIES:
+            problems.append(f"category {result.category!r} is not one of {', '.join(CATEGORIES)}")
+        if result.target != ctx.target:
+            problems.append(f"target {result.target!r} differs from {ctx.target!r}")
+        if any(other.name == result.name for other in results[:index] if isinstance(other, Result)):
+            problems.append("duplicate result name")
+        control = CONTROL_OF_CATEGORY.get(result.category)
+        if (
+            inject is not None
+            and inject == control
+            and result.status in (PASS, FAIL)
+            and result.control != inject
+        ):
+            helper = "ctx.compare()" if control == "wrong-answer" else "ctx.compare_sets()"
+            problems.append(
+                f"{result.category} result not built with {helper}, cannot honour --inject {inject}"
+            )
+        if problems:
+            result.details = {**result.details, "result_status": result.status}
+            result.status = ERROR
+            result.reason = "; ".join(problems)
+        return result
+
+    def run(self, config: RunConfig) -> RunOutcome:
+        cluster = config.cluster
+        if cluster.host(config.target) is None and config.scope != "cluster":
+            known = ", ".join(h.name for h in cluster.hosts)
+            raise SelectionError(
+                f"target {config.target!r} is not a host in {cluster.source} (hosts: {known})"
+            )
+        validate_params(cluster, self.registry, config.overrides)
+        is_head = cluster.head.name == config.target
+        checks = select_checks(self.registry, config.only, config.scope, is_head)
+        started_at = utc_now()
+        results: list[Result] = []
+        for module, problem in sorted(self.registry.import_errors.items()):
+            results.append(
+                Result(
+                    name=f"import.{module.rsplit('.', 1)[-1]}",
+                    check=module,
+                    category="inventory",
+                    tags=[],
+                    target=config.target,
+                    status=ERROR,
+                    reason=f"checks module {module} failed to import: {problem}",
+                    started_at=started_at,
+                    duration_s=0.0,
+                )
+            )
+        for cls in checks:
+            params = resolve_params(
+                cls,
+                cluster.params.get(cls.name),
+                config.overrides.get(cls.name),
+                config.timeout,
+                cluster.source,
+            )
+            results.extend(self.run_check(cls, config, params))
+        finished_at = utc_now()
+        versions = library_versions()
+        host_record = {
+            "type": "host",
+            "target": config.target,
+            "cluster_name": cluster.cluster_name,
+            "run_id": cluster.run_id,
+            "inventory_hash": cluster.inventory_hash,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "versions": versions,
+            "recorded_at": finished_at,
+        }
+        summary = build_summary(
+            results,
+            run_id=cluster.run_id,
+            git_sha=None,
+            inventory_hash=cluster.inventory_hash,
+            cluster_name=cluster.cluster_name,
+            started_at=started_at,
+            finished_at=finished_at,
+            versions={config.target: versions},
+        )
+        if config.inject:
+            summary["inject"] = config.inject
+        return RunOutcome(results, host_record, summary, list(self.abandoned))
+
+
+def count_statuses(results: Iterable[Result | dict[str, Any]]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for result in results:
+        status = result["status"] if isinstance(result, dict) else result.status
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def build_summary(
+    results: Iterable[Result | dict[str, Any]],
+    *,
+    run_id: str | None,
+    git_sha: str | None,
+    inventory_hash: str | None,
+    cluster_name: str | None,
+    started_at: str | None,
+    finished_at: str | None,
+    versions: dict[str, dict[str, str]],
+) -> dict[str, Any]:
+    return {
+        "type": "summary",
+        "run_id": run_id,
+        "git_sha": git_sha,
+        "inventory_hash": inventory_hash,
+        "cluster_name": cluster_name,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "counts": count_statuses(results),
+        "versions": versions,
+    }

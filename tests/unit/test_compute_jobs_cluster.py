@@ -1,0 +1,131 @@
+"""cluster.json: the JSON Schema and the hand-written validator agree, and errors name the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compute_jobs.cluster import ClusterError, cluster_from_dict, load_cluster, validate_cluster
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "compute_jobs" / "schema" / "cluster.example.json"
+
+
+def example() -> dict[str, Any]:
+    return json.loads(EXAMPLE.read_text(encoding="utf-8"))
+
+
+def test_example_is_valid_for_schema_and_validator(cj_validator):
+    doc = example()
+    cj_validator("cluster.schema.json").validate(doc)
+    assert validate_cluster(doc) == []
+    cluster = load_cluster(str(EXAMPLE))
+    assert [h.name for h in cluster.hosts] == ["cf-lab-1", "cf-lab-2", "cf-lab-3"]
+    assert cluster.head.name == "cf-lab-1"
+    assert cluster.net_endpoint(cluster.hosts[0]) == ("10.213.17.11", 18555)
+    assert cluster.net_endpoint(cluster.hosts[2]) == ("10.213.17.13", 18556)
+    assert cluster.hosts[2].gpus == 0 and cluster.hosts[2].gpu_models == ()
+    assert cluster.params["node.stream"] == {"n": 5000000}
+
+
+def test_minimal_document_gets_defaults(cj_cluster_dict, cj_validator):
+    doc = cj_cluster_dict()
+    del doc["net"]
+    cj_validator("cluster.schema.json").validate(doc)
+    cluster = cluster_from_dict(doc)
+    assert cluster.net is None and cluster.engines == {} and cluster.pinned_libraries == {}
+    assert cluster.head.name == "a"
+
+
+def _set(path: list[Any], value: Any):
+    def mutate(doc: dict[str, Any]) -> None:
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return mutate
+
+
+def _delete(path: list[Any]):
+    def mutate(doc: dict[str, Any]) -> None:
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+
+    return mutate
+
+
+# (mutation, message the hand-written validator must produce, whether JSON Schema can see it too)
+MALFORMED = [
+    (_set(["hosts", 1, "cores"], "two"), 'hosts[1].cores: expected integer >= 1, got "two"', True),
+    (_set(["hosts", 0, "cores"], 0), "hosts[0].cores: expected integer >= 1, got 0", True),
+    (_set(["hosts", 0, "cores"], True), "hosts[0].cores: expected integer >= 1, got true", True),
+    (_set(["hosts", 2, "memory_mb"], 1.5), "hosts[2].memory_mb: expected integer >= 1, got 1.5", True),
+    (_delete(["hosts", 1, "address"]), "hosts[1].address: required field is missing", True),
+    (_set(["hosts", 0, "core"], 2), "hosts[0].core: unknown field", True),
+    (_set(["hosts", 0, "groups"], "head"), 'hosts[0].groups: expected array of strings, got "head"', True),
+    (_set(["hosts", 0, "net_port"], 70000), "hosts[0].net_port: expected integer 1..65535, got 70000", True),
+    (_set(["hosts", 1, "name"], "cf-lab-1"), 'hosts[1].name: duplicate host name "cf-lab-1"', False),
+    (_set(["hosts"], []), "hosts: expected non-empty array of host objects, got []", True),
+    (_delete(["run_id"]), "run_id: required field is missing", True),
+    (_set(["schema_version"], 2), "schema_version: expected 1", True),
+    (_set(["inventory_hash"], "abc"), 'inventory_hash: expected "sha256:" followed by 64', True),
+    (_set(["cluster_name"], "my lab"), "cluster_name: expected name of letters", True),
+    (_set(["net", "port"], "18555"), 'net.port: expected integer 1..65535, got "18555"', True),
+    (_delete(["net", "token_file"]), "net.token_file: required field is missing", True),
+    (_set(["pinned_libraries", "numpy"], 2), "pinned_libraries.numpy: expected version string, got 2", True),
+    (_set(["engines", "dask"], "tcp://x"), 'engines.dask: expected object, got "tcp://x"', True),
+    (
+        _set(["engines", "spark", "expected_workers"], "two"),
+        'engines.spark.expected_workers: expected array of strings, got "two"',
+        True,
+    ),
+    (
+        _set(["params", "node.stream"], 5),
+        "params.node.stream: expected object of parameter name -> value",
+        True,
+    ),
+    (_set(["params", "node.stream", "n"], [1]), "params.node.stream.n: expected number, string", True),
+    (_set(["extra"], 1), "extra: unknown field", True),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message", "schema_sees_it"), MALFORMED)
+def test_malformed_cluster_json_names_the_field(mutate, message, schema_sees_it, cj_validator, tmp_path):
+    doc = copy.deepcopy(example())
+    mutate(doc)
+    problems = validate_cluster(doc)
+    assert any(message in p for p in problems), problems
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ClusterError) as caught:
+        load_cluster(str(path))
+    assert f"{path}: " in str(caught.value) and message in str(caught.value)
+    schema_errors = list(cj_validator("cluster.schema.json").iter_errors(doc))
+    assert bool(schema_errors) == schema_sees_it
+
+
+def test_every_problem_is_reported_at_once():
+    doc = example()
+    doc["hosts"][0]["cores"] = "x"
+    doc["hosts"][1]["memory_mb"] = -1
+    problems = validate_cluster(doc)
+    assert len(problems) == 2
+
+
+def test_unreadable_and_invalid_json(tmp_path):
+    with pytest.raises(ClusterError, match="cannot read"):
+        load_cluster(str(tmp_path / "absent.json"))
+    bad = tmp_path / "cluster.json"
+    bad.write_text('{"schema_version": 1,\n "hosts": [}')
+    with pytest.raises(ClusterError, match="not valid JSON: line 2"):
+        load_cluster(str(bad))
+    top = tmp_path / "list.json"
+    top.write_text("[]")
+    with pytest.raises(ClusterError, match="expected object, got"):
+        load_cluster(str(top))
