@@ -1,0 +1,213 @@
+"""tools/ephemeral_dask.py: EC2Cluster kwargs from the cloud settings, files for the verification suite.
+
+dask-cloudprovider is not a dependency of the test environment: nothing here imports it, and the
+tool imports it only when it starts a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+
+def _load(name: str, path: Path) -> Any:
+    """Import PATH (not on sys.path) once, as NAME."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+cloudtest = _load("cloudtest", Path(__file__).resolve().parents[1] / "cloud" / "cloudtest.py")
+ephemeral = _load("ephemeral_dask", cloudtest.REPO / "tools" / "ephemeral_dask.py")
+NOW = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
+CA, CERT, KEY = (
+    f"-----BEGIN {kind}-----\nAAAA\n-----END {kind}-----\n" for kind in ("CA", "CERTIFICATE", "KEY")
+)
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    yield from cloudtest.start_moto(tmp_path_factory.mktemp("cloud-dask"))
+
+
+def settings(**overrides: Any) -> dict[str, Any]:
+    base = {"cloud_cluster_name": "demo", "cloud_image_id": "ami-0123456789abcdef0", "cloud_owner": "alice"}
+    base["cloud_dask_docker_image"] = "ghcr.io/dask/dask:2025.9.1-py3.13"
+    return ephemeral.load_settings(cloudtest.CLOUD_INVENTORY, {**base, **overrides})
+
+
+def test_kwargs_from_the_inventory_defaults_and_lazy_import() -> None:
+    kwargs = ephemeral.ec2_cluster_kwargs(settings(), now=NOW)
+    assert "dask_cloudprovider" not in sys.modules
+    assert kwargs == {
+        "region": "us-east-1",
+        "ami": "ami-0123456789abcdef0",
+        "docker_image": "ghcr.io/dask/dask:2025.9.1-py3.13",
+        "instance_type": "t3.large",
+        "n_workers": 2,
+        "filesystem_size": 30,
+        "security": True,
+        "auto_shutdown": True,
+        "bootstrap": True,
+        "use_private_ip": False,
+        "instance_tags": {
+            "clusterforge_cluster": "demo-dask",
+            "clusterforge_owner": "alice",
+            "clusterforge_expires": "2030-01-01T20:00:00Z",
+        },
+        "volume_tags": {
+            "clusterforge_cluster": "demo-dask",
+            "clusterforge_owner": "alice",
+            "clusterforge_expires": "2030-01-01T20:00:00Z",
+        },
+        "env_vars": {},
+    }
+
+
+def test_kwargs_split_instance_types_and_overrides() -> None:
+    sets = [
+        {"name": "head", "count": 1, "instance_type": "t3.large", "groups": ["head", "dask_scheduler"]},
+        {"name": "gpu", "count": 3, "instance_type": "g4dn.xlarge", "groups": ["workers", "dask_workers"]},
+    ]
+    discovered = {"vpc_id": "vpc-1", "subnet_id": "subnet-1", "security_group_id": "sg-1", "key_name": "k"}
+    kwargs = ephemeral.ec2_cluster_kwargs(
+        settings(cloud_node_sets=sets, cloud_region="eu-west-1", cloud_volume_size_gb=100),
+        discovered,
+        now=NOW,
+    )
+    assert "instance_type" not in kwargs
+    assert kwargs["scheduler_instance_type"] == "t3.large" and kwargs["worker_instance_type"] == "g4dn.xlarge"
+    assert kwargs["n_workers"] == 3 and kwargs["filesystem_size"] == 100 and kwargs["region"] == "eu-west-1"
+    assert kwargs["vpc"] == "vpc-1" and kwargs["subnet_id"] == "subnet-1"
+    assert kwargs["security_groups"] == ["sg-1"] and kwargs["key_name"] == "k"
+    assert ephemeral.ec2_cluster_kwargs(settings(cloud_dask_n_workers=5), now=NOW)["n_workers"] == 5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cloud_cluster_name": ""}, "cloud_cluster_name is empty"),
+        ({"cloud_image_id": ""}, "no image"),
+        (
+            {"cloud_node_sets": [{"name": "x", "count": 1, "instance_type": "t3.large", "groups": ["head"]}]},
+            "dask_workers",
+        ),
+    ],
+)
+def test_kwargs_errors_say_what_to_do(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ephemeral.SettingsError, match=message):
+        ephemeral.ec2_cluster_kwargs(settings(**overrides), now=NOW)
+
+
+def test_templates_are_ignored_and_overrides_parsed() -> None:
+    loaded = ephemeral.load_settings(cloudtest.CLOUD_INVENTORY, {})
+    assert "cloud_ssh_public_key_file" not in loaded  # a Jinja template in cloud.yml
+    assert loaded["cloud_node_sets"][0]["name"] == "head"
+    assert ephemeral.parse_overrides(["a=1", "b=x", "c=[1, 2]"]) == {"a": 1, "b": "x", "c": [1, 2]}
+    with pytest.raises(ephemeral.SettingsError, match="NAME=VALUE"):
+        ephemeral.parse_overrides(["novalue"])
+
+
+def test_discover_finds_the_cluster_network_and_newest_image(moto: Any) -> None:
+    client = moto.client()
+    tags = [
+        {"ResourceType": kind, "Tags": [{"Key": "clusterforge_cluster", "Value": "disc"}]}
+        for kind in ("vpc",)
+    ]
+    vpc = client.create_vpc(CidrBlock="10.90.0.0/16", TagSpecifications=tags)["Vpc"]["VpcId"]
+    subnet_tags = [{"ResourceType": "subnet", "Tags": [{"Key": "clusterforge_cluster", "Value": "disc"}]}]
+    subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.90.1.0/24", TagSpecifications=subnet_tags)
+    image = client.register_image(Name="debian-13-amd64-20300101-1", RootDeviceName="/dev/xvda")["ImageId"]
+    found = ephemeral.discover(
+        client,
+        {
+            "cloud_cluster_name": "disc",
+            "cloud_distro": "debian13",
+            "cloud_images": {"debian13": {"owner": "123456789012", "name": "debian-13-amd64-*"}},
+        },
+    )
+    assert found == {"image_id": image, "vpc_id": vpc, "subnet_id": subnet["Subnet"]["SubnetId"]}
+
+
+class FakeSecurity:
+    tls_ca_file = CA
+    tls_client_cert = CERT
+    tls_client_key = KEY
+
+
+class FakeCluster:
+    instances: ClassVar[list[FakeCluster]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.scheduler_address = "tls://198.51.100.10:8786"
+        self.dashboard_link = "http://198.51.100.10:8787/status"
+        self.security = FakeSecurity()
+        self.closed = False
+        FakeCluster.instances.append(self)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_run_writes_tls_files_runs_the_command_and_always_closes(tmp_path: Path) -> None:
+    out = tmp_path / "eph"
+    probe = (
+        "import json, os, sys; e = json.load(open(os.environ['CLUSTERFORGE_DASK_ENGINE']));"
+        "ok = e['endpoint'].startswith('tls://');"
+        "ok = ok and os.path.isdir(os.environ['CLUSTERFORGE_DASK_CONFIG_DIR']);"
+        "sys.exit(0 if ok else 3)"
+    )
+    code = ephemeral.run({"n_workers": 2}, out, [sys.executable, "-c", probe], cluster_class=FakeCluster)
+    assert code == 0 and FakeCluster.instances[-1].closed
+
+    config = yaml.safe_load((out / "dask" / "dask.yaml").read_text())
+    assert config["scheduler-address"] == "tls://198.51.100.10:8786"
+    assert config["distributed"]["comm"]["require-encryption"] is True
+    tls = config["distributed"]["comm"]["tls"]
+    assert Path(tls["ca-file"]).read_text() == CA and Path(tls["client"]["key"]).read_text() == KEY
+    for path in (tls["ca-file"], tls["client"]["cert"], tls["client"]["key"]):
+        assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "dask").stat().st_mode) == 0o700
+    engine = json.loads((out / "engines-dask.json").read_text())
+    assert engine["endpoint"] == "tls://198.51.100.10:8786" and engine["config_dir"] == str(out / "dask")
+    assert engine["n_workers"] == 2
+
+    failing = ephemeral.run(
+        {}, tmp_path / "f", [sys.executable, "-c", "raise SystemExit(7)"], cluster_class=FakeCluster
+    )
+    assert failing == 7 and FakeCluster.instances[-1].closed
+
+
+def test_cli_kwargs_without_discovery(capsys: pytest.CaptureFixture[str]) -> None:
+    code = ephemeral.main(
+        [
+            "kwargs",
+            "--no-discover",
+            "-e",
+            "cloud_cluster_name=cli",
+            "-e",
+            "cloud_image_id=ami-0abc1234",
+            "-e",
+            "cloud_dask_docker_image=ghcr.io/dask/dask:2025.9.1-py3.13",
+        ]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ami"] == "ami-0abc1234" and printed["instance_tags"]["clusterforge_cluster"] == "cli-dask"
+    assert ephemeral.main(["run", "--no-discover", "-e", "cloud_cluster_name=", "--out", "/nonexistent"]) == 2
+    assert "dask_cloudprovider" not in sys.modules
