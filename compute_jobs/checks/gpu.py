@@ -1,0 +1,996 @@
+"""NVIDIA GPU checks: inventory through NVML, GEMM through CuPy/cuBLAS, a STREAM triad through a Numba
+CUDA kernel, pinned host<->device transfers against the PCIe link, and peer-to-peer copies.
+
+Node scope; they apply to hosts in group ``gpu_nodes``. A host in that group on which no GPU is found
+is FAIL, never SKIP. Everything that touches the GPU goes through :data:`BACKEND` (NVML, CuPy, Numba,
+all imported lazily); the unit tests replace it with a numpy stand-in at that boundary, so the judging
+code that runs on a real GPU is the code the tests exercise.
+
+``engines.gpu`` in cluster.json (optional) declares what ``gpu.inventory`` compares besides
+``hosts[].gpus`` and ``hosts[].gpu_models``::
+
+    {"driver_version": "580.95.05", "cuda_version": "13.0", "memory_mib": 143771,
+     "hosts": {"gpu-1": {"driver_version": "...", "cuda_version": "...", "memory_mib": 0}}}
+
+Empty strings and 0 mean "not declared": the value is reported, not compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from compute_jobs.context import CheckContext
+from compute_jobs.model import FAIL, Check, CheckError, Metric, Param, Reference, Result, SkipCheck, register
+
+GPU_GROUP = "gpu_nodes"
+NVIDIA_VENDOR = "0x10de"
+# PCI classes of GPUs: VGA-compatible (0x0300) and 3D (0x0302) controllers; NVIDIA's audio and
+# USB functions and NVSwitches have other classes.
+GPU_CLASSES = ("0x0300", "0x0302")
+SYSFS_PCI = "/sys/bus/pci/devices"
+GEMM_DTYPES = ("fp64", "fp32", "bf16")
+
+# --- datasheet figures ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """Datasheet peaks of one GPU model (dense, no sparsity), and the NVML names that select it."""
+
+    model: str
+    pattern: str
+    fp64: float  # TFLOP/s, FP64 tensor core where the GPU has one (what DGEMM uses)
+    fp32: float  # TFLOP/s, FP32 without TF32
+    bf16: float  # TFLOP/s, BF16 tensor core, dense
+    hbm: float  # GB/s
+    source: str
+
+
+# First match wins: the specific names (NVL, PCIe) come before the general ones.
+DATASHEET: tuple[GpuSpec, ...] = (
+    GpuSpec("H200 NVL", r"H200 NVL", 60.0, 60.0, 835.0, 4800.0, "NVIDIA H200 datasheet (H200 NVL)"),
+    GpuSpec("H200 SXM", r"H200", 67.0, 67.0, 989.0, 4800.0, "NVIDIA H200 datasheet (H200 SXM)"),
+    GpuSpec("H100 NVL", r"H100 NVL", 60.0, 60.0, 835.0, 3900.0, "NVIDIA H100 datasheet (H100 NVL)"),
+    GpuSpec("H100 PCIe", r"H100 PCIe", 51.0, 51.0, 756.0, 2000.0, "NVIDIA H100 datasheet (H100 PCIe)"),
+    GpuSpec("H100 SXM", r"H100", 67.0, 67.0, 989.0, 3350.0, "NVIDIA H100 datasheet (H100 SXM)"),
+    GpuSpec(
+        "A100 PCIe 80GB", r"A100 80GB PCIe", 19.5, 19.5, 312.0, 1935.0, "NVIDIA A100 datasheet (80GB PCIe)"
+    ),
+    GpuSpec(
+        "A100 PCIe 40GB", r"A100-PCIE-40GB", 19.5, 19.5, 312.0, 1555.0, "NVIDIA A100 datasheet (40GB PCIe)"
+    ),
+    GpuSpec(
+        "A100 SXM 80GB", r"A100-SXM4-80GB", 19.5, 19.5, 312.0, 2039.0, "NVIDIA A100 datasheet (80GB SXM)"
+    ),
+    GpuSpec(
+        "A100 SXM 40GB", r"A100-SXM4-40GB", 19.5, 19.5, 312.0, 1555.0, "NVIDIA A100 datasheet (40GB SXM)"
+    ),
+)
+
+# PCIe payload rate per lane and direction in GB/s, after line encoding (8b/10b, 128b/130b, FLIT).
+PCIE_LANE_GBS = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}
+PCIE_GENERATIONS = {"2.5": 1, "5.0": 2, "8.0": 3, "16.0": 4, "32.0": 5, "64.0": 6}
+
+
+def datasheet(model: str | None) -> GpuSpec | None:
+    """The datasheet entry for an NVML model name ("NVIDIA H100 80GB HBM3" -> H100 SXM), or None."""
+    if not model:
+        return None
+    for spec in DATASHEET:
+        if re.search(spec.pattern, model, re.IGNORECASE):
+            return spec
+    return None
+
+
+def pcie_peak_gbs(generation: int | None, width: int | None) -> float | None:
+    """Theoretical payload bandwidth per direction of a PCIe link, GB/s."""
+    if not generation or not width or generation not in PCIE_LANE_GBS:
+        return None
+    return PCIE_LANE_GBS[generation] * width
+
+
+def link_generation(speed: str | None) -> int | None:
+    """sysfs '32.0 GT/s PCIe' -> 5."""
+    if not speed:
+        return None
+    match = re.match(r"\s*([0-9.]+)\s*GT/s", speed)
+    return PCIE_GENERATIONS.get(f"{float(match.group(1)):.1f}") if match else None
+
+
+# --- what the GPU boundary returns ----------------------------------------------------------------
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str | None
+    memory_mib: int | None
+    uuid: str | None = None
+    pci_address: str | None = None
+
+
+@dataclass
+class Inventory:
+    """GPUs as NVML sees them, and the NVIDIA GPU functions on the PCI bus (sysfs)."""
+
+    source: str | None
+    driver_version: str | None
+    cuda_version: str | None
+    gpus: list[GpuInfo]
+    pci: list[dict[str, Any]]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.gpus) if self.source else 0
+
+
+class Device:
+    """One GPU as the checks use it: an array module (CuPy) plus the few operations CuPy lacks.
+
+    :class:`CudaBackend` returns :class:`CupyDevice`; the unit tests return a numpy stand-in.
+    """
+
+    index: int
+    label: str
+    name: str | None
+    pci_address: str | None
+    xp: Any
+
+    def activate(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        raise NotImplementedError
+
+    def timed(self, fn: Callable[[], None], repeats: int, warmup: int, ctx: CheckContext) -> list[float]:
+        """Seconds per call of ``fn`` measured on the device (CUDA events), after ``warmup`` calls."""
+        raise NotImplementedError
+
+    def to_host(self, array: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def matmul_bf16(self, a_bits: Any, b_bits: Any, out: Any) -> None:
+        """out (float32) = A B for bf16 inputs given as uint16 bit patterns, FP32 accumulation."""
+        raise NotImplementedError
+
+    def triad(self, a: Any, b: Any, c: Any, scalar: float) -> None:
+        """a = b + scalar * c with a Numba CUDA kernel."""
+        raise NotImplementedError
+
+    def pinned(self, nbytes: int) -> np.ndarray:
+        """A page-locked host buffer of ``nbytes`` (uint8)."""
+        raise NotImplementedError
+
+    def upload(self, device_array: Any, host: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def download(self, device_array: Any, host: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def link(self) -> dict[str, int | None]:
+        """PCIe link now: current_generation, current_width, max_generation, max_width."""
+        raise NotImplementedError
+
+    def can_access_peer(self, other: Device) -> bool:
+        raise NotImplementedError
+
+    def copy_to_peer(self, other: Device, dst: Any, src: Any, nbytes: int) -> None:
+        raise NotImplementedError
+
+    def enable_peer(self, other: Device) -> None:
+        """Map ``other``'s memory for direct access (only called when can_access_peer is true)."""
+
+
+class CudaBackend:
+    """The real boundary: NVML through nvidia-ml-py, CuPy and Numba, imported on first use."""
+
+    def __init__(self, sysfs_root: str = SYSFS_PCI) -> None:
+        self.sysfs_root = sysfs_root
+
+    def inventory(self) -> Inventory:
+        pci = scan_pci(self.sysfs_root)
+        try:
+            return nvml_inventory(pci)
+        except Exception as exc:  # pynvml missing, no driver, NVML error: report, fall back to sysfs
+            return Inventory(None, None, None, [], pci, [f"NVML: {type(exc).__name__}: {exc}"])
+
+    def devices(self) -> list[Device]:
+        try:
+            import cupy
+        except Exception as exc:
+            raise CheckError(
+                f"cupy does not import ({type(exc).__name__}: {exc}); the cuda role installs the GPU stack "
+                "into the node virtual environment"
+            ) from exc
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:
+            raise CheckError(f"CUDA runtime cannot enumerate GPUs: {type(exc).__name__}: {exc}") from exc
+        return [CupyDevice(cupy, index) for index in range(count)]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pci_address(bus_id: str | None) -> str | None:
+    """NVML '00000000:17:00.0' or CUDA '0000:17:00.0' -> sysfs '0000:17:00.0'."""
+    return bus_id.strip().lower()[-12:] if bus_id else None
+
+
+def nvml_inventory(pci: list[dict[str, Any]]) -> Inventory:
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        cuda = int(pynvml.nvmlSystemGetCudaDriverVersion_v2())
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            gpus.append(
+                GpuInfo(
+                    index=index,
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    memory_mib=int(pynvml.nvmlDeviceGetMemoryInfo(handle).total) // (1024 * 1024),
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                    pci_address=_pci_address(_text(pynvml.nvmlDeviceGetPciInfo(handle).busId)),
+                )
+            )
+    finally:
+        pynvml.nvmlShutdown()
+    return Inventory("nvml", driver, f"{cuda // 1000}.{(cuda % 1000) // 10}", gpus, pci)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def scan_pci(root: str = SYSFS_PCI) -> list[dict[str, Any]]:
+    """NVIDIA GPU functions under /sys/bus/pci/devices with their PCIe link (current and maximum)."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(root, "*"))):
+        if (_read(os.path.join(path, "vendor")) or "").lower() != NVIDIA_VENDOR:
+            continue
+        klass = (_read(os.path.join(path, "class")) or "").lower()
+        if not klass.startswith(GPU_CLASSES):
+            continue
+        entry: dict[str, Any] = {"address": os.path.basename(path).lower(), "class": klass}
+        for key in ("current_link_speed", "max_link_speed"):
+            entry[key.replace("speed", "generation")] = link_generation(_read(os.path.join(path, key)))
+        for key in ("current_link_width", "max_link_width"):
+            raw = _read(os.path.join(path, key))
+            entry[key] = int(raw) if raw and raw.isdigit() else None
+        found.append(entry)
+    return found
+
+
+class CupyDevice(Device):
+    def __init__(self, cupy: Any, index: int) -> None:
+        self.cupy = cupy
+        self.xp = cupy
+        self.index = index
+        self.label = f"gpu{index}"
+        runtime = cupy.cuda.runtime
+        self.name = _text(runtime.getDeviceProperties(index)["name"])
+        self.pci_address = _pci_address(runtime.deviceGetPCIBusId(index))
+
+    def activate(self) -> contextlib.AbstractContextManager[Any]:
+        return self.cupy.cuda.Device(self.index)
+
+    def synchronize(self) -> None:
+        self.cupy.cuda.Device(self.index).synchronize()
+
+    def timed(self, fn: Callable[[], None], repeats: int, warmup: int, ctx: CheckContext) -> list[float]:
+        for _ in range(warmup):
+            ctx.check_deadline()
+            fn()
+        self.synchronize()
+        durations = []
+        for _ in range(repeats):
+            ctx.check_deadline()
+            start, end = self.cupy.cuda.Event(), self.cupy.cuda.Event()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            durations.append(self.cupy.cuda.get_elapsed_time(start, end) / 1000.0)
+        return durations
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return self.cupy.asnumpy(array)
+
+    def matmul_bf16(self, a_bits: Any, b_bits: Any, out: Any) -> None:
+        from cupy_backends.cuda.libs import cublas
+
+        n = out.shape[0]
+        one = np.ones(1, dtype=np.float32)
+        zero = np.zeros(1, dtype=np.float32)
+        handle = self.cupy.cuda.device.get_cublas_handle()
+        cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+        # cuBLAS is column-major: row-major C = A B is column-major C^T = B^T A^T, so B goes first.
+        cublas.gemmEx(
+            handle,
+            cublas.CUBLAS_OP_N,
+            cublas.CUBLAS_OP_N,
+            n,
+            n,
+            n,
+            one.ctypes.data,
+            b_bits.data.ptr,
+            CUDA_R_16BF,
+            n,
+            a_bits.data.ptr,
+            CUDA_R_16BF,
+            n,
+            zero.ctypes.data,
+            out.data.ptr,
+            CUDA_R_32F,
+            n,
+            CUBLAS_COMPUTE_32F,
+            CUBLAS_GEMM_DEFAULT_TENSOR_OP,
+        )
+
+    def triad(self, a: Any, b: Any, c: Any, scalar: float) -> None:
+        from numba import cuda
+
+        kernel = _triad_kernel()
+        threads = 256
+        blocks = (a.size + threads - 1) // threads
+        with cuda.gpus[self.index]:
+            kernel[blocks, threads](a, b, c, scalar)
+
+    def pinned(self, nbytes: int) -> np.ndarray:
+        memory = self.cupy.cuda.alloc_pinned_memory(nbytes)
+        return np.frombuffer(memory, dtype=np.uint8, count=nbytes)
+
+    def upload(self, device_array: Any, host: np.ndarray) -> None:
+        device_array.set(host)
+
+    def download(self, device_array: Any, host: np.ndarray) -> None:
+        device_array.get(out=host)
+
+    def link(self) -> dict[str, int | None]:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            bus_id = _text(self.cupy.cuda.runtime.deviceGetPCIBusId(self.index))
+            handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus_id.encode())
+            return {
+                "current_generation": int(pynvml.nvmlDeviceGetCurrPcieLinkGeneration(handle)),
+                "current_width": int(pynvml.nvmlDeviceGetCurrPcieLinkWidth(handle)),
+                "max_generation": int(pynvml.nvmlDeviceGetMaxPcieLinkGeneration(handle)),
+                "max_width": int(pynvml.nvmlDeviceGetMaxPcieLinkWidth(handle)),
+            }
+        finally:
+            pynvml.nvmlShutdown()
+
+    def can_access_peer(self, other: Device) -> bool:
+        return bool(self.cupy.cuda.runtime.deviceCanAccessPeer(self.index, other.index))
+
+    def copy_to_peer(self, other: Device, dst: Any, src: Any, nbytes: int) -> None:
+        self.cupy.cuda.runtime.memcpyPeer(dst.data.ptr, other.index, src.data.ptr, self.index, nbytes)
+
+    def enable_peer(self, other: Device) -> None:
+        with self.activate():
+            try:
+                self.cupy.cuda.runtime.deviceEnablePeerAccess(other.index)
+            except self.cupy.cuda.runtime.CUDARuntimeError as exc:
+                if "AlreadyEnabled" not in str(exc):
+                    raise
+
+
+# cuBLAS / CUDA enum values (cublas_api.h, library_types.h).
+CUDA_R_32F = 0
+CUDA_R_16BF = 14
+CUBLAS_COMPUTE_32F = 68
+CUBLAS_GEMM_DEFAULT_TENSOR_OP = 99
+
+_TRIAD_KERNEL: Any = None
+
+
+def _triad_kernel() -> Any:
+    """Compile the Numba CUDA triad kernel once per process."""
+    global _TRIAD_KERNEL
+    if _TRIAD_KERNEL is None:
+        from numba import cuda
+
+        @cuda.jit
+        def triad(a: Any, b: Any, c: Any, s: float) -> None:
+            i = cuda.grid(1)
+            if i < a.shape[0]:
+                a[i] = b[i] + s * c[i]
+
+        _TRIAD_KERNEL = triad
+    return _TRIAD_KERNEL
+
+
+BACKEND: Any = CudaBackend()
+
+
+# --- shared pieces ----------------------------------------------------------------------------------
+
+
+def no_gpu_result(ctx: CheckContext, inventory: Inventory) -> Result:
+    """The FAIL of a host in gpu_nodes without a usable GPU (category inventory: no control applies)."""
+    if inventory.pci:
+        addresses = ", ".join(p["address"] for p in inventory.pci)
+        reason = (
+            f"{ctx.target} is in group {GPU_GROUP} and has NVIDIA GPUs on the PCI bus ({addresses}) but the "
+            f"driver does not answer: {'; '.join(inventory.errors) or 'NVML lists no GPU'}"
+        )
+    else:
+        reason = (
+            f"{ctx.target} is in group {GPU_GROUP} but no NVIDIA GPU was found: no PCI function with vendor "
+            f"0x10de and a display/3D class under {SYSFS_PCI}"
+            + (f"; {'; '.join(inventory.errors)}" if inventory.errors else "")
+        )
+    return ctx.result(
+        category="inventory",
+        status=FAIL,
+        reason=reason,
+        details={"pci": inventory.pci, "nvml_errors": inventory.errors},
+    )
+
+
+def gpu_devices(ctx: CheckContext) -> tuple[Inventory, list[Device]]:
+    """The inventory, and the devices when there are any (empty list: the caller yields the FAIL)."""
+    inventory = BACKEND.inventory()
+    if inventory.count == 0:
+        return inventory, []
+    return inventory, BACKEND.devices()
+
+
+def _specs_details(device: Device) -> dict[str, Any]:
+    spec = datasheet(device.name)
+    return {
+        "gpu": device.label,
+        "model": device.name,
+        "pci_address": device.pci_address,
+        "datasheet": spec and spec.model,
+    }
+
+
+def _peak(spec: GpuSpec | None, value: float | None, unit: str, what: str) -> Reference | None:
+    if spec is None or value is None:
+        return None
+    return Reference(value, None, None, unit, kind="peak", source=f"{spec.source}: {what}")
+
+
+# --- checks -----------------------------------------------------------------------------------------
+
+
+@register
+class GpuInventory(Check):
+    name = "gpu.inventory"
+    category = "inventory"
+    tags = frozenset({"gpu"})
+    groups = (GPU_GROUP,)
+    description = "GPU count, models, memory, driver and CUDA versions (NVML) against the inventory"
+    params = (
+        Param("memory_tolerance", float, 0.01, "allowed difference of memory per GPU, fraction", 0.0, 0.5),
+    )
+    correctness_rule = (
+        "count == hosts[].gpus (>= 1 when not declared); models == hosts[].gpu_models; memory per GPU "
+        "within memory_tolerance of engines.gpu memory_mib; driver and CUDA versions == engines.gpu"
+    )
+    timeout = 60.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        inventory = BACKEND.inventory()
+        if inventory.count == 0:
+            yield no_gpu_result(ctx, inventory)
+            return
+        expected = expected_inventory(ctx)
+        observed: dict[str, Any] = {
+            "count": inventory.count,
+            "models": sorted(g.name or "" for g in inventory.gpus),
+            "memory_mib": sorted(g.memory_mib or 0 for g in inventory.gpus),
+            "driver_version": inventory.driver_version,
+            "cuda_version": inventory.cuda_version,
+        }
+        problems: list[str] = []
+
+        def mismatches(want: dict[str, Any], got: dict[str, Any]) -> float:
+            problems.clear()
+            problems.extend(inventory_problems(want, got, ctx.params.memory_tolerance))
+            return float(len(problems))
+
+        result = ctx.compare(
+            expected,
+            {key: observed[key] for key in expected},
+            error=mismatches,
+            details={
+                "gpus": [g.__dict__ for g in inventory.gpus],
+                "pci": inventory.pci,
+                "source": inventory.source,
+                "reported": observed,
+            },
+        )
+        if problems:
+            result.reason = "; ".join(problems) + f" ({result.reason})"
+        yield result
+
+
+def expected_inventory(ctx: CheckContext) -> dict[str, Any]:
+    """What cluster.json declares for this host; undeclared fields are left out (reported only)."""
+    host = ctx.host
+    engine = dict(ctx.cluster.engines.get("gpu", {}))
+    per_host = dict((engine.get("hosts") or {}).get(ctx.target, {}))
+    declared = {**{k: v for k, v in engine.items() if k != "hosts"}, **per_host}
+    expected: dict[str, Any] = {"count": host.gpus if host and host.gpus else "at least 1"}
+    if host and host.gpu_models:
+        expected["models"] = sorted(host.gpu_models)
+    if declared.get("memory_mib"):
+        expected["memory_mib"] = int(declared["memory_mib"])
+    for key in ("driver_version", "cuda_version"):
+        if declared.get(key):
+            expected[key] = str(declared[key])
+    return expected
+
+
+def _model_key(name: str) -> str:
+    name = name.strip().casefold()
+    return name[len("nvidia ") :] if name.startswith("nvidia ") else name
+
+
+def inventory_problems(expected: dict[str, Any], observed: dict[str, Any], tolerance: float) -> list[str]:
+    """Each way ``observed`` differs from ``expected`` (keys only one side has count as differences)."""
+    problems = [f"unexpected field {key!r}" for key in sorted(set(observed) - set(expected), key=str)]
+    problems += [f"{key} not observed" for key in sorted(set(expected) - set(observed), key=str)]
+    count = observed.get("count")
+    if "count" in expected and "count" in observed:
+        want = expected["count"]
+        if (want == "at least 1" and not (isinstance(count, int) and count >= 1)) or (
+            want != "at least 1" and count != want
+        ):
+            problems.append(f"count: {count} GPUs, inventory declares {want}")
+    if "models" in expected and "models" in observed:
+        want_models = [_model_key(m) for m in expected["models"]]
+        got_models = [_model_key(m) for m in observed["models"]]
+        ok = sorted(got_models) == sorted(want_models) or (
+            len(set(want_models)) == 1
+            and len(want_models) < len(got_models)
+            and set(got_models) == set(want_models)
+        )
+        if not ok:
+            problems.append(f"models: {observed['models']}, inventory declares {expected['models']}")
+    if "memory_mib" in expected and "memory_mib" in observed:
+        want_mib = expected["memory_mib"]
+        got = observed["memory_mib"]
+        if not isinstance(got, list) or any(abs(m - want_mib) > tolerance * want_mib for m in got):
+            problems.append(
+                f"memory_mib: {got} per GPU, inventory declares {want_mib} (tolerance {tolerance:.0%})"
+            )
+    for key in ("driver_version", "cuda_version"):
+        if key in expected and key in observed and observed[key] != expected[key]:
+            problems.append(f"{key}: {observed[key]}, inventory declares {expected[key]}")
+    return problems
+
+
+# GEMM ------------------------------------------------------------------------------------------------
+
+
+def to_bf16_bits(xp: Any, x32: Any) -> Any:
+    """float32 -> bfloat16 bit patterns (uint16), round to nearest even (inputs are finite)."""
+    bits = x32.view(xp.uint32)
+    rounding = ((bits >> 16) & 1) + 0x7FFF
+    return ((bits + rounding) >> 16).astype(xp.uint16)
+
+
+def from_bf16_bits(xp: Any, bits: Any) -> Any:
+    """bfloat16 bit patterns (uint16) -> the float32 values they represent exactly."""
+    return (bits.astype(xp.uint32) << 16).view(xp.float32)
+
+
+def residual(
+    c_block: np.ndarray, reference: np.ndarray, n: int, eps: float, norm_a: float, norm_b: float
+) -> float:
+    """HPL scaled residual max|C - AB| / (N eps ||A||_inf ||B||_inf)."""
+    scale = n * eps * norm_a * norm_b
+    return float(np.max(np.abs(c_block.astype(np.float64) - reference)) / scale)
+
+
+@register
+class GpuGemm(Check):
+    name = "gpu.gemm"
+    category = "performance"
+    tags = frozenset({"gpu"})
+    groups = (GPU_GROUP,)
+    description = (
+        "FP64, FP32 and BF16 GEMM through CuPy/cuBLAS: scaled residual, bitwise repeatability, TFLOP/s"
+    )
+    params = (
+        Param("n", int, 8192, "matrix order", 16, 65536, smoke=48),
+        Param("repeats", int, 5, "timed multiplications after warm-up", 5, 1000),
+        Param("warmup", int, 2, "untimed multiplications", 1, 100),
+        Param(
+            "sample", int, 64, "rows and columns of C checked against the float64 reference", 4, 4096, smoke=8
+        ),
+        Param("dtypes", str, ",".join(GEMM_DTYPES), "comma-separated subset of fp64, fp32, bf16"),
+        Param("seed", int, 20261121, "random seed of A and B", 0),
+    )
+    correctness_rule = (
+        "scaled residual max|C - AB| / (N eps ||A||_inf ||B||_inf) < 16 on a sampled block against a "
+        "float64 reference of the exact inputs (eps of the accumulation: fp64, or fp32 for FP32 and BF16); "
+        "the product after the timed repeats is bitwise equal to the first one"
+    )
+    metrics = tuple(Metric(d, "TFLOP/s", help=f"{d.upper()} GEMM, 2 N^3 / device time") for d in GEMM_DTYPES)
+    timeout = 600.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        dtypes = [d.strip() for d in ctx.params.dtypes.split(",") if d.strip()]
+        unknown = sorted(set(dtypes) - set(GEMM_DTYPES))
+        if unknown or not dtypes:
+            raise CheckError(f"gpu.gemm dtypes {ctx.params.dtypes!r}: choose from {', '.join(GEMM_DTYPES)}")
+        inventory, devices = gpu_devices(ctx)
+        if not devices:
+            yield no_gpu_result(ctx, inventory)
+            return
+        ran = []
+        for device in devices:
+            with device.activate():
+                for dtype in dtypes:
+                    yield from self._one(ctx, device, dtype)
+            ran.append(device.label)
+        declared = ctx.host.gpus if ctx.host is not None and ctx.host.gpus else inventory.count
+        yield ctx.compare_sets(
+            [f"gpu{i}" for i in range(declared)],
+            ran,
+            name=f"{self.name}.placement",
+            rule="every GPU of the inventory (hosts[].gpus, else NVML's count) ran every GEMM",
+            details={"visible_to_cuda": len(devices), "nvml_count": inventory.count},
+        )
+
+    def _one(self, ctx: CheckContext, device: Device, dtype: str) -> Iterator[Result]:
+        p = ctx.params
+        xp, n = device.xp, p.n
+        rng = xp.random.default_rng(p.seed)
+        if dtype == "fp64":
+            a = rng.random((n, n), dtype=xp.float64)
+            b = rng.random((n, n), dtype=xp.float64)
+            exact_a, exact_b = a, b
+            c = xp.empty((n, n), dtype=xp.float64)
+
+            def multiply() -> None:
+                xp.matmul(a, b, out=c)
+
+            eps = float(np.finfo(np.float64).eps)
+        elif dtype == "fp32":
+            a = rng.random((n, n), dtype=xp.float32)
+            b = rng.random((n, n), dtype=xp.float32)
+            exact_a, exact_b = a, b
+            c = xp.empty((n, n), dtype=xp.float32)
+
+            def multiply() -> None:
+                xp.matmul(a, b, out=c)
+
+            eps = float(np.finfo(np.float32).eps)
+        else:
+            a = to_bf16_bits(xp, rng.random((n, n), dtype=xp.float32))
+            b = to_bf16_bits(xp, rng.random((n, n), dtype=xp.float32))
+            exact_a, exact_b = from_bf16_bits(xp, a), from_bf16_bits(xp, b)
+            c = xp.empty((n, n), dtype=xp.float32)
+
+            def multiply() -> None:
+                device.matmul_bf16(a, b, c)
+
+            eps = float(np.finfo(np.float32).eps)
+        multiply()
+        device.synchronize()
+        first = c.copy()
+        durations = device.timed(multiply, p.repeats, p.warmup, ctx)
+        device.synchronize()
+        take = min(p.sample, n)
+        pick = np.random.default_rng(p.seed + 1)
+        rows = np.sort(pick.choice(n, size=take, replace=False))
+        cols = np.sort(pick.choice(n, size=take, replace=False))
+        a_rows = device.to_host(exact_a[xp.asarray(rows)]).astype(np.float64)
+        b_cols = device.to_host(exact_b[:, xp.asarray(cols)]).astype(np.float64)
+        reference = np.einsum("ik,kj->ij", a_rows, b_cols, optimize=False)
+        observed = device.to_host(c[xp.ix_(xp.asarray(rows), xp.asarray(cols))]).astype(np.float64)
+        norm_a = float(xp.abs(exact_a).sum(axis=1).max())
+        norm_b = float(xp.abs(exact_b).sum(axis=1).max())
+        info = {
+            **_specs_details(device),
+            "n": n,
+            "dtype": dtype,
+            "eps": eps,
+            "norm_a": norm_a,
+            "norm_b": norm_b,
+        }
+        yield ctx.compare(
+            reference,
+            observed,
+            tolerance=16.0,
+            error=lambda want, got: residual(got, want, n, eps, norm_a, norm_b),
+            name=f"{self.name}.{dtype}.residual[{device.label}]",
+            rule=f"scaled residual < 16 against a float64 reference, eps = {eps:.3g}",
+            details={**info, "sampled_rows": rows.tolist(), "sampled_cols": cols.tolist()},
+        )
+        unsigned = {2: xp.uint16, 4: xp.uint32, 8: xp.uint64}[c.dtype.itemsize]
+        differing = int((first.view(unsigned) != c.view(unsigned)).sum())
+        yield ctx.compare(
+            0,
+            differing,
+            name=f"{self.name}.{dtype}.repeat[{device.label}]",
+            rule="elements of the last product that differ bitwise from the first one == 0",
+            details={**info, "products": 1 + p.warmup + p.repeats},
+        )
+        spec = datasheet(device.name)
+        peaks = {"fp64": "FP64 tensor core", "fp32": "FP32", "bf16": "BF16 tensor core, dense"}
+        yield ctx.performance(
+            dtype,
+            [2.0 * n**3 / d / 1e12 for d in durations],
+            peer=device.label,
+            reference=_peak(spec, spec and getattr(spec, dtype), "TFLOP/s", peaks[dtype]),
+            details=info,
+        )
+
+
+# STREAM triad ------------------------------------------------------------------------------------------
+
+
+@register
+class GpuStream(Check):
+    name = "gpu.stream"
+    category = "performance"
+    tags = frozenset({"gpu"})
+    groups = (GPU_GROUP,)
+    description = "STREAM triad a = b + s*c through a Numba CUDA kernel: answer check and HBM bandwidth"
+    params = (
+        Param("n", int, 2**27, "elements per float64 array (3 arrays)", 1024, 2**32, smoke=4096),
+        Param("repeats", int, 10, "timed triads after warm-up", 5, 10000),
+        Param("warmup", int, 2, "untimed triads (the first one compiles the kernel)", 1, 100),
+        Param("scalar", float, 3.0, "triad scalar s", 0.5, 1e6),
+    )
+    correctness_rule = (
+        "average relative error of a against the exact a[i] = (i mod 1024)/4 + s (i mod 517)/2 + 1 < 1e-13"
+    )
+    metrics = (Metric("triad", "GB/s", help="STREAM convention: 3 x N x 8 bytes per triad, device time"),)
+    timeout = 300.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        inventory, devices = gpu_devices(ctx)
+        if not devices:
+            yield no_gpu_result(ctx, inventory)
+            return
+        for device in devices:
+            with device.activate():
+                yield from self._one(ctx, device)
+
+    def _one(self, ctx: CheckContext, device: Device) -> Iterator[Result]:
+        p = ctx.params
+        xp, n, s = device.xp, p.n, p.scalar
+        index = xp.arange(n, dtype=xp.int64)
+        b = (index % 1024).astype(xp.float64) * 0.25 + 1.0
+        c = (index % 517).astype(xp.float64) * 0.5
+        del index
+        a = xp.zeros(n, dtype=xp.float64)
+        durations = device.timed(lambda: device.triad(a, b, c, s), p.repeats, p.warmup, ctx)
+        got = device.to_host(a)
+        host_index = np.arange(n, dtype=np.int64)
+        want = (
+            (host_index % 1024).astype(np.float64) * 0.25
+            + 1.0
+            + s * ((host_index % 517).astype(np.float64) * 0.5)
+        )
+
+        def average_relative_error(expected: np.ndarray, observed: np.ndarray) -> float:
+            return float(np.mean(np.abs(observed - expected) / np.abs(expected)))
+
+        info = {**_specs_details(device), "n": n, "s": s, "bytes_counted": 3 * n * 8}
+        yield ctx.compare(
+            want,
+            got,
+            tolerance=1e-13,
+            error=average_relative_error,
+            name=f"{self.name}[{device.label}]",
+            details=info,
+        )
+        spec = datasheet(device.name)
+        yield ctx.performance(
+            "triad",
+            [3.0 * n * 8 / d / 1e9 for d in durations],
+            peer=device.label,
+            reference=_peak(spec, spec and spec.hbm, "GB/s", "HBM bandwidth"),
+            details={
+                **info,
+                "typical": "achieved triad is 0.75-0.85 of HBM peak (DCGM floor for H100: 1900 GB/s)",
+            },
+        )
+
+
+# host <-> device transfers -----------------------------------------------------------------------------
+
+
+def _measure_link(device: Device, load: Callable[[], None], seconds: float = 0.3) -> dict[str, Any]:
+    """The PCIe link while ``load`` keeps copying: GPUs retrain to a slow link when idle, so an idle
+    reading says nothing. Returns the best current generation/width seen and the maxima."""
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def keep_busy() -> None:
+        try:
+            while not stop.is_set():
+                load()
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=keep_busy, daemon=True)
+    worker.start()
+    samples = []
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            samples.append(device.link())
+            time.sleep(seconds / 6)
+    finally:
+        stop.set()
+        worker.join(30)
+    if failure:
+        raise failure[0]
+    best = max(samples, key=lambda s: ((s["current_generation"] or 0), (s["current_width"] or 0)))
+    return {**best, "samples": len(samples)}
+
+
+@register
+class GpuTransfer(Check):
+    name = "gpu.transfer"
+    category = "performance"
+    tags = frozenset({"gpu"})
+    groups = (GPU_GROUP,)
+    description = "Pinned host<->device round trips: checksum, GB/s per direction, PCIe link not downtrained"
+    params = (
+        Param("mib", int, 256, "bytes per copy, MiB", 1, 65536, smoke=1),
+        Param("repeats", int, 10, "timed copies per direction after warm-up", 5, 10000),
+        Param("seed", int, 20261121, "random seed of the payload", 0),
+    )
+    correctness_rule = (
+        "bytes after host->device->host == bytes sent (exact); PCIe link under load at its maximum "
+        "generation and width (a downtrained link is FAIL)"
+    )
+    metrics = (
+        Metric("h2d", "GB/s", help="pinned host -> device, 10^9 bytes per s of device time"),
+        Metric("d2h", "GB/s", help="device -> pinned host, 10^9 bytes per s of device time"),
+    )
+    timeout = 300.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        inventory, devices = gpu_devices(ctx)
+        if not devices:
+            yield no_gpu_result(ctx, inventory)
+            return
+        for device in devices:
+            with device.activate():
+                yield from self._one(ctx, device)
+
+    def _one(self, ctx: CheckContext, device: Device) -> Iterator[Result]:
+        p = ctx.params
+        nbytes = p.mib * 1024 * 1024
+        sent = device.pinned(nbytes)
+        sent[:] = np.frombuffer(np.random.default_rng(p.seed).bytes(nbytes), dtype=np.uint8)
+        back = device.pinned(nbytes)
+        on_device = device.xp.empty(nbytes, dtype=device.xp.uint8)
+        h2d = device.timed(lambda: device.upload(on_device, sent), p.repeats, 1, ctx)
+        d2h = device.timed(lambda: device.download(on_device, back), p.repeats, 1, ctx)
+        device.synchronize()
+        info = {**_specs_details(device), "bytes": nbytes}
+        yield ctx.compare(
+            digest(sent),
+            digest(back),
+            name=f"{self.name}.roundtrip[{device.label}]",
+            rule="sha256 of the bytes back on the host == sha256 of the bytes sent",
+            details=info,
+        )
+        link = _measure_link(device, lambda: device.upload(on_device, sent))
+        expected_link = {"generation": link["max_generation"], "width": link["max_width"]}
+        observed_link = {"generation": link["current_generation"], "width": link["current_width"]}
+        yield ctx.compare(
+            expected_link,
+            observed_link,
+            name=f"{self.name}.link[{device.label}]",
+            rule="PCIe link under load: current generation and width == maximum of GPU and slot",
+            details={**info, "link": link},
+        )
+        peak = pcie_peak_gbs(link["current_generation"], link["current_width"])
+        reference = None
+        if peak:
+            source = (
+                f"PCIe Gen{link['current_generation']} x{link['current_width']} payload rate per direction"
+            )
+            reference = Reference(peak, None, None, "GB/s", kind="peak", source=source)
+        for metric, durations in (("h2d", h2d), ("d2h", d2h)):
+            yield ctx.performance(
+                metric,
+                [nbytes / d / 1e9 for d in durations],
+                peer=device.label,
+                reference=reference,
+                details={**info, "link": observed_link, "typical": "about 0.8 of the PCIe payload rate"},
+            )
+
+
+def digest(buffer: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(memoryview(np.ascontiguousarray(buffer)).cast("B")).hexdigest()
+
+
+# peer to peer ----------------------------------------------------------------------------------------
+
+
+@register
+class GpuP2P(Check):
+    name = "gpu.p2p"
+    category = "performance"
+    tags = frozenset({"gpu"})
+    groups = (GPU_GROUP,)
+    description = (
+        "Device-to-device copies between every ordered GPU pair: checksum and GB/s (needs >= 2 GPUs)"
+    )
+    params = (
+        Param("mib", int, 256, "bytes per copy, MiB", 1, 65536, smoke=1),
+        Param("repeats", int, 5, "timed copies per pair after warm-up", 5, 10000),
+        Param("seed", int, 20261121, "random seed of the payload", 0),
+    )
+    correctness_rule = "sha256 of the bytes on the destination GPU == sha256 of the source bytes (exact)"
+    metrics = (Metric("copy", "GB/s", help="source -> destination GPU, 10^9 bytes per s of device time"),)
+    timeout = 600.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        inventory, devices = gpu_devices(ctx)
+        if not devices:
+            yield no_gpu_result(ctx, inventory)
+            return
+        if len(devices) < 2:
+            raise SkipCheck(f"{ctx.target} has {len(devices)} GPU; peer-to-peer copies need at least 2")
+        p = ctx.params
+        nbytes = p.mib * 1024 * 1024
+        payload = np.frombuffer(np.random.default_rng(p.seed).bytes(nbytes), dtype=np.uint8)
+        want = digest(payload)
+        buffers = {}
+        for device in devices:
+            with device.activate():
+                buffers[device.label] = device.xp.asarray(payload)
+        for src in devices:
+            for dst in devices:
+                if src is dst:
+                    continue
+                ctx.check_deadline()
+                yield from self._pair(ctx, src, dst, buffers, nbytes, want)
+
+    def _pair(
+        self, ctx: CheckContext, src: Device, dst: Device, buffers: dict[str, Any], nbytes: int, want: str
+    ) -> Iterator[Result]:
+        peer = f"{src.label}->{dst.label}"
+        access = src.can_access_peer(dst)
+        if access:
+            src.enable_peer(dst)
+        with dst.activate():
+            target = dst.xp.zeros(nbytes, dtype=dst.xp.uint8)
+        with src.activate():
+            durations = src.timed(
+                lambda: src.copy_to_peer(dst, target, buffers[src.label], nbytes), ctx.params.repeats, 1, ctx
+            )
+            src.synchronize()
+        with dst.activate():
+            got = digest(dst.to_host(target))
+        info = {"src": src.label, "dst": dst.label, "bytes": nbytes, "peer_access": access}
+        yield ctx.compare(want, got, name=f"{self.name}[{peer}]", details=info)
+        yield ctx.performance("copy", [nbytes / d / 1e9 for d in durations], peer=peer, details=info)
