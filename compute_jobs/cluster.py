@@ -18,7 +18,7 @@ from compute_jobs.model import describe_value
 SCHEMA_VERSION = 1
 DEFAULT_NET_BYTES = 8 * 1024 * 1024
 HEAD_GROUP = "head"
-KNOWN_ENGINES = ("dask", "spark", "mpi", "celery", "airflow")
+KNOWN_ENGINES = ("dask", "spark", "mpi", "celery", "airflow", "luigi", "gpu", "opencl")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -27,6 +27,8 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
     "numba": ("numba",),
     "numba-cuda": ("numba-cuda",),
     "pyopencl": ("pyopencl",),
+    "nvidia-ml-py": ("nvidia-ml-py",),
+    "luigi": ("luigi",),
 }
 
 
