@@ -262,6 +262,7 @@ def _validate_engines(engines: Any, p: _Problems) -> None:
             p.expect(path, "object", settings)
             continue
         _str_field(settings, "endpoint", path, None, "non-empty string", p)
+        _str_field(settings, "unavailable", path, None, "non-empty string", p)
         if "expected_workers" in settings:
             value = settings["expected_workers"]
             if _is_int(value):

@@ -203,3 +203,8 @@ def summarize(value: Any, limit: int = 4) -> Any:
     if isinstance(value, set | frozenset):
         return sorted(value, key=str)
     return value
+
+
+def ratio(value: float | None, reference: float | None) -> float | None:
+    """value / reference rounded to 3 decimals; None when either is missing or the reference is 0."""
+    return round(value / reference, 3) if value is not None and reference else None

@@ -12,7 +12,7 @@ import platform
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,6 +169,21 @@ def default_skip_reason(cls: type[Check], ctx: CheckContext) -> str | None:
     return None
 
 
+def unavailable_engine(cls: type[Check], ctx: CheckContext) -> str | None:
+    """Why the engine of ``cls`` cannot be checked although the inventory provisions it, if so.
+
+    The verification tier writes ``engines.<name>: {"unavailable": why}`` when an engine's groups
+    have members but its hosts recorded no facts of it (a tier not converged, a failed install):
+    such checks FAIL, they are not skipped.
+    """
+    if cls.engine is None:
+        return None
+    settings = ctx.cluster.engines.get(cls.engine)
+    if isinstance(settings, Mapping) and settings.get("unavailable"):
+        return f"engines.{cls.engine} unavailable: {settings['unavailable']}"
+    return None
+
+
 # --- running ------------------------------------------------------------------------------------
 
 
@@ -176,12 +191,17 @@ class _Box:
     def __init__(self) -> None:
         self.results: list[Result] = []
         self.skip: str | None = None
+        self.failure: str | None = None
         self.error: str | None = None
         self.trace: str | None = None
 
 
 def _work(check: Check, ctx: CheckContext, box: _Box) -> None:
     try:
+        failure = unavailable_engine(type(check), ctx)
+        if failure:
+            box.failure = failure
+            return
         reason = default_skip_reason(type(check), ctx) or check.applies(ctx)
         if reason:
             box.skip = reason
@@ -231,6 +251,8 @@ class Runner:
     def _finish(
         self, cls: type[Check], ctx: CheckContext, box: _Box, results: list[Result], inject: str | None
     ) -> list[Result]:
+        if box.failure is not None:
+            return [ctx.result(category=cls.category, status=FAIL, reason=box.failure)]
         if box.skip is not None and box.error is None:
             return [ctx.result(category=cls.category, status=SKIP, reason=box.skip)]
         if box.error is not None:

@@ -263,6 +263,20 @@ def test_group_and_engine_checks_apply_when_declared(cj_cluster):
     assert gpu.status == PASS and dask.status == PASS
 
 
+def test_an_engine_the_inventory_provisions_but_cannot_describe_fails(cj_cluster):
+    def never(self, ctx):
+        raise AssertionError("a check of an unavailable engine must not run")
+
+    why = "the inventory provisions Dask, but these hosts have no facts of it: b (clusterforge_dask_worker)"
+    cluster = cj_cluster(engines={"dask": {"unavailable": why}})
+    (result,) = run_one(fake("fake.dask", never, engine="dask"), cluster)
+    assert result.status == FAIL
+    assert result.reason == f"engines.dask unavailable: {why}"
+    # Under an injected fault the reason stays the unavailable engine, not a control error.
+    (injected,) = run_one(fake("fake.dask", never, engine="dask"), cluster, inject="wrong-answer")
+    assert injected.status == FAIL and "unavailable" in injected.reason
+
+
 def test_check_error_and_exceptions_become_error_with_the_cause(cj_cluster):
     def cannot(self, ctx):
         raise CheckError("scheduler tcp://10.0.0.1:8786 refused the connection")
