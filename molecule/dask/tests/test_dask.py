@@ -1,0 +1,283 @@
+"""The Dask tier as users and the verification suite rely on it: services, TLS, refusals, restarts."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import textwrap
+import time
+
+import pytest
+import yaml
+
+SCENARIO = pathlib.Path(__file__).resolve().parents[1]
+PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
+HEAD = PLATFORMS[0]["name"]
+WORKER = PLATFORMS[1]["name"]
+VENV = "/opt/clusterforge/venv"
+PYTHON = f"{VENV}/bin/python"
+USER = "clusterforge"
+CONFIG = "/etc/clusterforge/dask"
+WORKER_PROCESSES = 2
+THREADS = 1
+MEMORY = 512 * 1024 * 1024
+
+
+def put(host, path: str, content: str, mode: str = "0644") -> None:
+    """Write a file on the node (testinfra quotes the argument, printf writes it verbatim)."""
+    written = host.run("printf '%%s' %s > %s && chmod %s %s", content, path, mode, path)
+    assert written.rc == 0, written.stderr
+
+
+def address_of(host, name: str) -> str:
+    return host.run("getent ahostsv4 %s", name).stdout.split()[0]
+
+
+def run_python(host, code: str, user: str = USER, timeout: int = 90, config: bool = True):
+    """Run a Python snippet with the venv as ``user`` (with the client configuration loaded)."""
+    put(host, "/tmp/cf_probe.py", textwrap.dedent(code))
+    env = f"DASK_CONFIG={CONFIG}/client" if config else "DASK_CONFIG=/nonexistent"
+    return host.run(
+        "cd /tmp && timeout %s runuser -u %s -- env %s %s /tmp/cf_probe.py", str(timeout), user, env, PYTHON
+    )
+
+
+CLUSTER_STATE = """
+    import json
+    from distributed import Client
+    with Client(timeout=20) as client:
+        client.wait_for_workers(%d, timeout=60)
+        info = client.scheduler_info()["workers"]
+        total = client.submit(sum, range(1001)).result()
+        workers = sorted([w["nthreads"], w["memory_limit"], w["host"]] for w in info.values())
+        print(json.dumps({"workers": workers, "total": total}))
+    """
+
+
+def cluster_state(host) -> dict:
+    result = run_python(host, CLUSTER_STATE % WORKER_PROCESSES)
+    assert result.rc == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def is_head(host) -> bool:
+    return host.backend.get_hostname() == HEAD
+
+
+def units(host) -> list[str]:
+    if is_head(host):
+        return ["dask-scheduler"]
+    return [f"dask-worker@{i}" for i in range(WORKER_PROCESSES)]
+
+
+def test_units_are_active_enabled_and_restart_on_failure(host):
+    for unit in units(host):
+        service = host.service(unit)
+        assert service.is_running and service.is_enabled, unit
+        props = host.run("systemctl show -p Restart -p User %s", unit).stdout
+        assert "Restart=on-failure" in props and "User=dask" in props, props
+
+
+def test_services_run_under_their_own_system_account(host):
+    account = host.user("dask")
+    assert account.exists and account.uid < 1000 and account.shell == "/usr/sbin/nologin"
+    for unit in units(host):
+        pid = host.run("systemctl show -p MainPID --value %s", unit).stdout.strip()
+        assert pid.isdigit() and pid != "0", unit
+        assert host.run("ps -o user= -p %s", pid).stdout.strip() == "dask"
+        assert "bin/dask" in host.file(f"/proc/{pid}/cmdline").content_string
+
+
+def test_every_listening_socket_of_dask_is_on_the_cluster_address(host):
+    me = address_of(host, host.backend.get_hostname())
+    uid = host.user("dask").uid
+    lines = host.run("ss -Hltne").stdout.splitlines()
+    sockets = [line for line in lines if f"uid:{uid} " in line]
+    assert sockets, "dask listens on nothing"
+    local = [line.split()[3] for line in sockets]
+    for address in local:
+        assert address.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:") == me, local
+    ports = {int(a.rsplit(":", 1)[1]) for a in local}
+    if is_head(host):
+        assert {8786, 8787} <= ports
+    else:
+        assert {8790, 8791, 8810, 8811} <= ports
+
+
+def test_private_keys_are_readable_by_their_service_only(host):
+    if is_head(host):
+        key = host.file(f"{CONFIG}/tls/client.key")
+        assert key.group == USER and key.mode == 0o640
+        scheduler_key = host.file(f"{CONFIG}/tls/scheduler.key")
+        assert scheduler_key.group == "dask" and scheduler_key.mode == 0o640
+    else:
+        key = host.file(f"{CONFIG}/tls/worker.key")
+        assert key.group == "dask" and key.mode == 0o640
+    assert host.run("grep -rl 'PRIVATE KEY' /etc/clusterforge/dask/tls/ca.crt").rc != 0
+
+
+def test_client_with_certificate_sees_the_inventory_and_computes(host):
+    if not is_head(host):
+        pytest.skip("clients connect from the head node")
+    state = cluster_state(host)
+    worker = address_of(host, WORKER)
+    assert state["workers"] == [[THREADS, MEMORY, worker]] * WORKER_PROCESSES
+    assert state["total"] == 500500
+
+
+def test_plain_tcp_client_is_refused(host):
+    if not is_head(host):
+        pytest.skip("clients connect from the head node")
+    me = address_of(host, HEAD)
+    code = f"""
+        from distributed import Client
+        try:
+            Client("tcp://{me}:8786", timeout=5)
+        except Exception as exc:
+            print("REFUSED", type(exc).__name__)
+        else:
+            print("CONNECTED")
+        """
+    result = run_python(host, code, config=False)
+    assert "REFUSED" in result.stdout and "CONNECTED" not in result.stdout, result.stdout + result.stderr
+
+
+TLS_PROBE = """
+    import socket, ssl, sys
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations("{ca}")
+    if len(sys.argv) > 1:
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+    sock = ctx.wrap_socket(socket.create_connection(("{addr}", 8786), timeout=5))
+    sock.settimeout(3)
+    try:
+        data = sock.recv(1)
+        # Dask peers greet each other first: data means the scheduler accepted the session.
+        print("CLOSED" if data == b"" else "ACCEPTED")
+    except socket.timeout:
+        print("ACCEPTED")  # the session stands, waiting for our first message
+    except (ssl.SSLError, ConnectionError) as exc:
+        print("REFUSED", exc)
+    """
+
+
+def intruder_certificate() -> tuple[str, str]:
+    """A self-signed client certificate from a CA the cluster does not know (made on the controller)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intruder")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return pem, private
+
+
+def test_tls_client_without_a_cluster_certificate_is_refused(host):
+    """Mutual TLS: the scheduler drops a TLS client that shows no certificate, or one from another
+    CA; the same probe with the service account's certificate keeps its session (the control)."""
+    if not is_head(host):
+        pytest.skip("clients connect from the head node")
+    probe = TLS_PROBE.format(ca=f"{CONFIG}/tls/ca.crt", addr=address_of(host, HEAD))
+    put(host, "/tmp/cf_tls.py", textwrap.dedent(probe))
+    cert, key = intruder_certificate()
+    put(host, "/tmp/other.crt", cert)
+    put(host, "/tmp/other.key", key)
+    none = host.run("runuser -u %s -- %s /tmp/cf_tls.py", USER, PYTHON)
+    other = host.run("runuser -u %s -- %s /tmp/cf_tls.py /tmp/other.crt /tmp/other.key", USER, PYTHON)
+    own = host.run(
+        "runuser -u %s -- %s /tmp/cf_tls.py %s/tls/client.crt %s/tls/client.key", USER, PYTHON, CONFIG, CONFIG
+    )
+    assert own.stdout.startswith("ACCEPTED"), own.stdout + own.stderr
+    for refused in (none, other):
+        assert refused.rc != 0 or not refused.stdout.startswith("ACCEPTED"), refused.stdout + refused.stderr
+
+
+def test_dashboard_is_served_over_https_with_the_cluster_ca(host):
+    if not is_head(host):
+        pytest.skip("the dashboard runs on the scheduler")
+    me = address_of(host, HEAD)
+    code = host.run(
+        "curl -sS -o /dev/null -w '%%{http_code}' --cacert %s/tls/ca.crt https://%s:8787/status", CONFIG, me
+    )
+    assert code.stdout == "200", code.stderr
+    plain = host.run("curl -sS -o /dev/null -w '%%{http_code}' http://%s:8787/status", me)
+    assert plain.stdout != "200"
+
+
+def test_client_configuration_is_readable_by_the_service_account_only_where_it_matters(host):
+    if not is_head(host):
+        pytest.skip("the client configuration lives on the head node")
+    conf = yaml.safe_load(host.file(f"{CONFIG}/client/dask-client.yaml").content_string)
+    assert conf["scheduler-address"].startswith("tls://")
+    assert conf["distributed"]["comm"]["require-encryption"] is True
+    assert host.run("runuser -u nobody -- cat %s/tls/client.key", CONFIG).rc != 0
+    facts = json.loads(host.file("/etc/ansible/facts.d/clusterforge_dask_client.fact").content_string)
+    assert facts["scheduler_address"] == conf["scheduler-address"]
+
+
+def _podman(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=180, check=False)
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(2)
+    raise AssertionError(f"{what} within {timeout:.0f} s")
+
+
+def test_workers_come_back_after_the_scheduler_restarts(host):
+    """Workers close themselves when their scheduler goes away; systemd must start them again."""
+    if not is_head(host):
+        pytest.skip("driven from the head node")
+    assert host.run("systemctl restart dask-scheduler").rc == 0
+    _wait(lambda: host.service("dask-scheduler").is_running, 30, "dask-scheduler active again")
+    state = cluster_state(host)
+    assert len(state["workers"]) == WORKER_PROCESSES and state["total"] == 500500
+
+
+def test_a_crashed_worker_unit_is_restarted_by_systemd(host):
+    """SIGKILL the main process of one worker unit (the CLI that holds the nanny): Restart=on-failure
+    brings the unit back and both worker processes are registered again. (Lab nodes keep their
+    address across `podman restart`; molecule's do not, so a node restart is exercised on the lab.)"""
+    if not is_head(host):
+        pytest.skip("driven from the head node")
+    unit = "dask-worker@1"
+
+    def main_pid() -> str:
+        return _podman("exec", WORKER, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
+
+    before = main_pid()
+    assert before.isdigit() and before != "0"
+    killed = _podman("exec", WORKER, "kill", "-9", before)
+    assert killed.returncode == 0, killed.stderr
+
+    def restarted() -> bool:
+        state = _podman("exec", WORKER, "systemctl", "is-active", unit).stdout.strip()
+        return state == "active" and main_pid() not in ("0", before)
+
+    _wait(restarted, 90, f"{unit} active again with a new main process")
+    state = cluster_state(host)
+    assert len(state["workers"]) == WORKER_PROCESSES and state["total"] == 500500
