@@ -1,0 +1,173 @@
+"""The Celery tier as users and the verification suite rely on it: units, refusals without the
+generated credentials, the narrow sudo rule, and the celery checks end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+import testinfra
+import yaml
+
+SCENARIO = pathlib.Path(__file__).resolve().parents[1]
+PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
+BROKER = PLATFORMS[0]["name"]
+WORKER = PLATFORMS[1]["name"]
+SECRETS = pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "secrets" / "celery"
+USER = "clusterforge"
+PYTHON = "/opt/clusterforge/venv/bin/python"
+CONFIG = "/etc/clusterforge/celery/celery.json"
+CONCURRENCY = 2
+
+
+@pytest.fixture(scope="module")
+def broker():
+    return testinfra.get_host(f"podman://{BROKER}")
+
+
+@pytest.fixture(scope="module")
+def worker():
+    return testinfra.get_host(f"podman://{WORKER}")
+
+
+def address(host) -> str:
+    return host.interface.default().addresses[0]
+
+
+def secret(name: str) -> str:
+    return (SECRETS / name).read_text().strip()
+
+
+def test_units_are_active_and_enabled(broker, worker):
+    for node, units in ((broker, ["clusterforge-redis", "celery-flower"]), (worker, ["celery-worker"])):
+        for unit in units:
+            service = node.service(unit)
+            assert service.is_running and service.is_enabled, f"{unit} on {node.backend.get_hostname()}"
+    distro = broker.run("systemctl is-enabled redis-server.service")
+    assert distro.stdout.strip() == "masked"
+
+
+def test_secrets_are_generated_private_and_distinct():
+    values = [secret(n) for n in ("redis_password", "rabbitmq_password", "flower_password")]
+    assert len(set(values)) == 3 and all(len(v) == 32 and v.isalnum() for v in values)
+    for name in ("redis_password", "flower_password"):
+        assert (SECRETS / name).stat().st_mode & 0o777 == 0o600
+    assert SECRETS.stat().st_mode & 0o777 == 0o700
+
+
+def test_redis_listens_on_the_cluster_address_and_loopback_only(broker):
+    sockets = {s for s in broker.socket.get_listening_sockets() if s.endswith(":6379")}
+    assert sockets == {f"tcp://{address(broker)}:6379", "tcp://127.0.0.1:6379"}, sockets
+
+
+RESP = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], 6379), timeout=5)\n"
+    "s.sendall(sys.argv[2].encode() + b'\\r\\n')\n"
+    "print(s.recv(200).decode().strip())\n"
+)
+
+
+def test_broker_refuses_clients_without_the_password(broker, worker):
+    host = address(broker)
+    # redis-cli on the broker host, through the cluster address
+    anonymous = broker.run("redis-cli -h %s -p 6379 ping", host)
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+    wrong = broker.run("redis-cli -h %s -p 6379 --no-auth-warning -a %s ping", host, "not-the-password")
+    assert "WRONGPASS" in wrong.stdout + wrong.stderr and "PONG" not in wrong.stdout
+    right = broker.run("redis-cli -h %s -p 6379 --no-auth-warning -a %s ping", host, secret("redis_password"))
+    assert right.stdout.strip() == "PONG"
+    # a raw RESP client on the worker host, over the cluster network
+    assert worker.run("python3 -c %s %s %s", RESP, host, "PING").stdout.startswith("-NOAUTH")
+    assert worker.run("python3 -c %s %s %s", RESP, host, "AUTH not-the-password").stdout.startswith(
+        "-WRONGPASS"
+    )
+    auth = worker.run("python3 -c %s %s %s", RESP, host, "AUTH " + secret("redis_password"))
+    assert auth.stdout.strip() == "+OK"
+
+
+def test_flower_requires_basic_auth(broker, worker):
+    url = f"http://{address(broker)}:5555/api/workers?refresh=true"
+    code = "curl -s -o /dev/null -w '%%{http_code}' %s"
+    assert worker.run(code, url).stdout == "401"
+    assert worker.run("curl -s -o /dev/null -w '%%{http_code}' -u admin:wrong %s", url).stdout == "401"
+    good = worker.run("curl -s -u %s %s", "admin:" + secret("flower_password"), url)
+    assert good.rc == 0 and f"celery@{WORKER}" in json.loads(good.stdout or "{}")
+
+
+def test_client_configuration_is_readable_by_the_service_account_only(broker, worker):
+    for node in (broker, worker):
+        conf = node.file(CONFIG)
+        assert (conf.user, conf.group, conf.mode) == ("root", "celery", 0o640)
+        assert node.run("runuser -u %s -- cat %s", USER, CONFIG).rc == 0
+        assert node.run("runuser -u nobody -- cat %s", CONFIG).rc != 0
+    settings = json.loads(broker.file(CONFIG).content_string)
+    assert settings["broker_url"].endswith(f"@{address(broker)}:6379/0")
+    assert settings["visibility_timeout"] == 300
+
+
+def test_sudo_rule_allows_only_the_broker_restart(broker):
+    listing = broker.run("runuser -u %s -- sudo -n -l", USER)
+    assert listing.rc == 0
+    allowed = [line.strip() for line in listing.stdout.splitlines() if "NOPASSWD" in line]
+    assert allowed == ["(root) NOPASSWD: /usr/bin/systemctl restart clusterforge-redis.service"]
+    assert (
+        broker.run("runuser -u %s -- sudo -n /usr/bin/systemctl stop clusterforge-redis.service", USER).rc
+        != 0
+    )
+
+
+def test_worker_consumes_its_own_and_the_shared_queue(worker):
+    unit = worker.file("/etc/systemd/system/celery-worker.service").content_string
+    assert f"--queues=worker.{WORKER},clusterforge" in unit
+    assert f"--concurrency={CONCURRENCY}" in unit
+
+
+def test_celery_checks_pass_from_the_head_node(broker, worker):
+    cluster = {
+        "schema_version": 1,
+        "cluster_name": "molecule-celery",
+        "inventory_hash": "sha256:" + "0" * 64,
+        "run_id": "molecule-celery",
+        "hosts": [
+            {
+                "name": BROKER,
+                "address": address(broker),
+                "groups": ["head", "celery_broker"],
+                "cores": 2,
+                "memory_mb": 256,
+            },
+            {
+                "name": WORKER,
+                "address": address(worker),
+                "groups": ["workers", "celery_workers"],
+                "cores": 2,
+                "memory_mb": 256,
+            },
+        ],
+        "engines": {"celery": {"config": CONFIG, "workers": {WORKER: CONCURRENCY}}},
+        "params": {"celery.performance": {"round_trips": 20, "group_size": 50}},
+    }
+    broker.run("printf '%%s' %s > /tmp/cluster.json && chmod 0644 /tmp/cluster.json", json.dumps(cluster))
+    result = broker.run(
+        "cd /tmp && timeout 300 runuser -u %s -- %s -m compute_jobs run --cluster /tmp/cluster.json "
+        "--only celery --scope cluster --json /tmp/celery-results.jsonl",
+        USER,
+        PYTHON,
+    )
+    lines = broker.run("cat /tmp/celery-results.jsonl").stdout.splitlines()
+    results = [r for r in map(json.loads, lines) if r.get("type") == "result"]
+    failed = {r["name"]: (r["status"], r["reason"]) for r in results if r["status"] != "PASS"}
+    assert result.rc == 0 and not failed, (failed, result.stdout[-3000:], result.stderr[-2000:])
+    checks = {r["check"] for r in results}
+    assert checks == {
+        "celery.workers",
+        "celery.canvas",
+        "celery.placement",
+        "celery.performance",
+        "celery.resilience",
+    }
+    # the broker restart of celery.resilience left the units running
+    assert broker.service("clusterforge-redis").is_running and worker.service("celery-worker").is_running
