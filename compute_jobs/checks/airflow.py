@@ -1,0 +1,409 @@
+"""Airflow checks through the provisioned API server: health, a mapped fan-out DAG run, the file
+pipeline DAG and scheduling latency. Runs are triggered over the REST API (never ``dags test``, which
+bypasses the scheduler and the executor).
+
+``engines.airflow`` in cluster.json::
+
+    {
+      "endpoint": "http://10.0.0.11:8080",            # API server base URL
+      "credentials_file": "/etc/clusterforge/airflow/client.json",   # {"username", "password"}
+      "executor": "celery" | "local",
+      "expected_workers": ["node-2", "node-3"],       # hosts whose task instances must appear
+      "fanout_dag": "clusterforge_fanout",            # optional, default shown
+      "pipeline_dag": "clusterforge_pipeline",        # optional, default shown
+      "pipeline_backends": {"generate": "dask", "process": "dask", "aggregate": "spark"},
+      "pipeline_workers": ["node-2", "node-3"]        # hosts that must process files (Dask back end)
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from compute_jobs.context import CheckContext
+from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
+from compute_jobs.pipeline.spec import Spec, encode_big, expected_totals, fanout_total
+
+COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+FANOUT_DAG = "clusterforge_fanout"
+PIPELINE_DAG = "clusterforge_pipeline"
+FINISHED = ("success", "failed")
+
+# (method, url, headers, body, timeout) -> (HTTP status, response body)
+Transport = Callable[[str, str, dict[str, str], bytes | None, float], tuple[int, bytes]]
+
+
+def urllib_transport(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise CheckError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from exc
+
+
+def parse_time(text: str | None) -> float | None:
+    """Seconds since the epoch of an Airflow timestamp (ISO 8601, 'Z' or offset)."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class AirflowApi:
+    """The few REST calls the checks need, with a JWT from ``POST /auth/token``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        timeout: float = 15.0,
+        transport: Transport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.transport = transport or urllib_transport
+        self._token: str | None = None
+
+    def call(self, method: str, path: str, body: Any = None, auth: bool = True) -> tuple[int, Any]:
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token()}"
+        status, raw = self.transport(method, self.base_url + path, headers, data, self.timeout)
+        try:
+            payload = json.loads(raw.decode() or "null")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            payload = raw.decode(errors="replace")[:300]
+        return status, payload
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, payload = self.call(method, path, body)
+        if status not in (200, 201):
+            raise CheckError(f"{method} {path}: HTTP {status}: {str(payload)[:300]}")
+        return payload
+
+    def token(self) -> str:
+        if self._token is None:
+            status, payload = self.call(
+                "POST", "/auth/token", {"username": self.username, "password": self.password}, auth=False
+            )
+            if status not in (200, 201) or not isinstance(payload, dict) or "access_token" not in payload:
+                raise CheckError(
+                    f"login of {self.username!r} at {self.base_url}/auth/token refused (HTTP {status}); "
+                    "reconverge the airflow tier to reset the account"
+                )
+            self._token = payload["access_token"]
+        return self._token
+
+    def health(self) -> tuple[int, Any]:
+        return self.call("GET", "/api/v2/monitor/health", auth=False)
+
+    def unpause(self, dag_id: str) -> None:
+        self.ok("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        return self.ok("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.ok("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}")
+
+    def wait(self, ctx: CheckContext, dag_id: str, run_id: str, poll: float) -> dict[str, Any]:
+        """Poll the run until it finishes; CheckTimeout (via the context) when the deadline passes."""
+        while True:
+            run = self.run(dag_id, run_id)
+            if run.get("state") in FINISHED:
+                return run
+            ctx.check_deadline()
+            time.sleep(ctx.bounded(poll))
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        payload = self.ok("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances?limit=1000")
+        return list(payload.get("task_instances", []))
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances/{task_id}/xcomEntries/return_value"
+        )
+        value = self.ok("GET", path).get("value")
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value
+        return value
+
+
+def _quote(run_id: str) -> str:
+    return urllib.request.quote(run_id, safe="")
+
+
+def engine_settings(ctx: CheckContext) -> dict[str, Any]:
+    return dict(ctx.cluster.engines.get("airflow", {}))
+
+
+def connect(ctx: CheckContext, transport: Transport | None = None) -> AirflowApi:
+    settings = engine_settings(ctx)
+    endpoint = settings.get("endpoint")
+    path = settings.get("credentials_file")
+    if not endpoint or not path:
+        raise CheckError(f"{ctx.cluster.source}: engines.airflow needs endpoint and credentials_file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            creds = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise CheckError(
+            f"cannot read the Airflow credentials {path}: {exc}; "
+            "converge the airflow tier (client on the head node)"
+        ) from exc
+    return AirflowApi(endpoint, creds["username"], creds["password"], transport=transport)
+
+
+def run_dag(ctx: CheckContext, api: AirflowApi, dag_id: str, conf: dict[str, Any], poll: float):
+    """Trigger ``dag_id`` over the REST API, wait for it; return (run, task instances)."""
+    api.unpause(dag_id)
+    run = api.trigger(dag_id, conf)
+    run = api.wait(ctx, dag_id, run["dag_run_id"], poll)
+    return run, api.task_instances(dag_id, run["dag_run_id"])
+
+
+def states_view(run: dict[str, Any], tis: list[dict[str, Any]]) -> dict[str, Any]:
+    failed = sorted(
+        f"{t['task_id']}[{t['map_index']}]={t.get('state')}"
+        if t.get("map_index", -1) >= 0
+        else f"{t['task_id']}={t.get('state')}"
+        for t in tis
+        if t.get("state") != "success"
+    )
+    return {"run": run.get("state"), "not_successful": failed, "task_instances": len(tis)}
+
+
+def pipeline_view(result: Any) -> dict[str, Any]:
+    """The part of a pipeline result (Airflow verify XCom, Luigi Verify target) that is judged."""
+    if not isinstance(result, dict):
+        return {"totals": None, "digests_ok": None, "backends": None}
+    return {
+        "totals": result.get("observed"),
+        "digests_ok": result.get("digests_ok"),
+        "backends": result.get("backends"),
+    }
+
+
+def pipeline_expectation(spec: Spec, backends: dict[str, str] | None) -> dict[str, Any]:
+    return {
+        "totals": encode_big(expected_totals(spec)),
+        "digests_ok": True,
+        "backends": backends or {"generate": "local", "process": "local", "aggregate": "local"},
+    }
+
+
+@register
+class AirflowHealth(Check):
+    name = "airflow.health"
+    category = "correctness"
+    scope = "cluster"
+    engine = "airflow"
+    tags = frozenset({"airflow"})
+    description = (
+        "API server health body: every component healthy, heartbeats fresh; anonymous API calls refused"
+    )
+    params = (Param("max_heartbeat_age", float, 30.0, "oldest accepted component heartbeat, s", 1.0, 3600.0),)
+    correctness_rule = (
+        "health body (HTTP 200 even when unhealthy) lists metadatabase, scheduler, triggerer and "
+        "dag_processor as healthy with heartbeats younger than max_heartbeat_age; "
+        "GET /api/v2/dags without a token is 401/403"
+    )
+    timeout = 30.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        api = connect(ctx)
+        status, body = api.health()
+        if status != 200 or not isinstance(body, dict):
+            raise CheckError(f"health endpoint answered HTTP {status}: {str(body)[:200]}")
+        now = time.time()
+        observed, ages = {}, {}
+        for component in COMPONENTS:
+            entry = body.get(component)
+            if not isinstance(entry, dict):
+                observed[component] = "missing"
+                continue
+            state = entry.get("status")
+            beat = next(
+                (v for k, v in entry.items() if k.startswith("latest_") and k.endswith("heartbeat")), None
+            )
+            age = None if beat is None else now - (parse_time(beat) or 0.0)
+            ages[component] = age
+            if state != "healthy":
+                observed[component] = f"{state}"
+            elif age is not None and age > ctx.params.max_heartbeat_age:
+                observed[component] = f"heartbeat {age:.0f} s old"
+            else:
+                observed[component] = "healthy"
+        yield ctx.compare(
+            dict.fromkeys(COMPONENTS, "healthy"),
+            observed,
+            details={"heartbeat_age_s": ages, "body": body},
+        )
+        anon_status, _ = api.call("GET", "/api/v2/dags", auth=False)
+        yield ctx.compare(
+            "refused",
+            "refused" if anon_status in (401, 403) else f"answered HTTP {anon_status}",
+            name="airflow.health.anonymous",
+            rule="an API call without a token is refused with 401 or 403",
+            details={"status": anon_status},
+        )
+
+
+@register
+class AirflowDagRun(Check):
+    name = "airflow.dag_run"
+    category = "correctness"
+    scope = "cluster"
+    engine = "airflow"
+    tags = frozenset({"airflow"})
+    description = (
+        "Trigger the mapped fan-out DAG over the REST API: all tasks succeed, exact total, every worker ran"
+    )
+    params = (
+        Param("n", int, 1_000_000, "sum over [0, n)", 0, 10**9, smoke=1000),
+        Param(
+            "k", int, 4, "ranges (mapped task instances); at least the number of workers", 1, 1024, smoke=2
+        ),
+        Param("poll", float, 1.0, "seconds between run state polls", 0.1, 60.0, smoke=0.1),
+    )
+    correctness_rule = "run and every task instance succeeded; XCom total of task 'total' == n(n-1)/2 exactly"
+    placement_rule = "hostnames of the partial_sum task instances == engines.airflow.expected_workers"
+    timeout = 150.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        settings = engine_settings(ctx)
+        dag_id = settings.get("fanout_dag", FANOUT_DAG)
+        workers = list(settings.get("expected_workers") or [])
+        k = max(ctx.params.k, len(workers))
+        api = connect(ctx)
+        run, tis = run_dag(ctx, api, dag_id, {"n": ctx.params.n, "k": k}, ctx.params.poll)
+        run_id = run["dag_run_id"]
+        details = {"dag_id": dag_id, "run_id": run_id, "k": k, "executor": settings.get("executor")}
+        yield ctx.compare(
+            {"run": "success", "not_successful": [], "task_instances": len(workers or [1]) + k + 1},
+            states_view(run, tis),
+            name="airflow.dag_run.states",
+            rule="run and every task instance success: one ranges task per lane, k mapped sums, one total",
+            details=details,
+        )
+        total = None
+        if run.get("state") == "success":
+            value = api.xcom(dag_id, run_id, "total")
+            total = value.get("total") if isinstance(value, dict) else value
+        yield ctx.compare(fanout_total(ctx.params.n), total, details=details)
+        hosts = sorted(
+            {t.get("hostname") for t in tis if t["task_id"].startswith("partial_sum") and t.get("hostname")}
+        )
+        if workers:
+            yield ctx.compare_sets(workers, hosts, name="airflow.dag_run.placement", details=details)
+
+
+@register
+class AirflowPipeline(Check):
+    name = "airflow.pipeline"
+    category = "correctness"
+    scope = "cluster"
+    engine = "airflow"
+    tags = frozenset({"airflow", "pipeline"})
+    description = "File pipeline DAG (generate, process on Dask, aggregate on Spark) returns the known answer"
+    params = (
+        Param("files", int, 8, "files generated", 1, 4096, smoke=2),
+        Param("mib", int, 8, "MiB per file", 1, 4096, smoke=1),
+        Param("seed", int, 20261121, "data seed", 0, 2**32 - 1),
+        Param("poll", float, 1.0, "seconds between run state polls", 0.1, 60.0, smoke=0.1),
+    )
+    correctness_rule = (
+        "count, sum, sum of squares, min, max equal the closed forms; every file's SHA-256 equals the "
+        "regenerated one; the steps ran on the back ends the inventory provides"
+    )
+    placement_rule = "hosts that summarised files == engines.airflow.pipeline_workers (Dask back end)"
+    timeout = 240.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        settings = engine_settings(ctx)
+        dag_id = settings.get("pipeline_dag", PIPELINE_DAG)
+        spec = Spec(files=ctx.params.files, mib=ctx.params.mib, seed=ctx.params.seed)
+        api = connect(ctx)
+        run, tis = run_dag(ctx, api, dag_id, spec.to_dict(), ctx.params.poll)
+        details: dict[str, Any] = {"dag_id": dag_id, "run_id": run["dag_run_id"], "spec": spec.to_dict()}
+        details["states"] = states_view(run, tis)
+        result = None
+        if run.get("state") == "success":
+            result = api.xcom(dag_id, run["dag_run_id"], "verify")
+            details["hosts"] = result.get("hosts") if isinstance(result, dict) else None
+        yield from judge_pipeline(ctx, spec, result, settings, details)
+
+
+def judge_pipeline(
+    ctx: CheckContext, spec: Spec, result: Any, settings: dict[str, Any], details: dict[str, Any]
+) -> Iterator[Result]:
+    """Correctness of a pipeline result and, with Dask, which hosts processed the files."""
+    yield ctx.compare(
+        pipeline_expectation(spec, settings.get("pipeline_backends")), pipeline_view(result), details=details
+    )
+    workers = settings.get("pipeline_workers")
+    if workers:
+        hosts = (result or {}).get("hosts", {}).get("process", []) if isinstance(result, dict) else []
+        yield ctx.compare_sets(list(workers), hosts, name=f"{ctx.check.name}.placement", details=details)
+
+
+@register
+class AirflowPerformance(Check):
+    name = "airflow.performance"
+    category = "performance"
+    scope = "cluster"
+    engine = "airflow"
+    tags = frozenset({"airflow"})
+    description = "Scheduling latency: trigger to first task start, and DAG wall time, of small fan-out runs"
+    params = (
+        Param("repeats", int, 3, "runs triggered one after another", 1, 100, smoke=1),
+        Param("n", int, 1000, "sum over [0, n) (small: the run measures scheduling, not compute)", 0, 10**9),
+        Param("poll", float, 0.5, "seconds between run state polls", 0.1, 60.0, smoke=0.1),
+    )
+    metrics = (
+        Metric("trigger_to_first_task", "s", better="lower", help="run queued_at to the first task start"),
+        Metric("dag_wall", "s", better="lower", help="run queued_at to run end"),
+    )
+    timeout = 240.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        settings = engine_settings(ctx)
+        dag_id = settings.get("fanout_dag", FANOUT_DAG)
+        k = max(1, len(settings.get("expected_workers") or []))
+        api = connect(ctx)
+        delays, walls, runs = [], [], []
+        for _ in range(ctx.params.repeats):
+            run, tis = run_dag(ctx, api, dag_id, {"n": ctx.params.n, "k": k}, ctx.params.poll)
+            runs.append(run["dag_run_id"])
+            if run.get("state") != "success":
+                raise CheckError(
+                    f"{dag_id} run {run['dag_run_id']} ended {run.get('state')}: {states_view(run, tis)}"
+                )
+            queued = parse_time(run.get("queued_at"))
+            starts = [parse_time(t.get("start_date")) for t in tis if t.get("start_date")]
+            end = parse_time(run.get("end_date"))
+            if queued is None or not starts or end is None:
+                raise CheckError(f"{dag_id} run {run['dag_run_id']} lacks queued_at/start_date/end_date")
+            delays.append(min(starts) - queued)
+            walls.append(end - queued)
+        details = {"dag_id": dag_id, "runs": runs, "executor": settings.get("executor")}
+        yield ctx.performance("trigger_to_first_task", delays, details=details)
+        yield ctx.performance("dag_wall", walls, details=details)

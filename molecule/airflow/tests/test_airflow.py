@@ -1,0 +1,178 @@
+"""The airflow tier as a user relies on it: services up, credentials required everywhere, DAG runs
+triggered over the REST API succeed with the known answers, the Luigi pipeline runs through luigid."""
+
+import base64
+import json
+import os
+import pathlib
+import textwrap
+
+import pytest
+
+SECRETS = pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "secrets"
+USER = "clusterforge"
+UNITS = [
+    "postgresql",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "luigid",
+    "nginx",
+]
+
+TRIGGER = textwrap.dedent(
+    """
+    import json, sys, time, urllib.request
+    c = json.load(open("/etc/clusterforge/airflow/client.json"))
+    def call(method, path, body=None, token=None):
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(c["api_url"] + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)
+    tok = call("POST", "/auth/token", {"username": c["username"], "password": c["password"]})["access_token"]
+    dag, conf, last = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    run = call("POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf}, tok)
+    rid = urllib.request.quote(run["dag_run_id"], safe="")
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        state = call("GET", f"/api/v2/dags/{dag}/dagRuns/{rid}", token=tok)["state"]
+        if state in ("success", "failed"):
+            break
+        time.sleep(1)
+    tis = call("GET", f"/api/v2/dags/{dag}/dagRuns/{rid}/taskInstances", token=tok)["task_instances"]
+    value = None
+    if state == "success":
+        value = call("GET", f"/api/v2/dags/{dag}/dagRuns/{rid}/taskInstances/{last}/xcomEntries/return_value",
+                     token=tok)["value"]
+    summary = [[t["task_id"], t["state"], t["hostname"]] for t in tis]
+    print(json.dumps({"state": state, "tis": summary, "value": value}))
+    """
+)
+
+
+def as_user(host, command, *args):
+    return host.run("cd /tmp && runuser -u %s -- " + command, USER, *args)
+
+
+def test_services_are_active(host):
+    for unit in UNITS:
+        assert host.service(unit).is_running, unit
+        assert host.service(unit).is_enabled, unit
+
+
+def test_services_bind_where_they_should(host):
+    address = host.interface.default().addresses[0]
+    assert host.socket(f"tcp://{address}:8090").is_listening
+    assert host.socket(f"tcp://{address}:8082").is_listening
+    assert host.socket("tcp://127.0.0.1:8083").is_listening
+    assert not host.socket(f"tcp://{address}:8083").is_listening
+    assert host.socket("tcp://127.0.0.1:5432").is_listening
+    assert not host.socket(f"tcp://{address}:5432").is_listening
+    assert not host.socket("tcp://0.0.0.0:80").is_listening
+
+
+def test_database_needs_the_password(host):
+    password = (SECRETS / "airflow" / "db_password").read_text().strip()
+    query = "psql -w -h 127.0.0.1 -U airflow -d airflow -tAc 'select count(*) from dag'"
+    refused = host.run("env -u PGPASSWORD " + query)
+    assert refused.rc != 0
+    assert "password" in refused.stderr
+    wrong = host.run("PGPASSWORD=wrong " + query)
+    assert wrong.rc != 0 and "password authentication failed" in wrong.stderr
+    allowed = host.run("PGPASSWORD=%s " + query, password)
+    assert allowed.rc == 0, allowed.stderr
+    assert int(allowed.stdout.strip()) >= 2
+
+
+def test_secrets_are_private(host):
+    for path, group in (
+        ("/etc/clusterforge/airflow/airflow.cfg", "airflow"),
+        ("/etc/clusterforge/airflow/client.json", USER),
+        ("/etc/clusterforge/luigi/client.cfg", USER),
+        ("/etc/clusterforge/luigi/htpasswd", "www-data"),
+    ):
+        f = host.file(path)
+        assert f.mode == 0o640, path
+        assert (f.user, f.group) == ("root", group), path
+    for name in ("db_password", "admin_password", "client_password", "jwt_secret"):
+        assert (SECRETS / "airflow" / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_api_refuses_anonymous_and_wrong_passwords(host):
+    address = host.interface.default().addresses[0]
+    anonymous = host.run("curl -s -o /dev/null -w '%%{http_code}' http://%s:8090/api/v2/dags", address)
+    assert anonymous.stdout == "401"
+    wrong = host.run(
+        "curl -s -o /dev/null -w '%%{http_code}' -H 'Content-Type: application/json' "
+        '-d \'{"username": "admin", "password": "wrong"}\' http://%s:8090/auth/token',
+        address,
+    )
+    assert wrong.stdout == "401"
+    admin = (SECRETS / "airflow" / "admin_password").read_text().strip()
+    right = host.run(
+        "curl -s -o /dev/null -w '%%{http_code}' -H 'Content-Type: application/json' "
+        '-d \'{"username": "admin", "password": "%s"}\' http://%s:8090/auth/token',
+        admin,
+        address,
+    )
+    assert right.stdout in ("200", "201")
+
+
+def test_health_body_reports_every_component_healthy(host):
+    address = host.interface.default().addresses[0]
+    body = json.loads(host.check_output("curl -s http://%s:8090/api/v2/monitor/health", address))
+    assert {k: v["status"] for k, v in body.items()} == dict.fromkeys(
+        ["metadatabase", "scheduler", "triggerer", "dag_processor"], "healthy"
+    )
+
+
+@pytest.fixture(scope="module")
+def trigger(host):
+    encoded = base64.b64encode(TRIGGER.encode()).decode()
+    host.run_expect([0], "echo %s | base64 -d > /tmp/cf-trigger.py && chmod 0644 /tmp/cf-trigger.py", encoded)
+
+    def run(dag, conf, last):
+        out = as_user(host, "python3 /tmp/cf-trigger.py %s %s %s", dag, json.dumps(conf), last)
+        assert out.rc == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    return run
+
+
+def test_fanout_dag_run_over_the_api_gives_the_exact_total(trigger):
+    n, k = 100_000, 3
+    result = trigger("clusterforge_fanout", {"n": n, "k": k}, "total")
+    assert result["state"] == "success", result["tis"]
+    assert all(state == "success" for _, state, _ in result["tis"])
+    assert len([t for t in result["tis"] if t[0].startswith("partial_sum")]) == k
+    assert result["value"]["total"] == n * (n - 1) // 2
+
+
+def test_pipeline_dag_gives_the_known_answer(trigger):
+    result = trigger("clusterforge_pipeline", {"files": 4, "mib": 2, "seed": 11}, "verify")
+    assert result["state"] == "success", result["tis"]
+    m = 4 * 2 * 2**20 // 8
+    assert result["value"]["ok"] is True
+    assert result["value"]["observed"]["sum"] == str(m * (m - 1) // 2)
+    assert result["value"]["backends"] == {"generate": "local", "process": "local", "aggregate": "local"}
+
+
+def test_luigi_refuses_anonymous_and_runs_the_pipeline(host):
+    address = host.interface.default().addresses[0]
+    anonymous = host.run("curl -s -o /dev/null -w '%%{http_code}' http://%s:8082/api/task_list", address)
+    assert anonymous.stdout == "401"
+    out = as_user(
+        host,
+        "env LUIGI_CONFIG_PATH=/etc/clusterforge/luigi/client.cfg "
+        "CLUSTERFORGE_PIPELINE_CONFIG=/etc/clusterforge/luigi/pipeline.json "
+        "/opt/clusterforge/luigi-venv/bin/python -m clusterforge_pipeline.luigi_tasks "
+        "--run-id molecule-1 --files 2 --mib 1",
+    )
+    assert out.rc == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["luigi_status"] == "SUCCESS"
+    assert result["verify"]["ok"] is True

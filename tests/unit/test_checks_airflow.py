@@ -1,0 +1,344 @@
+"""Airflow checks against a fake API server at the HTTP boundary (no Airflow needed).
+
+The fake answers the few REST calls the checks make. Its results are computed with the real
+pipeline code (split_ranges, the local pipeline steps), and each test can break one thing: a wrong
+total, an idle worker, an unhealthy component, an API that lets anonymous callers in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from compute_jobs.checks import airflow as af
+from compute_jobs.checks import load_all
+from compute_jobs.model import ERROR, FAIL, PASS, Registry, Result, registry
+from compute_jobs.pipeline import data
+from compute_jobs.pipeline.spec import Spec, range_sum, split_ranges
+from compute_jobs.runner import RunConfig, Runner
+
+load_all()
+
+WORKERS = ["b", "c"]
+NAMES = ["airflow.health", "airflow.dag_run", "airflow.pipeline", "airflow.performance"]
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+class FakeAirflow:
+    """Just enough of the Airflow 3 REST API; knobs break one behaviour at a time."""
+
+    def __init__(self, workers: list[str]) -> None:
+        self.workers = workers
+        self.password = "s3cret"
+        self.health_override: dict[str, Any] = {}
+        self.stale_scheduler = False
+        self.anonymous_allowed = False
+        self.total_offset = 0
+        self.only_worker: str | None = None
+        self.fail_task: str | None = None
+        self.pipeline_backends = {"generate": "dask", "process": "dask", "aggregate": "spark"}
+        self.pipeline_sum_offset = 0
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    # --- HTTP -------------------------------------------------------------------------------------
+    def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
+        path = url.split("://", 1)[1].split("/", 1)[1]
+        path = "/" + path
+        self.calls.append((method, path))
+        payload = json.loads(body) if body else None
+        if path == "/auth/token" and method == "POST":
+            if payload == {"username": "checks", "password": self.password}:
+                return 201, json.dumps({"access_token": "tok"}).encode()
+            return 401, b'{"detail": "Invalid credentials"}'
+        if path == "/api/v2/monitor/health":
+            return 200, json.dumps(self.health()).encode()
+        if headers.get("Authorization") != "Bearer tok" and not self.anonymous_allowed:
+            return 401, b'{"detail": "Not authenticated"}'
+        if path == "/api/v2/dags":
+            return 200, b'{"dags": [], "total_entries": 0}'
+        if match := re.fullmatch(r"/api/v2/dags/([^/]+)", path):
+            return 200, json.dumps({"dag_id": match.group(1), "is_paused": False}).encode()
+        if match := re.fullmatch(r"/api/v2/dags/([^/]+)/dagRuns", path):
+            return 200, json.dumps(self.trigger(match.group(1), payload["conf"])).encode()
+        if match := re.fullmatch(r"/api/v2/dags/([^/]+)/dagRuns/([^/]+)", path):
+            return 200, json.dumps(self.runs[_unquote(match.group(2))]["run"]).encode()
+        if match := re.fullmatch(r"/api/v2/dags/[^/]+/dagRuns/([^/]+)/taskInstances\?limit=1000", path):
+            run = self.runs[_unquote(match.group(1))]
+            return 200, json.dumps({"task_instances": run["tis"], "total_entries": len(run["tis"])}).encode()
+        if match := re.fullmatch(
+            r"/api/v2/dags/[^/]+/dagRuns/([^/]+)/taskInstances/([^/]+)/xcomEntries/return_value", path
+        ):
+            value = self.runs[_unquote(match.group(1))]["xcom"][match.group(2)]
+            return 200, json.dumps({"key": "return_value", "value": value}).encode()
+        return 404, b'{"detail": "Not Found"}'
+
+    # --- behaviour --------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        body = {
+            "metadatabase": {"status": "healthy"},
+            "scheduler": {
+                "status": "healthy",
+                "latest_scheduler_heartbeat": iso(
+                    now - timedelta(seconds=300 if self.stale_scheduler else 2)
+                ),
+            },
+            "triggerer": {"status": "healthy", "latest_triggerer_heartbeat": iso(now)},
+            "dag_processor": {"status": "healthy", "latest_dag_processor_heartbeat": iso(now)},
+        }
+        body.update(self.health_override)
+        return body
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        run_id = f"manual__{len(self.runs)}+00:00"
+        queued = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC) + timedelta(minutes=len(self.runs))
+        tis, xcom = self.fanout(conf, queued) if dag_id == af.FANOUT_DAG else self.pipeline(conf, queued)
+        state = "failed" if any(t["state"] != "success" for t in tis) else "success"
+        run = {
+            "dag_run_id": run_id,
+            "dag_id": dag_id,
+            "state": state,
+            "queued_at": iso(queued),
+            "end_date": iso(queued + timedelta(seconds=9)),
+        }
+        self.runs[run_id] = {"run": run, "tis": tis, "xcom": xcom}
+        return dict(run, state="queued")
+
+    def ti(self, task_id: str, host: str, start: datetime, map_index: int = -1) -> dict[str, Any]:
+        state = "failed" if task_id == self.fail_task else "success"
+        return {
+            "task_id": task_id,
+            "map_index": map_index,
+            "state": state,
+            "hostname": host,
+            "start_date": iso(start),
+        }
+
+    def fanout(self, conf: dict[str, Any], queued: datetime):
+        lanes = self.workers or ["a"]
+        tis = [self.ti(f"ranges_{lane}", lane, queued + timedelta(seconds=1.5)) for lane in lanes]
+        parts = []
+        for i, (low, high) in enumerate(split_ranges(conf["n"], conf["k"])):
+            lane = lanes[i % len(lanes)]
+            host = self.only_worker or lane
+            tis.append(self.ti(f"partial_sum_{lane}", host, queued + timedelta(seconds=3), map_index=i))
+            parts.append(range_sum(low, high))
+        tis.append(self.ti("total", lanes[0], queued + timedelta(seconds=6)))
+        return tis, {"total": {"total": sum(parts) + self.total_offset, "n": conf["n"], "k": conf["k"]}}
+
+    def pipeline(self, conf: dict[str, Any], queued: datetime):
+        spec = Spec.from_dict(conf)
+        partials = [dict(data.summarize_array(data.file_values(spec, j)), index=j) for j in range(spec.files)]
+        totals = data.totals_of(partials)
+        totals["sum"] = str(int(totals["sum"]) + self.pipeline_sum_offset)
+        verdict = data.judge(spec, totals, data.expected_digests(spec))
+        value = {
+            "ok": verdict["ok"],
+            "problems": verdict["problems"],
+            "expected": verdict["expected"],
+            "observed": verdict["observed"],
+            "digests_ok": verdict["digests_ok"],
+            "backends": self.pipeline_backends,
+            "hosts": {
+                "generate": self.workers,
+                "process": [self.only_worker] if self.only_worker else self.workers,
+            },
+        }
+        tis = [
+            self.ti(t, "a", queued + timedelta(seconds=2))
+            for t in ("generate", "process", "aggregate", "verify")
+        ]
+        return tis, {"verify": value}
+
+
+def _unquote(text: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(text)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeAirflow:
+    server = FakeAirflow(WORKERS)
+    monkeypatch.setattr(af, "urllib_transport", server)
+    return server
+
+
+@pytest.fixture
+def cluster(cj_cluster, tmp_path):
+    creds = tmp_path / "client.json"
+    creds.write_text(json.dumps({"username": "checks", "password": "s3cret"}))
+
+    def make(**engine: Any) -> Any:
+        settings = {
+            "endpoint": "http://airflow.invalid:8090",
+            "credentials_file": str(creds),
+            "executor": "celery",
+            "expected_workers": WORKERS,
+            "pipeline_backends": {"generate": "dask", "process": "dask", "aggregate": "spark"},
+            "pipeline_workers": WORKERS,
+        }
+        settings.update(engine)
+        hosts = [
+            {
+                "name": n,
+                "address": "127.0.0.1",
+                "groups": ["head"] if n == "a" else ["workers"],
+                "cores": 1,
+                "memory_mb": 16,
+            }
+            for n in ["a", *WORKERS]
+        ]
+        return cj_cluster(hosts, engines={"airflow": settings})
+
+    return make
+
+
+def run(cluster: Any, names: list[str], **config: Any) -> dict[str, Result]:
+    local = Registry()
+    for name in names:
+        local.register(registry.get(name))
+    overrides = {name: registry.get(name).smoke_params() for name in names}
+    outcome = Runner(local).run(RunConfig(cluster=cluster, target="a", overrides=overrides, **config))
+    return {r.name: r for r in outcome.results}
+
+
+def test_every_check_passes_on_a_sane_installation(fake, cluster, cj_validator):
+    validator = cj_validator("result.schema.json")
+    results = run(cluster(), NAMES)
+    for result in results.values():
+        validator.validate(result.to_dict())
+    assert {n: r.status for n, r in results.items()} == {
+        "airflow.health": PASS,
+        "airflow.health.anonymous": PASS,
+        "airflow.dag_run.states": PASS,
+        "airflow.dag_run": PASS,
+        "airflow.dag_run.placement": PASS,
+        "airflow.pipeline": PASS,
+        "airflow.pipeline.placement": PASS,
+        "airflow.performance.trigger_to_first_task": PASS,
+        "airflow.performance.dag_wall": PASS,
+    }
+    assert results["airflow.performance.trigger_to_first_task"].value == pytest.approx(1.5)
+    assert results["airflow.performance.dag_wall"].value == pytest.approx(9.0)
+    assert ("GET", "/api/v2/dags") in fake.calls, "the anonymous probe must really be made"
+
+
+def test_runs_are_triggered_through_the_rest_api_with_a_token(fake, cluster):
+    run(cluster(), ["airflow.dag_run"])
+    assert ("POST", "/api/v2/dags/clusterforge_fanout/dagRuns") in fake.calls
+    assert fake.calls[0] == ("POST", "/auth/token")
+
+
+@pytest.mark.parametrize(
+    ("knob", "value"),
+    [
+        ("health_override", {"scheduler": {"status": "unhealthy", "latest_scheduler_heartbeat": None}}),
+        ("health_override", {"triggerer": None}),
+        ("stale_scheduler", True),
+    ],
+)
+def test_health_body_is_parsed_not_just_the_status_code(fake, cluster, knob, value):
+    setattr(fake, knob, value)
+    assert run(cluster(), ["airflow.health"])["airflow.health"].status == FAIL
+
+
+def test_anonymous_access_fails_the_health_check(fake, cluster):
+    fake.anonymous_allowed = True
+    results = run(cluster(), ["airflow.health"])
+    assert results["airflow.health.anonymous"].status == FAIL
+    assert results["airflow.health"].status == PASS
+
+
+def test_a_wrong_total_fails(fake, cluster):
+    fake.total_offset = 1
+    assert run(cluster(), ["airflow.dag_run"])["airflow.dag_run"].status == FAIL
+
+
+def test_a_failed_task_fails_the_states(fake, cluster):
+    fake.fail_task = "total"
+    results = run(cluster(), ["airflow.dag_run"])
+    assert results["airflow.dag_run.states"].status == FAIL
+    assert results["airflow.dag_run"].status == FAIL  # no total without a successful run
+
+
+def test_an_idle_worker_fails_placement(fake, cluster):
+    fake.only_worker = "b"
+    results = run(cluster(), ["airflow.dag_run", "airflow.pipeline"])
+    assert results["airflow.dag_run.placement"].status == FAIL
+    assert results["airflow.dag_run.placement"].missing == ["c"]
+    assert results["airflow.pipeline.placement"].status == FAIL
+
+
+def test_k_is_raised_to_the_number_of_workers(fake, cluster):
+    results = run(cluster(expected_workers=["b", "c", "d"]), ["airflow.dag_run"])
+    assert results["airflow.dag_run"].details["k"] == 3
+
+
+def test_a_wrong_pipeline_answer_fails(fake, cluster):
+    fake.pipeline_sum_offset = 1
+    assert run(cluster(), ["airflow.pipeline"])["airflow.pipeline"].status == FAIL
+
+
+def test_a_silent_local_fallback_fails_the_pipeline(fake, cluster):
+    fake.pipeline_backends = {"generate": "local", "process": "local", "aggregate": "local"}
+    assert run(cluster(), ["airflow.pipeline"])["airflow.pipeline"].status == FAIL
+
+
+def test_a_local_cluster_expects_local_backends(fake, cluster):
+    fake.workers = []
+    fake.pipeline_backends = {"generate": "local", "process": "local", "aggregate": "local"}
+    results = run(
+        cluster(executor="local", expected_workers=["a"], pipeline_backends=None, pipeline_workers=None),
+        ["airflow.pipeline", "airflow.dag_run"],
+    )
+    assert results["airflow.pipeline"].status == PASS
+    assert "airflow.pipeline.placement" not in results
+    assert results["airflow.dag_run.placement"].status == PASS
+
+
+@pytest.mark.parametrize(
+    ("control", "failing"),
+    [
+        (
+            "wrong-answer",
+            {
+                "airflow.health",
+                "airflow.health.anonymous",
+                "airflow.dag_run",
+                "airflow.dag_run.states",
+                "airflow.pipeline",
+            },
+        ),
+        ("missing-worker", {"airflow.dag_run.placement", "airflow.pipeline.placement"}),
+    ],
+)
+def test_negative_controls_fail_the_judged_results(fake, cluster, control, failing):
+    results = run(cluster(), ["airflow.health", "airflow.dag_run", "airflow.pipeline"], inject=control)
+    assert {n for n, r in results.items() if r.status == FAIL} == failing
+    assert all(r.status == PASS for n, r in results.items() if n not in failing)
+
+
+def test_refused_login_is_an_error_that_says_what_to_do(fake, cluster):
+    fake.password = "rotated"
+    result = run(cluster(), ["airflow.dag_run"])["airflow.dag_run"]
+    assert result.status == ERROR
+    assert "reconverge the airflow tier" in result.reason
+
+
+def test_missing_credentials_file_is_an_error(fake, cluster):
+    result = run(cluster(credentials_file="/nonexistent/client.json"), ["airflow.health"])["airflow.health"]
+    assert result.status == ERROR and "converge the airflow tier" in result.reason
+
+
+def test_without_the_engine_the_checks_skip(cj_cluster):
+    results = run(cj_cluster(), NAMES)
+    assert {r.status for r in results.values()} == {"SKIP"}
