@@ -39,7 +39,7 @@ def test_lab_up_rejects_bad_arguments_before_any_change(args, message):
     result = run([str(LAB), "up", "--no-converge", *args], env=env)
     assert result.returncode != 0
     assert message in result.stderr
-    assert not (ROOT / "inventories/lab/hosts-argcheck.yml").exists()
+    assert not (ROOT / ".lab/inventories/argcheck").exists()
     if PODMAN:
         assert lab_containers("argcheck") == []
 
