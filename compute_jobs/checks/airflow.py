@@ -29,6 +29,7 @@ from typing import Any
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
 from compute_jobs.pipeline.spec import Spec, encode_big, expected_totals, fanout_total
+from compute_jobs.remote import run_on
 
 COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 FANOUT_DAG = "clusterforge_fanout"
@@ -407,3 +408,110 @@ class AirflowPerformance(Check):
         details = {"dag_id": dag_id, "runs": runs, "executor": settings.get("executor")}
         yield ctx.performance("trigger_to_first_task", delays, details=details)
         yield ctx.performance("dag_wall", walls, details=details)
+
+
+# Replaced by a fake in the unit tests: (host, command, timeout, what, hint) -> seconds.
+RESTART: Callable[..., float] = run_on
+RESTART_HINT = "the airflow role installs a sudo rule for the service account: airflow_restart_sudo"
+# How long the API may stay unreachable while its database restarts, before the check gives up.
+OUTAGE_S = 90.0
+
+
+@register
+class AirflowResilience(Check):
+    name = "airflow.resilience"
+    category = "resilience"
+    scope = "cluster"
+    engine = "airflow"
+    tags = frozenset({"airflow"})
+    description = (
+        "Restart the scheduler, then PostgreSQL, while the pipeline DAG runs: the run still succeeds "
+        "with the known answer"
+    )
+    params = (
+        Param("files", int, 4, "files generated", 1, 4096, smoke=2),
+        Param("mib", int, 4, "MiB per file", 1, 4096, smoke=1),
+        Param("seed", int, 20261122, "data seed", 0, 2**32 - 1),
+        Param("poll", float, 0.5, "seconds between state polls", 0.1, 60.0, smoke=0.1),
+        Param("restart_timeout", float, 60.0, "s one restart may take", 1.0, 600.0),
+    )
+    correctness_rule = (
+        "the run that saw the restarts succeeds; count, sum, sum of squares, min, max equal the closed "
+        "forms and every file's SHA-256 the regenerated one (as airflow.pipeline)"
+    )
+    placement_rule = "hosts that summarised files == engines.airflow.pipeline_workers (Dask back end)"
+    timeout = 300.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        settings = engine_settings(ctx)
+        restarts = dict(settings.get("restart_commands") or {})
+        if not restarts:
+            raise CheckError(
+                f"{ctx.cluster.source}: engines.airflow has no restart_commands ({RESTART_HINT})"
+            )
+        dag_id = settings.get("pipeline_dag", PIPELINE_DAG)
+        spec = Spec(files=ctx.params.files, mib=ctx.params.mib, seed=ctx.params.seed)
+        api = connect(ctx)
+        api.unpause(dag_id)
+        run_id = api.trigger(dag_id, spec.to_dict())["dag_run_id"]
+        running = self.wait_for_a_task(ctx, api, dag_id, run_id)
+        restarted = {}
+        for component in ("scheduler", "database"):
+            if component in restarts:
+                seconds = RESTART(
+                    settings.get("server_host"),
+                    list(restarts[component]),
+                    ctx.bounded(ctx.params.restart_timeout),
+                    f"{component} restart",
+                    RESTART_HINT,
+                )
+                restarted[component] = round(seconds, 3)
+        run = self.wait_through_outages(ctx, api, dag_id, run_id)
+        tis = api.task_instances(dag_id, run_id)
+        details: dict[str, Any] = {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "spec": spec.to_dict(),
+            "restarted_s": restarted,
+            "restarted_while": running,
+            "states": states_view(run, tis),
+            "tries": {t["task_id"]: t.get("try_number") for t in tis},
+        }
+        result = None
+        if run.get("state") == "success":
+            result = api.xcom(dag_id, run_id, "verify")
+            details["hosts"] = result.get("hosts") if isinstance(result, dict) else None
+        yield from judge_pipeline(ctx, spec, result, settings, details)
+
+    @staticmethod
+    def wait_for_a_task(ctx: CheckContext, api: AirflowApi, dag_id: str, run_id: str) -> list[str]:
+        """Poll until a task instance has started (restarts then hit a run in progress); returns
+        "task=state" of the started ones."""
+        while True:
+            started = [
+                f"{t['task_id']}={t.get('state')}"
+                for t in api.task_instances(dag_id, run_id)
+                if t.get("state") in ("running", "success", "failed", "up_for_retry")
+            ]
+            if started or api.run(dag_id, run_id).get("state") in FINISHED:
+                return sorted(started)
+            ctx.check_deadline()
+            time.sleep(ctx.bounded(ctx.params.poll))
+
+    @staticmethod
+    def wait_through_outages(ctx: CheckContext, api: AirflowApi, dag_id: str, run_id: str) -> dict[str, Any]:
+        """Poll the run until it finishes, riding out the API's own outage while its database
+        restarts (errors for up to OUTAGE_S in a row)."""
+        failing_since = None
+        while True:
+            try:
+                run = api.run(dag_id, run_id)
+                failing_since = None
+                if run.get("state") in FINISHED:
+                    return run
+            except CheckError:
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > OUTAGE_S:
+                    raise
+            ctx.check_deadline()
+            time.sleep(ctx.bounded(ctx.params.poll))

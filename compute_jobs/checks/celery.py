@@ -20,14 +20,13 @@ Worker node names are ``celery@<host>``; each worker consumes its own queue ``<p
 from __future__ import annotations
 
 import contextlib
-import socket
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, SkipCheck, register
+from compute_jobs.remote import run_on
 
 WORKERS_GROUP = "celery_workers"
 DEFAULT_CONFIG = "/etc/clusterforge/celery/celery.json"
@@ -183,21 +182,13 @@ class CeleryClient:
         command = list(broker.get("restart_command") or [])
         if not command:
             raise CheckError("the client configuration names no broker restart_command (celery role)")
-        host = broker.get("host")
-        if host and host not in (socket.gethostname(), socket.getfqdn()):
-            command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", str(host), *command]
-        start = time.monotonic()
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise CheckError(f"broker restart {' '.join(command)} failed: {exc}") from exc
-        if done.returncode != 0:
-            raise CheckError(
-                f"broker restart `{' '.join(command)}` exited {done.returncode}: "
-                f"{done.stderr.strip()[-300:]}; "
-                "(the celery role installs a sudo rule for the service account: celery_broker_restart_sudo)"
-            )
-        return time.monotonic() - start
+        return run_on(
+            broker.get("host"),
+            command,
+            timeout,
+            "broker restart",
+            "the celery role installs a sudo rule for the service account: celery_broker_restart_sudo",
+        )
 
 
 # --- shared helpers -----------------------------------------------------------------------------

@@ -342,3 +342,70 @@ def test_missing_credentials_file_is_an_error(fake, cluster):
 def test_without_the_engine_the_checks_skip(cj_cluster):
     results = run(cj_cluster(), NAMES)
     assert {r.status for r in results.values()} == {"SKIP"}
+
+
+# --- airflow.resilience: restarts mid-run ---------------------------------------------------------
+
+RESTARTS = {
+    "scheduler": ["sudo", "-n", "/usr/bin/systemctl", "restart", "airflow-scheduler.service"],
+    "database": ["sudo", "-n", "/usr/bin/systemctl", "restart", "postgresql.service"],
+}
+
+
+@pytest.fixture
+def restarts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    done: list[tuple[Any, ...]] = []
+
+    def restart(host: str, command: list[str], timeout: float, what: str, hint: str) -> float:
+        assert timeout > 0 and "airflow_restart_sudo" in hint
+        done.append((host, command, what))
+        return 1.25
+
+    monkeypatch.setattr(af, "RESTART", restart)
+    return done
+
+
+def test_resilience_restarts_scheduler_then_database_mid_run_and_judges_the_answer(fake, cluster, restarts):
+    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    assert {n: r.status for n, r in results.items()} == {
+        "airflow.resilience": PASS,
+        "airflow.resilience.placement": PASS,
+    }
+    assert restarts == [
+        ("a", RESTARTS["scheduler"], "scheduler restart"),
+        ("a", RESTARTS["database"], "database restart"),
+    ]
+    details = results["airflow.resilience"].details
+    assert details["restarted_s"] == {"scheduler": 1.25, "database": 1.25}
+    assert details["restarted_while"], "the restarts must come after a task started"
+
+
+def test_resilience_fails_on_a_wrong_answer_after_the_restarts(fake, cluster, restarts):
+    fake.pipeline_sum_offset = 1
+    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    assert results["airflow.resilience"].status == FAIL
+    assert len(restarts) == 2
+
+
+def test_resilience_without_restart_commands_is_an_error_that_says_what_to_do(fake, cluster, restarts):
+    results = run(cluster(), ["airflow.resilience"])
+    (result,) = results.values()
+    assert result.status == ERROR and "airflow_restart_sudo" in result.reason
+    assert restarts == []
+
+
+def test_resilience_rides_out_the_api_outage_while_the_database_restarts(fake, cluster, monkeypatch):
+    calls = {"n": 0}
+    original = af.AirflowApi.run
+
+    def flaky(self, dag_id, run_id):
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise af.CheckError("GET /api/v2/...: [Errno 111] Connection refused")
+        return original(self, dag_id, run_id)
+
+    monkeypatch.setattr(af.AirflowApi, "run", flaky)
+    monkeypatch.setattr(af, "RESTART", lambda *args: 0.5)
+    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    assert results["airflow.resilience"].status == PASS
+    assert calls["n"] == 4, "three refused polls, then the finished run"
