@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from checkrun import run_checks
 
 from compute_jobs.checks import airflow as af
 from compute_jobs.checks import load_all
-from compute_jobs.model import ERROR, FAIL, PASS, Registry, Result, registry
+from compute_jobs.model import ERROR, FAIL, PASS, Result
 from compute_jobs.pipeline import data
 from compute_jobs.pipeline.spec import Spec, range_sum, split_ranges
-from compute_jobs.runner import RunConfig, Runner
 
 load_all()
 
@@ -203,12 +203,7 @@ def cluster(cj_cluster, tmp_path):
 
 
 def run(cluster: Any, names: list[str], **config: Any) -> dict[str, Result]:
-    local = Registry()
-    for name in names:
-        local.register(registry.get(name))
-    overrides = {name: registry.get(name).smoke_params() for name in names}
-    outcome = Runner(local).run(RunConfig(cluster=cluster, target="a", overrides=overrides, **config))
-    return {r.name: r for r in outcome.results}
+    return run_checks(cluster, names, **config)
 
 
 def test_every_check_passes_on_a_sane_installation(fake, cluster, cj_validator):

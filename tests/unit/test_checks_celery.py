@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 import pytest
+from checkrun import run_checks
 
 from compute_jobs.checks import celery as celery_checks
 from compute_jobs.checks import load_all
@@ -186,14 +187,7 @@ def run(
     cluster: Any, fake: FakeCluster, monkeypatch, names: list[str] = CELERY_CHECKS, **config: Any
 ) -> dict[str, Result]:
     monkeypatch.setattr(celery_checks, "CLIENT_FACTORY", lambda config: FakeClient(fake))
-    local = Registry()
-    for name in names:
-        local.register(registry.get(name))
-    smoke = {name: registry.get(name).smoke_params() for name in names}
-    outcome = Runner(local).run(
-        RunConfig(cluster=cluster, target="head", scope="cluster", overrides=smoke, **config)
-    )
-    return {r.name: r for r in outcome.results}
+    return run_checks(cluster, names, target="head", scope="cluster", **config)
 
 
 def failing(results: dict[str, Result]) -> set[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from checkrun import run_checks
 
 from compute_jobs.checks import dask as dask_checks
 from compute_jobs.checks import load_all
@@ -160,12 +161,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[FakeSession]]:
 
 
 def run(cluster: Any, names: list[str] = DASK_CHECKS, **config: Any) -> dict[str, Result]:
-    local = Registry()
-    for name in names:
-        local.register(registry.get(name))
-    overrides = {name: registry.get(name).smoke_params() for name in names}
-    outcome = Runner(local).run(RunConfig(cluster=cluster, target="a", overrides=overrides, **config))
-    return {r.name: r for r in outcome.results}
+    return run_checks(cluster, names, **config)
 
 
 def test_dask_checks_are_registered_as_cluster_checks_of_the_dask_engine():

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from checkrun import run_checks
 
 from compute_jobs.checks import gpu, load_all
-from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Registry, Result, registry
-from compute_jobs.runner import RunConfig, Runner
+from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Result, registry
 
 load_all()
 
@@ -102,12 +102,7 @@ def gpu_host(groups: tuple[str, ...] = ("head", "gpu_nodes"), **values: Any) -> 
 
 
 def run(cluster: Any, names: list[str], **config: Any) -> dict[str, Result]:
-    local = Registry()
-    for name in names:
-        local.register(registry.get(name))
-    overrides = {name: registry.get(name).smoke_params() for name in names}
-    outcome = Runner(local).run(RunConfig(cluster=cluster, target="a", overrides=overrides, **config))
-    return {r.name: r for r in outcome.results}
+    return run_checks(cluster, names, **config)
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ import urllib.parse
 from typing import Any
 
 import pytest
+from checkrun import run_checks
 
 from compute_jobs.checks import load_all
 from compute_jobs.checks import luigi as lg
-from compute_jobs.model import ERROR, FAIL, PASS, Registry, Result, registry
+from compute_jobs.model import ERROR, FAIL, PASS, Result
 from compute_jobs.pipeline import data
 from compute_jobs.pipeline.orchestrate import MARKER
 from compute_jobs.pipeline.spec import Spec
-from compute_jobs.runner import RunConfig, Runner
 
 load_all()
 
@@ -118,11 +118,7 @@ def cluster(cj_cluster, tmp_path):
 
 
 def run(cluster: Any, **config: Any) -> dict[str, Result]:
-    local = Registry()
-    local.register(registry.get(NAME))
-    overrides = {NAME: registry.get(NAME).smoke_params()}
-    outcome = Runner(local).run(RunConfig(cluster=cluster, target="a", overrides=overrides, **config))
-    return {r.name: r for r in outcome.results}
+    return run_checks(cluster, [NAME], **config)
 
 
 def test_credentials_come_out_of_the_scheduler_url():

@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from checkrun import run_checks
 
 from compute_jobs.checks import load_all
 from compute_jobs.checks import mpi as mpi_checks
-from compute_jobs.model import ERROR, FAIL, PASS, CheckError, Registry, Result, registry
+from compute_jobs.model import ERROR, FAIL, PASS, CheckError, Result
 from compute_jobs.mpi_jobs import MARKER, parse_output
 from compute_jobs.mpi_jobs import collectives as coll
 from compute_jobs.mpi_jobs import pi as pi_job
 from compute_jobs.mpi_jobs.pingpong import plan_pairs
-from compute_jobs.runner import RunConfig, Runner
 
 load_all()
 
@@ -206,14 +206,7 @@ def run(
 ) -> dict[str, Result]:
     monkeypatch.setattr(mpi_checks, "RUN_PROCESS", fake)
     mpi_checks._LAUNCHERS.clear()
-    local = Registry()
-    for name in names:
-        local.register(registry.get(name))
-    smoke = {name: registry.get(name).smoke_params() for name in names}
-    outcome = Runner(local).run(
-        RunConfig(cluster=cluster, target="n1", scope="cluster", overrides=smoke, **config)
-    )
-    return {r.name: r for r in outcome.results}
+    return run_checks(cluster, names, target="n1", scope="cluster", **config)
 
 
 def statuses(results: dict[str, Result]) -> dict[str, str]:

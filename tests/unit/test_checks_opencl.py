@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from checkrun import run_checks
 
 from compute_jobs.checks import load_all, opencl
-from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Registry, Result, registry
-from compute_jobs.runner import RunConfig, Runner
+from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Result, registry
 
 load_all()
 
@@ -57,12 +57,7 @@ def cl_host(groups: tuple[str, ...] = ("head", "opencl_nodes"), **values: Any) -
 
 
 def run(cluster: Any, names: list[str], **config: Any) -> dict[str, Result]:
-    local = Registry()
-    for name in names:
-        local.register(registry.get(name))
-    overrides = {name: registry.get(name).smoke_params() for name in names}
-    outcome = Runner(local).run(RunConfig(cluster=cluster, target="a", overrides=overrides, **config))
-    return {r.name: r for r in outcome.results}
+    return run_checks(cluster, names, **config)
 
 
 @pytest.fixture

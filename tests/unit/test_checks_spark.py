@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from checkrun import run_checks
 
 from compute_jobs.checks import load_all
 from compute_jobs.checks import spark as spark_checks
 from compute_jobs.checks.spark import SUM_OF_SQUARES_1E6, ExecutorInfo
-from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Registry, Result, registry
-from compute_jobs.runner import RunConfig, Runner
+from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Result, registry
 
 load_all()
 
@@ -176,12 +176,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[FakeHandle]]:
 
 
 def run(cluster: Any, names: list[str] = SPARK_CHECKS, **config: Any) -> dict[str, Result]:
-    local = Registry()
-    for name in names:
-        local.register(registry.get(name))
-    overrides = config.pop("overrides", None) or {name: registry.get(name).smoke_params() for name in names}
-    outcome = Runner(local).run(RunConfig(cluster=cluster, target="a", overrides=overrides, **config))
-    return {r.name: r for r in outcome.results}
+    return run_checks(cluster, names, **config)
 
 
 def test_spark_checks_are_registered_as_cluster_checks_of_the_spark_engine():
