@@ -66,6 +66,12 @@ def _common_run_args(parser: argparse.ArgumentParser) -> None:
         "--cluster", required=True, metavar="FILE", help="cluster.json rendered by verify.yml"
     )
     parser.add_argument("--only", action="append", metavar="TAGS", help="comma-separated tags or check names")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        metavar="TAGS",
+        help="comma-separated tags, check names or categories not to run (resilience: no kills or restarts)",
+    )
     parser.add_argument("--scope", choices=SCOPES, help="only node- or only cluster-scope checks")
     parser.add_argument("--target", metavar="NAME", help="host name this runs as (default: the hostname)")
     parser.add_argument(
@@ -194,6 +200,7 @@ def _config(args: argparse.Namespace, inject: str | None = None, baseline: bool 
         cluster=cluster,
         target=_target([h.name for h in cluster.hosts], args.target),
         only=_only(args.only),
+        skip=_only(args.skip),
         scope=args.scope,
         inject=inject,
         baseline=base,
@@ -230,7 +237,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     load_all()
     config = _config(args, baseline=False)
     runner = Runner()
-    selected = select_checks(runner.registry, config.only, config.scope, is_head=True)
+    selected = select_checks(runner.registry, config.only, config.scope, is_head=True, skip=config.skip)
     perf = frozenset(cls.name for cls in selected if cls.metrics)
     if not perf:
         raise SelectionError("calibrate: the selection contains no performance checks")

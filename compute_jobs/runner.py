@@ -53,6 +53,7 @@ class RunConfig:
     cluster: Cluster
     target: str
     only: frozenset[str] | None = None
+    skip: frozenset[str] | None = None
     scope: str | None = None
     inject: str | None = None
     baseline: Baseline | None = None
@@ -133,9 +134,14 @@ def parse_param_overrides(items: Iterable[str]) -> dict[str, dict[str, str]]:
 
 
 def select_checks(
-    registry: Registry, only: frozenset[str] | None, scope: str | None, is_head: bool
+    registry: Registry,
+    only: frozenset[str] | None,
+    scope: str | None,
+    is_head: bool,
+    skip: frozenset[str] | None = None,
 ) -> list[type[Check]]:
-    """Checks to run. ``only`` matches tags or check names; no ``scope`` means node-scope checks
+    """Checks to run. ``only`` matches tags or check names, ``skip`` tags, check names or categories
+    (``resilience``: the checks that kill or restart services); no ``scope`` means node-scope checks
     everywhere plus cluster-scope checks on the head node; ``--scope cluster`` runs them wherever asked."""
     if only:
         known = registry.tags() | {cls.name for cls in registry}
@@ -143,9 +149,18 @@ def select_checks(
         if unknown:
             tags = ", ".join(sorted(registry.tags()))
             raise SelectionError(f"--only: unknown tag or check {', '.join(unknown)} (tags: {tags})")
+    if skip:
+        unknown = sorted(skip - registry.tags() - {cls.name for cls in registry} - set(CATEGORIES))
+        if unknown:
+            kinds = ", ".join(CATEGORIES)
+            raise SelectionError(
+                f"--skip: unknown tag, check or category {', '.join(unknown)} (categories: {kinds})"
+            )
     chosen = []
     for cls in registry:
         if only and not (cls.tags & only or cls.name in only):
+            continue
+        if skip and (cls.tags & skip or cls.name in skip or cls.category in skip):
             continue
         if scope is not None and cls.scope != scope:
             continue
@@ -314,7 +329,7 @@ class Runner:
             )
         validate_params(cluster, self.registry, config.overrides)
         is_head = cluster.head.name == config.target
-        checks = select_checks(self.registry, config.only, config.scope, is_head)
+        checks = select_checks(self.registry, config.only, config.scope, is_head, config.skip)
         started_at = utc_now()
         results: list[Result] = []
         for module, problem in sorted(self.registry.import_errors.items()):

@@ -83,6 +83,17 @@ def test_run_with_wrong_answer_control_exits_one(cluster_file, tmp_path):
     assert records(out)[-1]["inject"] == "wrong-answer"
 
 
+def test_skip_leaves_out_tags_names_and_categories(cluster_file, tmp_path):
+    out = tmp_path / "node.jsonl"
+    proc = cli(
+        "run", "--cluster", str(cluster_file), "--only", "node", "--skip", "node.disk,performance",
+        "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    # node.blas and node.stream are performance checks, node.disk is named: node.inventory is left.
+    assert {r["check"] for r in records(out) if r["type"] == "result"} == {"node.inventory"}
+
+
 def test_malformed_cluster_json_exits_two_naming_the_field(tmp_path, cj_cluster_dict):
     doc = cj_cluster_dict()
     doc["hosts"].append({"name": "b", "address": "10.0.0.2", "groups": [], "cores": "two", "memory_mb": 1})
@@ -97,6 +108,7 @@ def test_malformed_cluster_json_exits_two_naming_the_field(tmp_path, cj_cluster_
     ("args", "message"),
     [
         (["--only", "nosuchtag"], "--only: unknown tag or check nosuchtag"),
+        (["--skip", "resilient"], "--skip: unknown tag, check or category resilient"),
         (["--target", "elsewhere"], "'elsewhere' is not a host"),
         (
             ["--param", "node.stream.n=lots"],
