@@ -254,7 +254,18 @@ def test_workers_come_back_after_the_scheduler_restarts(host):
         pytest.skip("driven from the head node")
     assert host.run("systemctl restart dask-scheduler").rc == 0
     _wait(lambda: host.service("dask-scheduler").is_running, 30, "dask-scheduler active again")
-    state = cluster_state(host)
+    _wait(lambda: host.run("ss -Hltn 'sport = :8786'").stdout.strip() != "", 30, "the scheduler listening")
+    # The old worker processes may still register and then close while their units restart
+    # them: a client can lose its scheduler connection in that window. Within 2 minutes every
+    # worker process must be back and compute.
+    deadline = time.monotonic() + 120
+    while True:
+        result = run_python(host, CLUSTER_STATE % WORKER_PROCESSES)
+        if result.rc == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert result.rc == 0, result.stderr[-2000:]
+    state = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(state["workers"]) == WORKER_PROCESSES and state["total"] == 500500
 
 
