@@ -332,8 +332,9 @@ class Check:
     """Base class of every check; subclasses declare class attributes and implement ``run``.
 
     Applicability: a check applies to the target when every declared condition holds: the target is
-    in one of ``groups`` (if any), ``engines.<engine>`` exists in cluster.json (if ``engine`` is set),
-    and ``applies`` returns None. Otherwise the check is SKIP with the reason.
+    in one of ``groups`` (if any), ``engines.<engine>`` exists in cluster.json (if ``engine`` is set)
+    and names at least one of ``engine_keys`` (if any), and ``applies`` returns None. Otherwise the
+    check is SKIP with the reason.
     """
 
     name: ClassVar[str]
@@ -348,6 +349,8 @@ class Check:
     placement_rule: ClassVar[str | None] = None
     groups: ClassVar[tuple[str, ...]] = ()
     engine: ClassVar[str | None] = None
+    # engines.<engine> must set at least one of these (how to reach the engine) for the check to apply.
+    engine_keys: ClassVar[tuple[str, ...]] = ()
     timeout: ClassVar[float] = 60.0
 
     def applies(self, ctx: CheckContext) -> str | None:

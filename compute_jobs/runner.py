@@ -181,6 +181,10 @@ def default_skip_reason(cls: type[Check], ctx: CheckContext) -> str | None:
             return f"no host is in group {' or '.join(sorted(wanted))}"
     if cls.engine and cls.engine not in ctx.cluster.engines:
         return f"{ctx.cluster.source} declares no engines.{cls.engine}"
+    if cls.engine_keys and not any(ctx.cluster.engines[cls.engine].get(k) for k in cls.engine_keys):
+        keys = " nor ".join(cls.engine_keys)
+        has = f"neither {keys}" if len(cls.engine_keys) > 1 else f"no {keys}"
+        return f"{ctx.cluster.source}: engines.{cls.engine} has {has}"
     return None
 
 

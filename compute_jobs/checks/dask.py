@@ -405,12 +405,7 @@ CONNECT_PARAM = Param("connect_timeout", float, 15.0, "s to connect to the sched
 class _DaskCheck(Check):
     scope = "cluster"
     engine = ENGINE
-
-    def applies(self, ctx: CheckContext) -> str | None:
-        settings = ctx.cluster.engines.get(ENGINE, {})
-        if not settings.get("endpoint") and not settings.get("config_dir"):
-            return f"{ctx.cluster.source}: engines.dask has neither endpoint nor config_dir"
-        return None
+    engine_keys = ("endpoint", "config_dir")
 
 
 # --- checks -------------------------------------------------------------------------------------

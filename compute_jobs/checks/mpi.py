@@ -223,12 +223,7 @@ def mpi_version(text: str) -> tuple[str, str] | None:
 class _MpiCheck(Check):
     scope = "cluster"
     engine = "mpi"
-
-    def applies(self, ctx: CheckContext) -> str | None:
-        settings = ctx.cluster.engines.get("mpi", {})
-        if not settings.get("hostfile") and not settings.get("slots"):
-            return f"{ctx.cluster.source}: engines.mpi has neither hostfile nor slots"
-        return None
+    engine_keys = ("hostfile", "slots")
 
 
 PROBE_PARAMS = (Param("launch_timeout", float, 60.0, "s one mpirun may take", 1.0, 3600, smoke=5.0),)

@@ -360,12 +360,7 @@ JOB_PARAM = Param("job_timeout", float, 120.0, "s one Spark job may run before i
 class _SparkCheck(Check):
     scope = "cluster"
     engine = ENGINE
-
-    def applies(self, ctx: CheckContext) -> str | None:
-        settings = ctx.cluster.engines.get(ENGINE, {})
-        if not settings.get("endpoint") and not settings.get("conf_dir"):
-            return f"{ctx.cluster.source}: engines.spark has neither endpoint nor conf_dir"
-        return None
+    engine_keys = ("endpoint", "conf_dir")
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -385,11 +380,8 @@ class SparkWorkers(_SparkCheck):
         "and memory_mb (exact); totals of the master are not used: they include dead workers"
     )
     timeout = 30.0
-
-    def applies(self, ctx: CheckContext) -> str | None:
-        if not ctx.cluster.engines.get(ENGINE, {}).get("master_webui"):
-            return f"{ctx.cluster.source}: engines.spark has no master_webui"
-        return None
+    # It reads the master's web UI only (not the master URL or the driver configuration).
+    engine_keys = ("master_webui",)
 
     def run(self, ctx: CheckContext) -> Iterator[Result]:
         workers = expected_workers(ctx)

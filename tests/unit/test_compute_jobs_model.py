@@ -263,6 +263,21 @@ def test_group_and_engine_checks_apply_when_declared(cj_cluster):
     assert gpu.status == PASS and dask.status == PASS
 
 
+def test_an_engine_section_without_the_keys_a_check_needs_skips_naming_them(cj_cluster):
+    def never(self, ctx):
+        raise AssertionError("a check without its engine keys must not run")
+
+    cluster = cj_cluster(engines={"dask": {"dashboard": "https://x/status"}})
+    (both,) = run_one(
+        fake("fake.dask", never, engine="dask", engine_keys=("endpoint", "config_dir")), cluster
+    )
+    assert both.status == SKIP and both.reason.endswith("engines.dask has neither endpoint nor config_dir")
+    (one,) = run_one(fake("fake.ui", never, engine="dask", engine_keys=("webui",)), cluster)
+    assert one.status == SKIP and one.reason.endswith("engines.dask has no webui")
+    (found,) = run_one(fake("fake.board", _exact(338350), engine="dask", engine_keys=("dashboard",)), cluster)
+    assert found.status == PASS
+
+
 def test_an_engine_the_inventory_provisions_but_cannot_describe_fails(cj_cluster):
     def never(self, ctx):
         raise AssertionError("a check of an unavailable engine must not run")
