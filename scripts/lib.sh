@@ -20,3 +20,38 @@ ensure_venv() {
   # containers.conf sets runc, cgroupfs and rlimits without touching the host's global config.
   export CONTAINERS_CONF="${CF_ROOT}/lab/containers.conf"
 }
+
+# Stage timing: `stage NAME` closes the stage before (printing its time) and opens NAME;
+# `stages_report` closes the last one and prints every stage with its time on one line.
+CF_STAGES=()
+CF_STAGE=""
+CF_STAGE_T0=0
+stage() {
+  if [[ -n "${CF_STAGE}" ]]; then
+    CF_STAGES+=("${CF_STAGE} $((SECONDS - CF_STAGE_T0)) s")
+    info "${CF_STAGE}: done in $((SECONDS - CF_STAGE_T0)) s"
+  fi
+  CF_STAGE="$1"; CF_STAGE_T0=${SECONDS}
+  [[ -z "${CF_STAGE}" ]] || info "${CF_STAGE} ..."
+}
+stages_report() {
+  stage ""
+  local out="" s
+  for s in "${CF_STAGES[@]}"; do out+="${out:+, }${s}"; done
+  info "stages: ${out}"
+}
+
+# The Ansible strategy for the runs the lab starts: mitogen_linear by default, or Ansible's own
+# `linear` with CF_ANSIBLE_STRATEGY=linear (the one-variable fallback). mitogen is pinned with
+# the ansible-core it was tested with; any other pair stops here, before a run, naming the fallback.
+use_strategy() {
+  local strategy="${CF_ANSIBLE_STRATEGY:-mitogen_linear}" dir
+  case "${strategy}" in
+    linear | free) export ANSIBLE_STRATEGY="${strategy}"; return 0 ;;
+    mitogen_linear | mitogen_free) ;;
+    *) die "CF_ANSIBLE_STRATEGY must be mitogen_linear, mitogen_free, linear or free (got '${strategy}')" ;;
+  esac
+  dir="$("${CF_VENV}/bin/python" "${CF_ROOT}/scripts/labtool.py" strategy 2>&1)" \
+    || die "${dir#error: }; to run without mitogen set CF_ANSIBLE_STRATEGY=linear"
+  export ANSIBLE_STRATEGY="${strategy}" ANSIBLE_STRATEGY_PLUGINS="${dir}"
+}

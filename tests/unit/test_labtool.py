@@ -1,0 +1,165 @@
+"""scripts/labtool.py: the lab inventory, the mitogen pair check and the runner progress lines."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SPEC = importlib.util.spec_from_file_location("labtool", ROOT / "scripts" / "labtool.py")
+labtool = importlib.util.module_from_spec(SPEC)
+sys.modules["labtool"] = labtool
+SPEC.loader.exec_module(labtool)
+
+LOCK = "ansible-core==2.21.5\nmitogen==0.3.54\n"
+GROUPS = ["head=head", "workers=workers", "gpu_nodes=none", "mpi_hosts=all", "storage_server=head"]
+
+
+def write_inventory(tmp_path: pathlib.Path, nodes: int) -> dict:
+    out = tmp_path / "hosts.yml"
+    args = ["inventory", "--out", str(out), "--prefix", "cf-t", "--nodes", str(nodes)]
+    args += ["--address-base", "10.9.8", "--distro", "debian13", "--key", "/k", "--known-hosts", "/kh"]
+    args += ["--memory-mb", "2048", "--cores", "2"]
+    for group in GROUPS:
+        args += ["--group", group]
+    labtool.main(args)
+    return yaml.safe_load(out.read_text())
+
+
+def test_inventory_declares_addresses_memory_and_groups(tmp_path):
+    inventory = write_inventory(tmp_path, 6)["all"]
+    assert list(inventory["hosts"]) == [f"cf-t-{i}" for i in range(1, 7)]
+    assert inventory["hosts"]["cf-t-6"] == {
+        "ansible_host": "10.9.8.16",
+        "cluster_address": "10.9.8.16",
+        "node_cores": 2,
+        "node_memory_mb": 2048,
+    }
+    groups = inventory["children"]
+    assert list(groups["head"]["hosts"]) == ["cf-t-1"]
+    assert list(groups["workers"]["hosts"]) == [f"cf-t-{i}" for i in range(2, 7)]
+    assert groups["gpu_nodes"]["hosts"] == {}
+    assert len(groups["mpi_hosts"]["hosts"]) == 6
+    assert list(groups["storage_server"]["hosts"]) == ["cf-t-1"]
+    assert "StrictHostKeyChecking=yes" in inventory["vars"]["ansible_ssh_common_args"]
+
+
+def test_one_node_lab_is_its_own_worker(tmp_path):
+    groups = write_inventory(tmp_path, 1)["all"]["children"]
+    assert list(groups["workers"]["hosts"]) == ["cf-t-1"]
+
+
+def test_inventory_is_what_ansible_reads(tmp_path):
+    write_inventory(tmp_path, 3)
+    out = subprocess.run(
+        [str(ROOT / ".venv/bin/ansible-inventory"), "-i", str(tmp_path / "hosts.yml"), "--graph", "workers"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "cf-t-2" in out.stdout and "cf-t-3" in out.stdout and "cf-t-1" not in out.stdout
+
+
+def test_unknown_group_spec_is_refused():
+    with pytest.raises(ValueError, match="unknown group spec 'some'"):
+        labtool.members("some", ["a"])
+
+
+def test_address_of_a_node_and_of_no_node(tmp_path, capsys):
+    write_inventory(tmp_path, 3)
+    labtool.main(["address", "--inventory", str(tmp_path / "hosts.yml"), "cf-t-2"])
+    assert capsys.readouterr().out.strip() == "10.9.8.12"
+    with pytest.raises(SystemExit):
+        labtool.main(["address", "--inventory", str(tmp_path / "hosts.yml"), "cf-t-9"])
+    assert "no node named cf-t-9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("mitogen", "core", "problem"),
+    [
+        ("0.3.54", "2.21.5", None),
+        ("0.3.54", "2.21.7", None),
+        ("0.3.54", "2.22.0", "mitogen 0.3.54 with ansible-core 2.22.0 is not the tested pair"),
+        ("0.3.50", "2.21.5", "mitogen 0.3.50 with ansible-core 2.21.5 is not the tested pair"),
+        (None, "2.21.5", "mitogen is not installed"),
+    ],
+)
+def test_mitogen_pair_check(mitogen, core, problem):
+    found = labtool.strategy_problem(mitogen, core, LOCK)
+    assert found == problem if problem is None else problem in found
+
+
+def test_a_mismatched_pair_names_the_fallback(tmp_path):
+    """The lab's own entry point: an untested pair stops before any run and names the fallback."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    message = "error: mitogen 0.3.1 with ansible-core 2.21.5 is not the tested pair"
+    (fake / "python").write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+    (fake / "python").chmod(0o755)
+    script = f"CF_VENV={tmp_path}; source {ROOT}/scripts/lib.sh; use_strategy"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "is not the tested pair" in result.stderr
+    assert "set CF_ANSIBLE_STRATEGY=linear" in result.stderr
+    fallback = subprocess.run(
+        ["bash", "-c", f"CF_ANSIBLE_STRATEGY=linear; {script}; echo $ANSIBLE_STRATEGY"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert fallback.stdout.strip() == "linear"
+
+
+def test_tiers_follow_site_imports():
+    tiers = labtool.tier_of_plays(ROOT / "site.yml")
+    assert tiers["Prepare every cluster node"] == "common"
+    assert tiers["Dask workers"] == "dask"
+    assert "verify" in tiers.values()
+
+
+def event(kind: str, **data) -> dict:
+    return {"event": kind, "event_data": data, "stdout": data.pop("stdout", "")}
+
+
+def test_progress_counts_per_play_and_names_failures(capsys):
+    progress = labtool.Progress({"Dask workers": "dask"}, io.StringIO())
+    for e in [
+        event("playbook_on_play_start", play="Dask workers"),
+        event("playbook_on_task_start", task="Install"),
+        event("runner_on_ok", host="a", res={"changed": True}, task="Install"),
+        event("runner_on_ok", host="b", res={"changed": False}, task="Install"),
+        event("playbook_on_task_start", task="Start"),
+        event("runner_on_failed", host="b", task="Start", stdout="fatal: [b]: FAILED! => boom"),
+        event("playbook_on_stats", changed={"a": 1}, failures={"b": 1}),
+    ]:
+        progress.handle(e)
+    out = capsys.readouterr().out
+    assert "fatal: [b]: FAILED! => boom" in out
+    assert "dask" in out and "2 hosts   2 tasks ok   2 changed   1 failed 1" in out
+    assert progress.changed_tasks == ["a: Install"]
+    assert progress.per_tier["dask"]["tasks"] == 2
+
+
+def test_a_long_task_is_named_with_its_hosts(capsys, monkeypatch):
+    progress = labtool.Progress({}, io.StringIO())
+    progress.handle(event("playbook_on_play_start", play="p"))
+    progress.handle(event("playbook_on_task_start", task="Run the cluster checks"))
+    progress.handle(event("runner_on_start", host="cf-lab-1"))
+    progress.task_started -= 65
+    progress.tick()
+    progress.tick()
+    out = capsys.readouterr().out
+    assert out.count("still running after 65 s: Run the cluster checks on cf-lab-1") == 1
+    progress.handle(event("runner_on_ok", host="cf-lab-1", res={}))
+    progress.task_started -= 100
+    progress.tick()
+    assert "still running" not in capsys.readouterr().out
