@@ -1,122 +1,259 @@
-"""The verification tier's engines.* sections, rendered by Ansible from nodes' local facts.
+"""engines.* of cluster.json: each engine role publishes its hosts' parts, the verify tier merges them.
 
-Every host is this machine over a local connection, each with its own facts.d directory, so the
-template reads real `ansible_local` facts gathered by the setup module, as on a cluster.
+The filter (plugins/filter/verify_engines.py) is tested directly; one test runs the whole chain in
+Ansible: the publishing module writes the parts (two components of one engine on one host), the
+setup module reads them back as local facts, the filter assembles the sections.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-CELERY = "/etc/clusterforge/celery/celery.json"
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = str(ROOT / ".venv/bin/ansible-playbook")
-TEMPLATE = ROOT / "roles/verify/templates/engines.json.j2"
+CELERY = "/etc/clusterforge/celery/celery.json"
+
+
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ve = _load("cf_verify_engines", ROOT / "plugins/filter/verify_engines.py")
 
 LAB = {
-    "n1": {"groups": ["head", "dask_scheduler", "spark_master", "celery_broker", "airflow", "mpi_hosts"]},
-    "n2": {"groups": ["workers", "dask_workers", "spark_workers", "celery_workers", "mpi_hosts"]},
-    "n3": {"groups": ["workers", "dask_workers", "spark_workers", "celery_workers", "mpi_hosts"]},
+    "n1": ["head", "dask_scheduler", "spark_master", "celery_broker", "airflow", "mpi_hosts"],
+    "n2": ["workers", "dask_workers", "spark_workers", "celery_workers", "mpi_hosts"],
+    "n3": ["workers", "dask_workers", "spark_workers", "celery_workers", "mpi_hosts"],
 }
+MPI = {"hostfile": "/etc/clusterforge/mpi/hostfile", "mpirun": "/usr/bin/mpirun", "python": "/v/bin/python"}
+DASK = "tls://10.0.0.1:8786"
 
 
-def lab_facts() -> dict[str, dict[str, Any]]:
-    mpi = {
-        "hostfile": "/etc/clusterforge/mpi/hostfile",
-        "mpirun": "/usr/bin/mpirun",
-        "python": "/v/bin/python",
-    }
-    facts: dict[str, dict[str, Any]] = {
+def lab_parts() -> dict[str, dict[str, Any]]:
+    """What the roles publish on the lab's hosts: clusterforge_engine_<name> -> this host's part."""
+    parts: dict[str, dict[str, Any]] = {
         "n1": {
-            "clusterforge_dask_scheduler": {
-                "scheduler_address": "tls://10.0.0.1:8786",
+            "clusterforge_engine_dask": {
+                "endpoint": DASK,
                 "dashboard": "https://x/status",
+                "config_dir": "/etc/clusterforge/dask/client",
+                "expected_workers": ["n2", "n3"],
             },
-            "clusterforge_dask_client": {"config_dir": "/etc/clusterforge/dask/client"},
-            "clusterforge_spark_master": {
-                "master_url": "spark://10.0.0.1:7077",
+            "clusterforge_engine_spark": {
+                "endpoint": "spark://10.0.0.1:7077",
                 "master_webui": "http://10.0.0.1:8080",
+                "conf_dir": "/etc/clusterforge/spark/client",
+                "python": "/opt/clusterforge/venv/bin/python",
+                "expected_workers": ["n2", "n3"],
             },
-            "clusterforge_spark_client": {"conf_dir": "/etc/clusterforge/spark/client"},
-            "clusterforge_mpi": {**mpi, "slots": 1, "pingpong": "/opt/clusterforge/bin/cf-mpi-pingpong"},
-            "clusterforge_celery_broker": {
-                "config": CELERY,
-                "flower_url": "http://f",
+            "clusterforge_engine_mpi": {
+                **MPI,
+                "pingpong": "/opt/clusterforge/bin/cf-mpi-pingpong",
+                "slots": {"n1": 1},
             },
-            "clusterforge_airflow_client": {
-                "_managed": "x",
-                "endpoint": "http://10.0.0.1:8090",
-                "executor": "celery",
-            },
-            "clusterforge_luigi_client": {"_managed": "x", "endpoint": "http://10.0.0.1:8082"},
+            "clusterforge_engine_celery": {"config": CELERY, "flower_url": "http://f"},
+            "clusterforge_engine_airflow": {"endpoint": "http://10.0.0.1:8090", "executor": "celery"},
+            "clusterforge_engine_luigi": {"endpoint": "http://10.0.0.1:8082"},
         }
     }
     for index, host in enumerate(("n2", "n3"), start=2):
-        facts[host] = {
-            "clusterforge_dask_worker": {
-                "address": f"10.0.0.{index}",
-                "nworkers": 1,
-                "nthreads": 2,
-                "memory_limit": 1024,
+        address = f"10.0.0.{index}"
+        parts[host] = {
+            "clusterforge_engine_dask": {
+                "endpoint": DASK,
+                "workers": {host: {"address": address, "nworkers": 1, "nthreads": 2, "memory_limit": 1024}},
             },
-            "clusterforge_spark_worker": {"address": f"10.0.0.{index}", "cores": 2, "memory_mb": 512},
-            "clusterforge_mpi": {**mpi, "slots": 2, "pingpong": None},
-            "clusterforge_celery_worker": {
-                "config": CELERY,
-                "concurrency": index,
+            "clusterforge_engine_spark": {
+                "endpoint": "spark://10.0.0.1:7077",
+                "master_webui": "http://10.0.0.1:8080",
+                "workers": {host: {"address": address, "cores": 2, "memory_mb": 512}},
             },
+            "clusterforge_engine_mpi": {
+                **MPI,
+                "pingpong": "/opt/clusterforge/bin/cf-mpi-pingpong",
+                "slots": {host: 2},
+            },
+            "clusterforge_engine_celery": {"config": CELERY, "workers": {host: index}},
         }
-    return facts
+    return parts
 
 
-def render(
-    tmp_path: Path, hosts: dict[str, dict[str, Any]], facts: dict[str, dict[str, Any]]
+def assemble(
+    hosts: dict[str, list[str]], parts: dict[str, dict[str, Any]], overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    groups: dict[str, list[str]] = {}
-    lines = ["all:", "  hosts:"]
-    for host, spec in hosts.items():
-        fact_dir = tmp_path / host
-        fact_dir.mkdir()
-        for name, value in facts.get(host, {}).items():
-            (fact_dir / f"{name}.fact").write_text(json.dumps(value))
-        lines += [f"    {host}:", f"      fact_dir: {fact_dir}"]
-        for group in spec["groups"]:
+    groups: dict[str, list[str]] = {"all": list(hosts)}
+    for host, names in hosts.items():
+        for group in names:
             groups.setdefault(group, []).append(host)
-    lines.append("  children:")
+    hostvars = {h: {"ansible_facts": {"ansible_local": parts.get(h, {})}} for h in hosts}
+    return ve.verify_engines(hostvars, groups, groups["all"], groups["head"][0], overrides)
+
+
+def test_every_provisioned_engine_is_the_merge_of_what_its_hosts_published():
+    engines = assemble(LAB, lab_parts())
+    assert sorted(engines) == ["airflow", "celery", "dask", "luigi", "mpi", "spark"]
+    assert engines["dask"] == {
+        "endpoint": DASK,
+        "config_dir": "/etc/clusterforge/dask/client",
+        "dashboard": "https://x/status",
+        "expected_workers": ["n2", "n3"],
+        "workers": {
+            "n2": {"address": "10.0.0.2", "nworkers": 1, "nthreads": 2, "memory_limit": 1024},
+            "n3": {"address": "10.0.0.3", "nworkers": 1, "nthreads": 2, "memory_limit": 1024},
+        },
+    }
+    assert engines["spark"]["workers"]["n3"] == {"address": "10.0.0.3", "cores": 2, "memory_mb": 512}
+    assert engines["mpi"]["slots"] == {"n1": 1, "n2": 2, "n3": 2}
+    assert engines["mpi"]["pingpong"] == "/opt/clusterforge/bin/cf-mpi-pingpong"
+    assert engines["celery"] == {"config": CELERY, "workers": {"n2": 2, "n3": 3}, "flower_url": "http://f"}
+    assert engines["airflow"] == {"endpoint": "http://10.0.0.1:8090", "executor": "celery"}
+    assert engines["luigi"] == {"endpoint": "http://10.0.0.1:8082"}
+
+
+def test_a_provisioned_engine_without_its_parts_is_unavailable_naming_the_hosts():
+    parts = lab_parts()
+    del parts["n3"]["clusterforge_engine_dask"]
+    del parts["n1"]["clusterforge_engine_airflow"]
+    engines = assemble(LAB, parts)
+    assert set(engines["dask"]) == {"unavailable"}
+    assert "clusterforge_engine_dask: n3;" in engines["dask"]["unavailable"]
+    assert "playbooks/dask.yml" in engines["dask"]["unavailable"]
+    assert "clusterforge_engine_airflow: n1;" in engines["airflow"]["unavailable"]
+    assert "workers" in engines["spark"] and "unavailable" not in engines["spark"]
+
+
+def test_engines_absent_from_the_inventory_are_absent_and_half_an_engine_is_named():
+    hosts = {"n1": ["head", "mpi_hosts"], "n2": ["workers", "dask_workers"]}
+    engines = assemble(hosts, {"n1": {"clusterforge_engine_mpi": {**MPI, "slots": {"n1": 1}}}})
+    assert sorted(engines) == ["dask", "mpi"]
+    assert engines["dask"] == {
+        "unavailable": "the inventory provisions dask, but group dask_scheduler has no member"
+    }
+    assert engines["mpi"]["slots"] == {"n1": 1}
+
+
+def test_hosts_that_disagree_make_the_engine_unavailable_naming_both():
+    parts = lab_parts()
+    parts["n3"]["clusterforge_engine_dask"]["endpoint"] = "tcp://10.0.0.9:8786"
+    engines = assemble(LAB, parts)
+    why = engines["dask"]["unavailable"]
+    assert "engines.dask.endpoint" in why and "n1 published" in why and "n3 published" in why
+
+
+def test_gpu_and_opencl_sections_carry_each_nodes_part():
+    hosts = {"n1": ["head"], "g1": ["gpu_nodes"], "c1": ["opencl_nodes"]}
+    parts = {
+        "g1": {
+            "clusterforge_engine_gpu": {
+                "hosts": {"g1": {"driver_version": "550.54", "cuda_version": "12.4"}}
+            },
+            "clusterforge_engine_opencl": {
+                "hosts": {"g1": {"platforms": ["NVIDIA CUDA", "Portable Computing Language"]}}
+            },
+        },
+        "c1": {
+            "clusterforge_engine_opencl": {"hosts": {"c1": {"platforms": ["Portable Computing Language"]}}}
+        },
+    }
+    engines = assemble(hosts, parts)
+    assert engines["gpu"] == {"hosts": {"g1": {"driver_version": "550.54", "cuda_version": "12.4"}}}
+    assert sorted(engines["opencl"]["hosts"]) == ["c1", "g1"]
+    del parts["g1"]["clusterforge_engine_gpu"]
+    assert "g1" in assemble(hosts, parts)["gpu"]["unavailable"]
+
+
+def test_an_engine_is_one_table_entry_and_the_inventory_can_add_or_remove_one():
+    hosts = {**LAB, "s1": ["storage_server"]}
+    parts = {**lab_parts(), "s1": {"clusterforge_engine_storage": {"exports": {"s1": ["/srv/shared"]}}}}
+    overrides = {"storage": {"groups": ["storage_server"], "head": False}, "luigi": None}
+    engines = assemble(hosts, parts, overrides)
+    assert engines["storage"] == {"exports": {"s1": ["/srv/shared"]}}
+    assert "luigi" not in engines
+    with pytest.raises(ve.EngineSpecError, match="unknown keys grups"):
+        ve.engine_table({"storage": {"grups": ["storage_server"]}})
+    with pytest.raises(ve.EngineSpecError, match="non-empty list"):
+        ve.engine_table({"storage": {"playbook": "x.yml"}})
+
+
+def test_only_local_facts_of_the_engine_leave_hostvars():
+    hostvars = {
+        "n1": {
+            "secret_token": "s3cr3t",
+            "ansible_facts": {"ansible_local": {"clusterforge_engine_mpi": {**MPI, "slots": {"n1": 1}}}},
+        }
+    }
+    engines = ve.verify_engines(hostvars, {"mpi_hosts": ["n1"], "head": ["n1"]}, ["n1"], "n1")
+    assert "s3cr3t" not in json.dumps(engines)
+
+
+PLAY = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Publish the parts of each component, several per host
+      clusterforge_engine_fact:
+        engine: "{{ item.engine }}"
+        part: "{{ item.part }}"
+        fact_dir: "{{ fact_dir }}"
+      loop: "{{ parts }}"
+    - ansible.builtin.setup:
+        gather_subset: ["!all", "!min", local]
+        fact_path: "{{ fact_dir }}"
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.copy:
+        content: >-
+          {{ hostvars | verify_engines(groups, groups['all'], groups['head'] | first, {}) | to_json }}
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+def test_published_parts_reach_the_filter_through_ansible_local_facts(tmp_path: Path):
+    """The module merges the components of one host; setup reads them; the filter assembles."""
+    components: dict[str, list[dict[str, Any]]] = {"n1": [], "n2": []}
+    for host, facts in lab_parts().items():
+        if host not in components:
+            continue
+        for fact, part in facts.items():
+            engine = fact.removeprefix("clusterforge_engine_")
+            if engine == "dask" and host == "n1":  # the scheduler and the client publish apart
+                client = {k: part[k] for k in ("endpoint", "config_dir", "expected_workers")}
+                components[host].append(
+                    {"engine": engine, "part": {"endpoint": DASK, "dashboard": part["dashboard"]}}
+                )
+                components[host].append({"engine": engine, "part": client})
+            else:
+                components[host].append({"engine": engine, "part": part})
+    lines = ["all:", "  hosts:"]
+    for host, parts in components.items():
+        (tmp_path / host).mkdir()
+        lines += [f"    {host}:", f"      fact_dir: {tmp_path / host}", f"      parts: {json.dumps(parts)}"]
+    lines += ["  children:"]
+    groups = {"head": ["n1"], "dask_scheduler": ["n1"], "dask_workers": ["n2"], "mpi_hosts": ["n1", "n2"]}
     for group, members in groups.items():
         lines += [f"    {group}:", "      hosts:"] + [f"        {m}:" for m in members]
     lines += [
         "  vars:",
         "    ansible_connection: local",
-        f"    ansible_python_interpreter: {os.environ.get('CF_TEST_PYTHON', '/usr/bin/python3')}",
+        f"    ansible_python_interpreter: {os.environ.get('CF_TEST_PYTHON', sys.executable)}",
+        f"    out: {tmp_path / 'engines.json'}",
     ]
     (tmp_path / "hosts.yml").write_text("\n".join(lines) + "\n")
-    out = tmp_path / "engines.json"
-    (tmp_path / "play.yml").write_text(
-        f"""
-- hosts: all
-  gather_facts: false
-  tasks:
-    - ansible.builtin.setup:
-        gather_subset: ["!all", "!min", local]
-        fact_path: "{{{{ fact_dir }}}}"
-- hosts: localhost
-  gather_facts: false
-  vars:
-    verify_cluster_group: all
-    verify_head_group: head
-    verify_venv_dir: /opt/clusterforge/venv
-  tasks:
-    - ansible.builtin.copy:
-        content: "{{{{ lookup('ansible.builtin.template', '{TEMPLATE}') }}}}"
-        dest: "{out}"
-        mode: "0600"
-"""
-    )
+    (tmp_path / "play.yml").write_text(PLAY)
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
     result = subprocess.run(
         [
@@ -132,53 +269,15 @@ def render(
         timeout=180,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    return json.loads(out.read_text())
-
-
-def test_every_provisioned_engine_is_described_from_the_nodes_facts(tmp_path):
-    engines = render(tmp_path, LAB, lab_facts())
-    assert sorted(engines) == ["airflow", "celery", "dask", "luigi", "mpi", "spark"]
-    assert engines["dask"] == {
-        "endpoint": "tls://10.0.0.1:8786",
-        "config_dir": "/etc/clusterforge/dask/client",
-        "dashboard": "https://x/status",
-        "expected_workers": ["n2", "n3"],
-        "workers": {
-            "n2": {"address": "10.0.0.2", "nworkers": 1, "nthreads": 2, "memory_limit": 1024},
-            "n3": {"address": "10.0.0.3", "nworkers": 1, "nthreads": 2, "memory_limit": 1024},
-        },
-    }
-    assert engines["spark"]["workers"]["n3"] == {"address": "10.0.0.3", "cores": 2, "memory_mb": 512}
-    assert engines["spark"]["endpoint"] == "spark://10.0.0.1:7077"
-    assert engines["spark"]["python"] == "/opt/clusterforge/venv/bin/python"
-    assert engines["mpi"]["slots"] == {"n1": 1, "n2": 2, "n3": 2}
-    assert engines["mpi"]["pingpong"] == "/opt/clusterforge/bin/cf-mpi-pingpong"
-    assert engines["celery"] == {
-        "config": CELERY,
-        "workers": {"n2": 2, "n3": 3},
-        "flower_url": "http://f",
-    }
-    assert engines["airflow"] == {"endpoint": "http://10.0.0.1:8090", "executor": "celery"}
-    assert engines["luigi"] == {"endpoint": "http://10.0.0.1:8082"}
-
-
-def test_a_provisioned_engine_without_facts_is_unavailable_naming_the_hosts(tmp_path):
-    facts = lab_facts()
-    del facts["n3"]["clusterforge_dask_worker"]
-    del facts["n1"]["clusterforge_airflow_client"]
-    engines = render(tmp_path, LAB, facts)
-    assert set(engines["dask"]) == {"unavailable"}
-    assert "n3 (clusterforge_dask_worker)" in engines["dask"]["unavailable"]
-    assert "playbooks/dask.yml" in engines["dask"]["unavailable"]
-    assert "n1 (clusterforge_airflow_client)" in engines["airflow"]["unavailable"]
-    assert "workers" in engines["spark"] and "unavailable" not in engines["spark"]
-
-
-def test_engines_absent_from_the_inventory_are_absent_and_half_an_engine_is_named(tmp_path):
-    hosts = {"n1": {"groups": ["head", "mpi_hosts"]}, "n2": {"groups": ["workers", "dask_workers"]}}
-    engines = render(tmp_path, hosts, {"n1": {"clusterforge_mpi": lab_facts()["n1"]["clusterforge_mpi"]}})
+    engines = json.loads((tmp_path / "engines.json").read_text())
     assert sorted(engines) == ["dask", "mpi"]
     assert engines["dask"] == {
-        "unavailable": "the inventory provisions Dask, but group dask_scheduler has no member"
+        "endpoint": DASK,
+        "dashboard": "https://x/status",
+        "config_dir": "/etc/clusterforge/dask/client",
+        "expected_workers": ["n2", "n3"],
+        "workers": {"n2": {"address": "10.0.0.2", "nworkers": 1, "nthreads": 2, "memory_limit": 1024}},
     }
-    assert engines["mpi"]["slots"] == {"n1": 1}
+    assert engines["mpi"]["slots"] == {"n1": 1, "n2": 2}
+    published = json.loads((tmp_path / "n1" / "clusterforge_engine_dask.fact").read_text())
+    assert published == {k: v for k, v in engines["dask"].items() if k != "workers"}

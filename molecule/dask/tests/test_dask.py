@@ -231,8 +231,8 @@ def test_client_configuration_is_readable_by_the_service_account_only_where_it_m
     assert conf["scheduler-address"].startswith("tls://")
     assert conf["distributed"]["comm"]["require-encryption"] is True
     assert host.run("runuser -u nobody -- cat %s/tls/client.key", CONFIG).rc != 0
-    facts = json.loads(host.file("/etc/ansible/facts.d/clusterforge_dask_client.fact").content_string)
-    assert facts["scheduler_address"] == conf["scheduler-address"]
+    part = json.loads(host.file("/etc/ansible/facts.d/clusterforge_engine_dask.fact").content_string)
+    assert part["endpoint"] == conf["scheduler-address"]
 
 
 def _podman(*args: str) -> subprocess.CompletedProcess:
