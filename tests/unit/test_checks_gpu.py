@@ -15,6 +15,7 @@ import pytest
 from checkrun import run_checks
 
 from compute_jobs.checks import gpu, load_all
+from compute_jobs.gpu import backend as gpu_backend
 from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Result, registry
 
 load_all()
@@ -165,7 +166,8 @@ def test_gpu_node_without_any_gpu_fails_every_check(cj_cluster, tmp_path, monkey
 def test_gpus_on_the_bus_without_a_driver_fail_and_name_the_functions(cj_cluster, tmp_path, monkeypatch):
     root = _sysfs(tmp_path / "pci", {"0000:17:00.0": NVIDIA_GPU, "0000:17:00.1": NVIDIA_AUDIO})
     backend = gpu.CudaBackend(sysfs_root=root)
-    monkeypatch.setattr(gpu, "nvml_inventory", lambda pci: (_ for _ in ()).throw(OSError("no libnvidia-ml")))
+    no_nvml = lambda pci: (_ for _ in ()).throw(OSError("no libnvidia-ml"))  # noqa: E731
+    monkeypatch.setattr(gpu_backend, "nvml_inventory", no_nvml)
     monkeypatch.setattr(gpu, "BACKEND", backend)
     result = run(cj_cluster(gpu_host()), ["gpu.inventory"])["gpu.inventory"]
     assert result.status == FAIL
