@@ -29,12 +29,12 @@ from compute_jobs.model import (
 )
 from compute_jobs.report import (
     ReportInputError,
-    build_report,
+    cmd_report,
     render_junit,
     render_table,
     write_jsonl,
-    write_report,
 )
+from compute_jobs.report import add_arguments as add_report_arguments
 from compute_jobs.runner import (
     RunConfig,
     Runner,
@@ -104,22 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_cal.set_defaults(func=cmd_calibrate)
 
     p_rep = sub.add_parser("report", help="merge node JSONL files into results.jsonl, junit.xml, report.html")
-    p_rep.add_argument("files", nargs="+", metavar="FILE.jsonl")
-    p_rep.add_argument("--out-dir", required=True, metavar="DIR")
-    p_rep.add_argument(
-        "--summary-json", metavar="FILE", help="JSON object with run_id, git_sha, inventory_hash"
-    )
-    p_rep.add_argument("--run-id")
-    p_rep.add_argument("--git-sha")
-    p_rep.add_argument("--inventory-hash")
-    p_rep.add_argument("--cluster-name")
-    p_rep.add_argument(
-        "--cluster", metavar="FILE", help="cluster.json: also FAIL when a host sent no results"
-    )
-    p_rep.add_argument(
-        "--drift-ignore", action="append", default=[], metavar="LIB", help="leave out of drift"
-    )
-    p_rep.add_argument("--quiet", action="store_true")
+    add_report_arguments(p_rep)
     p_rep.set_defaults(func=cmd_report)
 
     p_net = sub.add_parser("netserver", help="serve authenticated echo/bulk endpoints for net.pairs")
@@ -263,41 +248,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return _finish(outcome, outcome.exit_code())
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    meta: dict[str, Any] = {}
-    if args.summary_json:
-        try:
-            with open(args.summary_json, encoding="utf-8") as handle:
-                loaded = json.load(handle)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ReportInputError(f"{args.summary_json}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ReportInputError(f"{args.summary_json}: expected a JSON object")
-        meta.update({k: loaded.get(k) for k in ("run_id", "git_sha", "inventory_hash", "cluster_name")})
-    for key in ("run_id", "git_sha", "inventory_hash", "cluster_name"):
-        if getattr(args, key) is not None:
-            meta[key] = getattr(args, key)
-    expected_hosts = None
-    if args.cluster:
-        cluster = load_cluster(args.cluster)
-        expected_hosts = [h.name for h in cluster.hosts]
-        meta.setdefault("cluster_name", cluster.cluster_name)
-        meta.setdefault("inventory_hash", cluster.inventory_hash)
-        meta.setdefault("run_id", cluster.run_id)
-    report = build_report(
-        args.files, meta=meta, expected_hosts=expected_hosts, drift_ignore=args.drift_ignore
-    )
-    paths = write_report(report, args.out_dir)
-    if not args.quiet:
-        print(render_table(report.results))
-        for warning in report.summary.get("warnings", []):
-            print(f"warning: {warning}", file=sys.stderr)
-        print("wrote " + ", ".join(paths.values()))
-    return report.exit_code()
-
-
 def cmd_netserver(args: argparse.Namespace) -> int:
-    from compute_jobs.netserver import NetError, serve
+    from compute_jobs.services.netserver import NetError, serve
 
     try:
         return serve(args.bind, args.port, args.token_file, args.lifetime)

@@ -17,6 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from compute_jobs.model import SetVerdict, judge_sets
+
+__all__ = ["SetVerdict", "judge_sets"]
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -79,33 +83,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
         value, bool | np.bool_
     )
-
-
-@dataclass(frozen=True)
-class SetVerdict:
-    expected: list[str]
-    observed: list[str]
-    missing: list[str]
-    unexpected: list[str]
-
-    @property
-    def passed(self) -> bool:
-        return not self.missing and not self.unexpected
-
-    def reason(self) -> str:
-        parts = []
-        if self.missing:
-            parts.append("missing: " + ", ".join(self.missing))
-        if self.unexpected:
-            parts.append("unexpected: " + ", ".join(self.unexpected))
-        return "; ".join(parts)
-
-
-def judge_sets(expected: Collection[Any], observed: Collection[Any]) -> SetVerdict:
-    """Expected vs observed members; both directions are reported (who is missing, who is extra)."""
-    exp = {str(x) for x in expected}
-    obs = {str(x) for x in observed}
-    return SetVerdict(sorted(exp), sorted(obs), sorted(exp - obs), sorted(obs - exp))
 
 
 # --- negative controls --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -477,3 +477,65 @@ def param_table(cls: type[Check]) -> list[dict[str, Any]]:
 
 registry = Registry()
 register: Callable[[type[Check]], type[Check]] = registry.register
+
+
+# --- result sets and summaries (standard library: the controller's report uses them) -----------
+
+
+@dataclass(frozen=True)
+class SetVerdict:
+    expected: list[str]
+    observed: list[str]
+    missing: list[str]
+    unexpected: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.unexpected
+
+    def reason(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append("missing: " + ", ".join(self.missing))
+        if self.unexpected:
+            parts.append("unexpected: " + ", ".join(self.unexpected))
+        return "; ".join(parts)
+
+
+def judge_sets(expected: Collection[Any], observed: Collection[Any]) -> SetVerdict:
+    """Expected vs observed members; both directions are reported (who is missing, who is extra)."""
+    exp = {str(x) for x in expected}
+    obs = {str(x) for x in observed}
+    return SetVerdict(sorted(exp), sorted(obs), sorted(exp - obs), sorted(obs - exp))
+
+
+def count_statuses(results: Iterable[Result | dict[str, Any]]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for result in results:
+        status = result["status"] if isinstance(result, dict) else result.status
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def build_summary(
+    results: Iterable[Result | dict[str, Any]],
+    *,
+    run_id: str | None,
+    git_sha: str | None,
+    inventory_hash: str | None,
+    cluster_name: str | None,
+    started_at: str | None,
+    finished_at: str | None,
+    versions: dict[str, dict[str, str]],
+) -> dict[str, Any]:
+    return {
+        "type": "summary",
+        "run_id": run_id,
+        "git_sha": git_sha,
+        "inventory_hash": inventory_hash,
+        "cluster_name": cluster_name,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "counts": count_statuses(results),
+        "versions": versions,
+    }

@@ -6,18 +6,32 @@ only the standard library.
 
 from __future__ import annotations
 
+import argparse
 import html
 import json
 import os
 import re
+import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from compute_jobs.compare import judge_sets
-from compute_jobs.model import CLUSTER_TARGET, ERROR, FAIL, PASS, SKIP, STATUSES, Result, to_jsonable, utc_now
-from compute_jobs.runner import build_summary, count_statuses
+from compute_jobs.cluster import ClusterError, load_cluster
+from compute_jobs.model import (
+    CLUSTER_TARGET,
+    ERROR,
+    FAIL,
+    PASS,
+    SKIP,
+    STATUSES,
+    Result,
+    build_summary,
+    count_statuses,
+    judge_sets,
+    to_jsonable,
+    utc_now,
+)
 
 DRIFT_NAME = "cluster.version_drift"
 COVERAGE_NAME = "cluster.report_coverage"
@@ -34,7 +48,51 @@ class Report:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def exit_code(self) -> int:
+        """0 all PASS/SKIP, 1 a real FAIL/ERROR; under a negative control, CONTROL_HELD or CONTROL_BROKEN."""
+        control = self.summary.get("control")
+        if control:
+            if control["uncontrolled_failures"]:
+                return 1
+            return CONTROL_HELD if control["held"] else CONTROL_BROKEN
         return 1 if any(r["status"] not in (PASS, SKIP) for r in self.results) else 0
+
+
+# Exit statuses of a run under --inject, apart from 0 (never, a control always FAILs something)
+# and 1 (a FAIL or ERROR the control does not explain: a real failure).
+CONTROL_HELD = 3
+CONTROL_BROKEN = 4
+
+
+def control_verdict(results: list[dict[str, Any]], inject: str) -> dict[str, Any]:
+    """Whether the negative control INJECT held: every result it reached (control == INJECT) FAILed.
+
+    Results the control did not reach must still PASS or SKIP; any FAIL or ERROR among them is a
+    real failure, reported apart (``uncontrolled_failures``).
+    """
+    controlled = [r for r in results if r.get("control") == inject]
+    failed = [r for r in controlled if r["status"] == FAIL]
+    survivors = sorted(f"{r['name']}@{r['target']}" for r in controlled if r["status"] != FAIL)
+    others = sorted(
+        f"{r['name']}@{r['target']}"
+        for r in results
+        if r.get("control") != inject and r["status"] not in (PASS, SKIP)
+    )
+    held = bool(controlled) and not survivors
+    if held:
+        line = f"control held: {len(failed)} of {len(controlled)} controlled results FAILed ({inject})"
+    elif not controlled:
+        line = f"control did NOT hold: no result was reached by {inject}"
+    else:
+        line = f"control did NOT hold ({inject}): {', '.join(survivors)}"
+    return {
+        "inject": inject,
+        "held": held,
+        "controlled": len(controlled),
+        "failed": len(failed),
+        "not_failed": survivors,
+        "uncontrolled_failures": others,
+        "line": line,
+    }
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -203,6 +261,8 @@ def build_report(
         summary["inject"] = injected[0]
         if len(injected) > 1:
             warnings.append(f"inputs ran different negative controls: {', '.join(injected)}")
+    if injected:
+        summary["control"] = control_verdict(results, injected[0])
     summary["hosts"] = sorted(hosts)
     summary["inputs"] = list(paths)
     summary["warnings"] = warnings
@@ -406,3 +466,83 @@ def write_report(report: Report, out_dir: str) -> dict[str, str]:
     with open(paths["html"], "w", encoding="utf-8") as handle:
         handle.write(render_html(report.results, report.summary))
     return paths
+
+
+# --- command line (the controller runs it: standard library only) -------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE.jsonl")
+    parser.add_argument("--out-dir", required=True, metavar="DIR")
+    parser.add_argument(
+        "--summary-json", metavar="FILE", help="JSON object with run_id, git_sha, inventory_hash"
+    )
+    parser.add_argument("--run-id")
+    parser.add_argument("--git-sha")
+    parser.add_argument("--inventory-hash")
+    parser.add_argument("--cluster-name")
+    parser.add_argument(
+        "--cluster", metavar="FILE", help="cluster.json: also FAIL when a host sent no results"
+    )
+    parser.add_argument(
+        "--drift-ignore", action="append", default=[], metavar="LIB", help="leave out of drift"
+    )
+    parser.add_argument("--quiet", action="store_true")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    meta: dict[str, Any] = {}
+    if args.summary_json:
+        try:
+            with open(args.summary_json, encoding="utf-8") as handle:
+                loaded = json.load(handle)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ReportInputError(f"{args.summary_json}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ReportInputError(f"{args.summary_json}: expected a JSON object")
+        meta.update({k: loaded.get(k) for k in ("run_id", "git_sha", "inventory_hash", "cluster_name")})
+    for key in ("run_id", "git_sha", "inventory_hash", "cluster_name"):
+        if getattr(args, key) is not None:
+            meta[key] = getattr(args, key)
+    expected_hosts = None
+    if args.cluster:
+        cluster = load_cluster(args.cluster)
+        expected_hosts = [h.name for h in cluster.hosts]
+        meta.setdefault("cluster_name", cluster.cluster_name)
+        meta.setdefault("inventory_hash", cluster.inventory_hash)
+        meta.setdefault("run_id", cluster.run_id)
+    report = build_report(
+        args.files, meta=meta, expected_hosts=expected_hosts, drift_ignore=args.drift_ignore
+    )
+    paths = write_report(report, args.out_dir)
+    if not args.quiet:
+        print(render_table(report.results))
+        for warning in report.summary.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
+        print("wrote " + ", ".join(paths.values()))
+    control = report.summary.get("control")
+    if control:
+        print(control["line"])
+        if control["uncontrolled_failures"]:
+            print(
+                "FAIL or ERROR the control does not explain: " + ", ".join(control["uncontrolled_failures"])
+            )
+    return report.exit_code()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m compute_jobs.report",
+        description="merge node JSONL files into results.jsonl, junit.xml, report.html",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_report(args)
+    except (ReportInputError, ClusterError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

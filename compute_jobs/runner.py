@@ -33,12 +33,16 @@ from compute_jobs.model import (
     Registry,
     Result,
     SkipCheck,
+    build_summary,
+    count_statuses,
     utc_now,
 )
 from compute_jobs.model import (
     registry as default_registry,
 )
 from compute_jobs.versions import library_versions
+
+__all__ = ["build_summary", "count_statuses"]
 
 # Which negative control each result category honours.
 CONTROL_OF_CATEGORY = {"correctness": "wrong-answer", "placement": "missing-worker"}
@@ -385,35 +389,3 @@ class Runner:
         if config.inject:
             summary["inject"] = config.inject
         return RunOutcome(results, host_record, summary, list(self.abandoned))
-
-
-def count_statuses(results: Iterable[Result | dict[str, Any]]) -> dict[str, int]:
-    counts = dict.fromkeys(STATUSES, 0)
-    for result in results:
-        status = result["status"] if isinstance(result, dict) else result.status
-        counts[status] = counts.get(status, 0) + 1
-    return counts
-
-
-def build_summary(
-    results: Iterable[Result | dict[str, Any]],
-    *,
-    run_id: str | None,
-    git_sha: str | None,
-    inventory_hash: str | None,
-    cluster_name: str | None,
-    started_at: str | None,
-    finished_at: str | None,
-    versions: dict[str, dict[str, str]],
-) -> dict[str, Any]:
-    return {
-        "type": "summary",
-        "run_id": run_id,
-        "git_sha": git_sha,
-        "inventory_hash": inventory_hash,
-        "cluster_name": cluster_name,
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "counts": count_statuses(results),
-        "versions": versions,
-    }

@@ -1,7 +1,7 @@
 """Celery checks: tasks sent through the provisioned broker to the provisioned workers.
 
 They run on the head node as the service account. Connection settings (broker URL with its password)
-come from the node's client configuration file, read by :mod:`compute_jobs.celery_app`; celery is
+come from the node's client configuration file, read by :mod:`compute_jobs.services.celery_app`; celery is
 imported lazily, inside :class:`CeleryClient`, so this module loads on nodes without it.
 
 cluster.json ``engines.celery``::
@@ -39,7 +39,7 @@ class CeleryClient:
 
     def __init__(self, config: str) -> None:
         try:
-            from compute_jobs import celery_app
+            from compute_jobs.services import celery_app
         except ImportError as exc:
             raise CheckError(f"celery is not importable here ({exc}); install it into the node venv") from exc
         try:

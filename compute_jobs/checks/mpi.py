@@ -1,6 +1,6 @@
 """MPI checks: jobs launched from the head node with ``mpirun`` over the generated hostfile.
 
-Every check starts ``mpirun ... <venv python> -m compute_jobs.mpi_jobs.<job>`` (or the C ping-pong)
+Every check starts ``mpirun ... <venv python> -m compute_jobs.services.mpi_jobs.<job>`` (or the C ping-pong)
 and judges the one ``CFJSON`` line rank 0 prints. mpi4py is never imported here: the jobs import it on
 the MPI hosts, so this module loads on any node.
 
@@ -37,11 +37,11 @@ from typing import Any
 
 from compute_jobs.context import CheckContext
 from compute_jobs.model import FAIL, Check, CheckError, Metric, Param, Result, SkipCheck, register
-from compute_jobs.mpi_jobs import parse_output
-from compute_jobs.mpi_jobs.collectives import expected_results
+from compute_jobs.services.mpi_jobs import parse_output
+from compute_jobs.services.mpi_jobs.collectives import expected_results
 
 MPI_GROUP = "mpi_hosts"
-JOB_PACKAGE = "compute_jobs.mpi_jobs"
+JOB_PACKAGE = "compute_jobs.services.mpi_jobs"
 # Library files that belong to the operating system, not to a wheel or a private build.
 SYSTEM_LIB_DIRS = ("/usr/lib/", "/lib/", "/usr/lib64/", "/lib64/")
 
@@ -130,7 +130,7 @@ class Launcher:
         np: int | None = None,
         hosts: list[tuple[str, int]] | None = None,
     ) -> JobRun:
-        """Run ``compute_jobs.mpi_jobs.<module>`` under mpirun (cached per arguments for this run)."""
+        """Run ``compute_jobs.services.mpi_jobs.<module>`` under mpirun (cached per arguments of a run)."""
         key = ("job", module, tuple(args), np, tuple(hosts or ()))
         if key not in self._cache:
             program = [self.python, "-m", f"{JOB_PACKAGE}.{module}", *args]

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from compute_jobs.cluster import Host
 from compute_jobs.context import CheckContext
 from compute_jobs.model import ERROR, FAIL, PASS, Check, CheckError, Metric, Param, Result, register
-from compute_jobs.netserver import NetClient, NetError, load_token
+from compute_jobs.services.netserver import NetClient, NetError, load_token
 
 
 @register

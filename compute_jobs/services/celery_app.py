@@ -1,6 +1,6 @@
 """The Celery application of clusterforge: verification tasks run by the workers, called by the checks.
 
-Workers run ``celery --app compute_jobs.celery_app worker`` (systemd units of the celery role); the
+Workers run ``celery --app compute_jobs.services.celery_app worker`` (systemd units of the celery role); the
 celery checks and users import it on the head node. Connection settings come from a JSON file on the
 node, never from this code: ``$CLUSTERFORGE_CELERY_CONFIG``, else ``/etc/clusterforge/celery/celery.json``
 (mode 0640, group ``celery``; the service account is a member). Its keys::

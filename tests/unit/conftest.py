@@ -66,7 +66,7 @@ def cj_cluster(cj_cluster_dict: Callable[..., dict[str, Any]]) -> Callable[..., 
 @pytest.fixture
 def cj_netservers(cj_token_file: Path) -> Iterator[Callable[[int], list[Any]]]:
     """Factory: start n authenticated netservers on 127.0.0.1 (ephemeral ports), stopped afterwards."""
-    from compute_jobs.netserver import load_token, start_server
+    from compute_jobs.services.netserver import load_token, start_server
 
     started: list[Any] = []
 

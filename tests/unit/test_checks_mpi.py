@@ -16,10 +16,10 @@ from checkrun import run_checks
 from compute_jobs.checks import load_all
 from compute_jobs.checks import mpi as mpi_checks
 from compute_jobs.model import ERROR, FAIL, PASS, CheckError, Result
-from compute_jobs.mpi_jobs import MARKER, parse_output
-from compute_jobs.mpi_jobs import collectives as coll
-from compute_jobs.mpi_jobs import pi as pi_job
-from compute_jobs.mpi_jobs.pingpong import plan_pairs
+from compute_jobs.services.mpi_jobs import MARKER, parse_output
+from compute_jobs.services.mpi_jobs import collectives as coll
+from compute_jobs.services.mpi_jobs import pi as pi_job
+from compute_jobs.services.mpi_jobs.pingpong import plan_pairs
 
 load_all()
 
@@ -224,8 +224,8 @@ def test_healthy_cluster_passes_every_mpi_check(mpi_cluster, monkeypatch):
     assert results["mpi.pi.efficiency"].value == pytest.approx(1.0 / (5 * 0.2))
     # placement and library share one probe launch; latency and bandwidth one ping-pong matrix
     launched = [c for c in fake.calls if c[1:] != ["--version"]]
-    assert sum("compute_jobs.mpi_jobs.probe" in c for c in launched) == 1
-    assert sum("compute_jobs.mpi_jobs.pingpong" in c for c in launched) == 1
+    assert sum("compute_jobs.services.mpi_jobs.probe" in c for c in launched) == 1
+    assert sum("compute_jobs.services.mpi_jobs.pingpong" in c for c in launched) == 1
     assert all(c[1] in ("--hostfile", "--host") for c in launched)
 
 

@@ -185,9 +185,10 @@ def test_report_command_merges_and_exits_one_on_failures(cluster_file, tmp_path)
     final = records(out_dir / "results.jsonl")[-1]
     assert final["run_id"] == "run-from-controller" and final["git_sha"] == "feedface"
     proc = cli("report", "--out-dir", str(out_dir), "--git-sha", "abc", str(bad))
-    assert proc.returncode == 1
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # the control held: its own status
     assert records(out_dir / "results.jsonl")[-1]["inject"] == "wrong-answer"
     assert "node.disk" in proc.stdout and "FAIL" in proc.stdout
+    assert "control held: 1 of 1 controlled results FAILed (wrong-answer)" in proc.stdout
     assert {p.name for p in out_dir.iterdir()} == {"results.jsonl", "junit.xml", "report.html"}
 
 
@@ -218,3 +219,37 @@ def test_nothing_beyond_stdlib_and_numpy_is_imported_at_module_level():
     )
     assert proc.returncode == 0, proc.stderr
     assert "node.stream" in proc.stdout
+
+
+REPORT_BLOCKER = """
+import sys
+ALLOWED = set(sys.stdlib_module_names) | {"compute_jobs", "jinja2", "markupsafe"}
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] not in ALLOWED:
+            raise ImportError(f"{name} is not the standard library or Jinja2")
+        return None
+
+sys.meta_path.insert(0, Block())
+from compute_jobs import report
+sys.exit(report.main(sys.argv[1:]))
+"""
+
+
+def test_the_controller_report_needs_the_standard_library_and_jinja2_only(cluster_file, tmp_path):
+    """The controller renders reports without numpy or any node library."""
+    results = tmp_path / "node.jsonl"
+    assert (
+        cli("run", "--cluster", str(cluster_file), "--only", "node.disk", "--json", str(results)).returncode
+        == 0
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", REPORT_BLOCKER, "--out-dir", str(tmp_path / "out"), str(results)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "node.disk" in proc.stdout

@@ -18,8 +18,8 @@ from compute_jobs.checks import load_all
 from compute_jobs.checks.net import _flag_outliers
 from compute_jobs.cluster import cluster_from_dict
 from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Registry, Result, registry
-from compute_jobs.netserver import AuthError, NetClient, NetError, load_token
 from compute_jobs.runner import RunConfig, Runner
+from compute_jobs.services.netserver import AuthError, NetClient, NetError, load_token
 
 load_all()
 REPO = Path(__file__).resolve().parents[2]

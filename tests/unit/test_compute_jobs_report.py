@@ -12,8 +12,12 @@ import pytest
 
 from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Check, Metric, Registry
 from compute_jobs.report import (
+    CONTROL_BROKEN,
+    CONTROL_HELD,
+    Report,
     ReportInputError,
     build_report,
+    control_verdict,
     key_figure,
     render_html,
     render_table,
@@ -229,3 +233,46 @@ def test_duplicate_results_keep_the_later_one_with_a_warning(files):
     names = [(r["name"], r["target"]) for r in report.results]
     assert len(names) == len(set(names))
     assert any("the later one is kept" in w for w in report.summary["warnings"])
+
+
+# --- negative controls: a verdict of their own ---------------------------------------------------
+
+
+def _result(name: str, status: str, control: str | None = None, target: str = "a") -> dict[str, Any]:
+    return {"type": "result", "name": name, "target": target, "status": status, "control": control}
+
+
+def test_a_control_that_failed_every_result_it_reached_held():
+    results = [
+        _result("x.answer", FAIL, "wrong-answer"),
+        _result("x.answer", FAIL, "wrong-answer", target="b"),
+        _result("x.rate", PASS),
+        _result("x.gpu", SKIP),
+    ]
+    verdict = control_verdict(results, "wrong-answer")
+    assert (
+        verdict["held"] and verdict["line"] == "control held: 2 of 2 controlled results FAILed (wrong-answer)"
+    )
+    assert verdict["uncontrolled_failures"] == []
+
+
+def test_a_control_that_left_a_result_passing_did_not_hold_and_names_it():
+    results = [_result("x.answer", FAIL, "wrong-answer"), _result("x.sum", PASS, "wrong-answer", target="b")]
+    verdict = control_verdict(results, "wrong-answer")
+    assert not verdict["held"]
+    assert verdict["line"] == "control did NOT hold (wrong-answer): x.sum@b"
+    assert control_verdict([_result("x.rate", PASS)], "missing-worker")["line"] == (
+        "control did NOT hold: no result was reached by missing-worker"
+    )
+
+
+def test_control_exit_statuses_tell_a_held_control_from_a_broken_one_and_from_a_real_failure():
+    def code(results: list[dict[str, Any]]) -> int:
+        summary = {"control": control_verdict(results, "wrong-answer")}
+        return Report(results=results, summary=summary).exit_code()
+
+    held = [_result("x.answer", FAIL, "wrong-answer"), _result("x.rate", PASS)]
+    assert code(held) == CONTROL_HELD == 3
+    assert code([_result("x.answer", PASS, "wrong-answer")]) == CONTROL_BROKEN == 4
+    assert code([*held, _result("x.disk", ERROR)]) == 1  # a failure the control does not explain
+    assert Report(results=held, summary={}).exit_code() == 1  # no control: a FAIL is a FAIL

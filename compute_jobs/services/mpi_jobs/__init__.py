@@ -1,8 +1,8 @@
 """Programs launched under ``mpirun`` by the mpi checks (and usable by hand, see docs/mpi.md).
 
-Each job is a module run as ``mpirun ... <venv python> -m compute_jobs.mpi_jobs.<job> [args]``. Rank 0
-prints exactly one line ``CFJSON {...}`` with what the job observed; everything else on stdout and
-stderr is diagnostics. A launch that went wrong (an ``mpirun`` from another MPI, no launcher) starts
+Each job is a module run as ``mpirun ... <venv python> -m compute_jobs.services.mpi_jobs.<job> [args]``.
+Rank 0 prints exactly one line ``CFJSON {...}`` with what the job observed; everything else on stdout
+and stderr is diagnostics. A launch that went wrong (an ``mpirun`` from another MPI, no launcher) starts
 N singletons that each print their own ``CFJSON`` line with ``"size": 1``: the checks count the lines.
 mpi4py is imported inside ``main`` so that the payload helpers stay importable without it.
 """

@@ -12,7 +12,7 @@ import socket
 
 import numpy as np
 
-from compute_jobs.mpi_jobs import emit
+from compute_jobs.services.mpi_jobs import emit
 
 # A prime modulus keeps the order-sensitive checksum exact in int64 for any size.
 MODULUS = 2**31 - 1
@@ -64,7 +64,7 @@ def expected_results(size: int, elements: int) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="compute_jobs.mpi_jobs.collectives")
+    parser = argparse.ArgumentParser(prog="compute_jobs.services.mpi_jobs.collectives")
     parser.add_argument("--elements", type=int, default=4096, help="elements per payload row")
     args = parser.parse_args(argv)
     from mpi4py import MPI

@@ -1,7 +1,7 @@
 """Every rank says where it runs: the smallest proof that mpirun reaches all hosts.
 
     mpirun --hostfile /etc/clusterforge/mpi/hostfile /opt/clusterforge/venv/bin/python \
-        -m compute_jobs.mpi_jobs.hello
+        -m compute_jobs.services.mpi_jobs.hello
 """
 
 from __future__ import annotations

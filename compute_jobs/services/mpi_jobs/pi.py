@@ -13,7 +13,7 @@ import socket
 
 import numpy as np
 
-from compute_jobs.mpi_jobs import emit
+from compute_jobs.services.mpi_jobs import emit
 
 
 def block(rank: int, size: int, n: int) -> tuple[int, int]:
@@ -33,7 +33,7 @@ def partial_sum(start: int, stop: int, n: int, chunk: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="compute_jobs.mpi_jobs.pi")
+    parser = argparse.ArgumentParser(prog="compute_jobs.services.mpi_jobs.pi")
     parser.add_argument("--points", type=int, default=10**8)
     parser.add_argument("--chunk", type=int, default=1 << 20)
     args = parser.parse_args(argv)

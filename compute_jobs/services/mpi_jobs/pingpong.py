@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from compute_jobs.mpi_jobs import emit
+from compute_jobs.services.mpi_jobs import emit
 
 
 def plan_pairs(hosts: list[str]) -> list[dict[str, Any]]:
@@ -71,7 +71,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="compute_jobs.mpi_jobs.pingpong")
+    parser = argparse.ArgumentParser(prog="compute_jobs.services.mpi_jobs.pingpong")
     parser.add_argument("--latency-bytes", type=int, default=8)
     parser.add_argument("--latency-iterations", type=int, default=500)
     parser.add_argument("--bandwidth-bytes", type=int, nargs="*", default=[1 << 20, 4 << 20])

@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 
-from compute_jobs.mpi_jobs import emit, loaded_libmpi
+from compute_jobs.services.mpi_jobs import emit, loaded_libmpi
 
 
 def main() -> int:

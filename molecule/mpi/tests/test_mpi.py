@@ -76,7 +76,7 @@ def test_traffic_is_pinned_to_the_cluster_network(host):
 
 def test_mpirun_reaches_every_node_as_the_service_account(head):
     total = sum(slots_of(testinfra.get_host("podman://" + n)) for n in NODES)
-    result = as_user(head, f"mpirun --hostfile {HOSTFILE} {PYTHON} -m compute_jobs.mpi_jobs.hello")
+    result = as_user(head, f"mpirun --hostfile {HOSTFILE} {PYTHON} -m compute_jobs.services.mpi_jobs.hello")
     assert result.rc == 0, result.stderr[-2000:]
     rows = re.findall(r"rank (\d+) of (\d+) on (\S+)", result.stdout)
     assert sorted(int(r) for r, _, _ in rows) == list(range(total))
