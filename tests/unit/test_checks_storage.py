@@ -1,0 +1,321 @@
+"""storage.* and mpi.io against their boundaries: the node's mount table, a shell on each host (here
+local shells over per-host views of a directory), file creation, and a simulated mpirun. Each check
+is shown to PASS on a healthy share and to FAIL when a mount is missing, a node reads different
+bytes, a foreign home is writable, or an MPI rank reads a wrong block."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from checkrun import run_checks
+
+from compute_jobs.checks import load_all
+from compute_jobs.checks import mpi as mpi_checks
+from compute_jobs.checks import storage as st
+from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Result
+from compute_jobs.services.mpi_jobs import MARKER, fileio
+
+load_all()
+
+HOSTS = ["a", "b", "c"]
+ACCOUNTS = ["svc", "alice"]
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> dict[str, Path]:
+    paths = {"data": tmp_path / "shared/data", "home": tmp_path / "shared/home"}
+    for account in ACCOUNTS:
+        (paths["home"] / account).mkdir(parents=True)
+    paths["data"].mkdir(parents=True)
+    return paths
+
+
+@pytest.fixture
+def cluster(cj_cluster, shared):
+    def make(storage: bool = True, **section: Any):
+        hosts = [
+            {"name": h, "address": "127.0.0.1", "groups": ["mpi_hosts"] + (["head"] if h == "a" else [])}
+            | {"cores": 1, "memory_mb": 16}
+            for h in HOSTS
+        ]
+        engines: dict[str, Any] = {
+            "mpi": {"hostfile": "/etc/clusterforge/mpi/hostfile", "slots": {h: 1 for h in HOSTS}}
+        }
+        if storage:
+            engines["storage"] = {
+                "backend": "sshfs",
+                "server": "a",
+                "data_dir": str(shared["data"]),
+                "home_dir": str(shared["home"]),
+                "accounts": ACCOUNTS,
+                "service_user": "svc",
+            } | section
+        return cj_cluster(hosts, engines=engines)
+
+    return make
+
+
+def statuses(results: dict[str, Result]) -> dict[str, str]:
+    return {name: r.status for name, r in results.items()}
+
+
+# --- storage.mounts ------------------------------------------------------------------------------
+
+
+def mountinfo(mounts: dict[str, str]) -> str:
+    lines = ["22 1 0:21 / / rw,relatime shared:1 - overlay overlay rw"]
+    for i, (point, fstype) in enumerate(mounts.items()):
+        escaped = point.replace(" ", "\\040")
+        lines.append(f"{30 + i} 22 0:{40 + i} / {escaped} rw,nosuid - {fstype} svc@10.0.0.1:/srv rw")
+    return "\n".join(lines) + "\n"
+
+
+def client_mounts(shared: dict[str, Path], fstype: str = "fuse.sshfs") -> dict[str, str]:
+    return {str(shared["data"]): fstype} | {str(shared["home"] / a): fstype for a in ACCOUNTS}
+
+
+def run_mounts(cluster, monkeypatch, mounts: dict[str, str], target: str = "b") -> Result:
+    monkeypatch.setattr(st, "read_mountinfo", lambda: mountinfo(mounts))
+    return run_checks(cluster, ["storage.mounts"], target=target)["storage.mounts"]
+
+
+def test_mounts_pass_when_every_shared_path_is_mounted_from_the_share(cluster, shared, monkeypatch):
+    result = run_mounts(cluster(), monkeypatch, client_mounts(shared))
+    assert result.status == PASS, result.reason
+    assert result.observed_workers == sorted(client_mounts(shared))
+
+
+def test_a_node_without_the_data_mount_fails_and_names_it(cluster, shared, monkeypatch):
+    mounts = client_mounts(shared)
+    del mounts[str(shared["data"])]
+    result = run_mounts(cluster(), monkeypatch, mounts)
+    assert result.status == FAIL
+    assert result.missing == [str(shared["data"])]
+    assert result.details["held_by"][str(shared["data"])] == "/ (overlay)"
+
+
+def test_a_local_filesystem_mounted_at_the_path_is_not_the_share(cluster, shared, monkeypatch):
+    result = run_mounts(cluster(), monkeypatch, client_mounts(shared, fstype="ext4"))
+    assert result.status == FAIL
+    assert len(result.missing) == 3
+
+
+def test_the_server_and_nfs_clients_may_hold_homes_in_one_mount(cluster, shared, monkeypatch):
+    whole = {str(shared["data"]): "ext4", str(shared["home"]): "ext4"}
+    assert run_mounts(cluster(), monkeypatch, whole, target="a").status == PASS
+    nfs = {str(shared["data"]): "nfs4", str(shared["home"]): "nfs4"}
+    assert run_mounts(cluster(backend="nfs"), monkeypatch, nfs).status == PASS
+    assert run_mounts(cluster(backend="nfs"), monkeypatch, whole).status == FAIL
+
+
+def test_mountinfo_parsing_decodes_escaped_mount_points():
+    text = mountinfo({"/shared/my data": "fuse.sshfs"})
+    assert st.parse_mountinfo(text)["/shared/my data"] == "fuse.sshfs"
+    mounts = {"/": "overlay", "/shared/home": "nfs4", "/shared/homework": "ext4"}
+    assert st.covering_mount("/shared/home/alice", mounts) == "/shared/home"
+    assert st.covering_mount("/shared/data", mounts) == "/"
+
+
+# --- storage.shared ------------------------------------------------------------------------------
+
+
+class Hosts:
+    """A shell per host over its own view of the data directory: shared, or a private copy (a node
+    whose mount is missing writes and reads its local directory), optionally corrupting reads."""
+
+    def __init__(self, data: Path, tmp: Path, private: tuple[str, ...] = (), corrupt: str = "") -> None:
+        self.data, self.tmp, self.private, self.corrupt = str(data), tmp, private, corrupt
+        self.calls: list[tuple[str | None, str]] = []
+
+    def __call__(self, host: str | None, script: str, timeout: float) -> subprocess.CompletedProcess:
+        self.calls.append((host, script))
+        if host in self.private:
+            local = self.tmp / f"local-{host}"
+            local.mkdir(exist_ok=True)
+            script = script.replace(self.data, str(local))
+        done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=timeout)
+        if host == self.corrupt and script.startswith("sha256sum"):
+            done.stdout = done.stdout.replace(done.stdout[:1], "0" if done.stdout[:1] != "0" else "1", 1)
+        if host in self.private:
+            done.stdout = done.stdout.replace(str(self.tmp / f"local-{host}"), self.data)
+        return done
+
+
+def run_shared(cluster, monkeypatch, fake: Hosts) -> dict[str, Result]:
+    monkeypatch.setattr(st, "SHELL", fake)
+    return run_checks(cluster, ["storage.shared"], target="cluster", scope="cluster")
+
+
+def test_every_node_reads_every_other_nodes_file(cluster, shared, tmp_path, monkeypatch):
+    fake = Hosts(shared["data"], tmp_path)
+    results = run_shared(cluster(), monkeypatch, fake)
+    assert set(statuses(results).values()) == {PASS}, {n: r.reason for n, r in results.items()}
+    assert sorted(results) == ["storage.shared.placement"] + [f"storage.shared[{h}]" for h in HOSTS]
+    assert [host for host, _ in fake.calls[:3]] == HOSTS  # each node wrote its own file
+    assert list((shared["data"] / st.CHECK_DIR).iterdir()) == []  # and the check cleaned up
+
+
+def test_a_node_without_the_share_fails_on_every_node(cluster, shared, tmp_path, monkeypatch):
+    results = run_shared(cluster(), monkeypatch, Hosts(shared["data"], tmp_path, private=("c",)))
+    placement = results["storage.shared.placement"]
+    assert placement.status == FAIL and placement.observed_workers == []
+    assert results["storage.shared[a]"].status == FAIL  # a cannot see c's file
+    assert results["storage.shared[c]"].status == FAIL  # c sees only its own
+
+
+def test_a_node_reading_different_bytes_fails(cluster, shared, tmp_path, monkeypatch):
+    results = run_shared(cluster(), monkeypatch, Hosts(shared["data"], tmp_path, corrupt="b"))
+    assert results["storage.shared[b]"].status == FAIL
+    assert results["storage.shared[a]"].status == PASS
+    assert results["storage.shared.placement"].missing == ["b"]
+
+
+def test_wrong_answer_control_fails_the_hash_comparison(cluster, shared, tmp_path, monkeypatch):
+    monkeypatch.setattr(st, "SHELL", Hosts(shared["data"], tmp_path))
+    results = run_checks(
+        cluster(), ["storage.shared"], target="cluster", scope="cluster", inject="wrong-answer"
+    )
+    assert results["storage.shared[a]"].status == FAIL
+
+
+# --- storage.permissions -------------------------------------------------------------------------
+
+
+def run_permissions(cluster, monkeypatch, create) -> Result:
+    monkeypatch.setattr(st, "this_account", lambda: "svc")
+    monkeypatch.setattr(st, "CREATE", create)
+    return run_checks(cluster, ["storage.permissions"], target="b")["storage.permissions"]
+
+
+def test_own_home_and_data_written_foreign_home_refused(cluster, shared, monkeypatch):
+    def create(path: str) -> str:
+        return "refused" if "/alice/" in path else st.try_create(path)
+
+    result = run_permissions(cluster(), monkeypatch, create)
+    assert result.status == PASS, result.reason
+    assert json.loads(json.dumps(result.observed))["home:alice"] == "refused"
+    assert list(shared["home"].joinpath("svc").iterdir()) == []  # probes removed
+
+
+def test_a_writable_foreign_home_fails(cluster, shared, monkeypatch):
+    result = run_permissions(cluster(), monkeypatch, st.try_create)  # nothing refuses here
+    assert result.status == FAIL
+    assert result.details["differs"] == ["home:alice"]
+
+
+def test_an_unwritable_own_home_fails(cluster, shared, monkeypatch):
+    result = run_permissions(cluster(), monkeypatch, lambda path: "refused")
+    assert result.status == FAIL
+
+
+def test_an_account_without_shared_home_is_skipped_with_the_reason(cluster, monkeypatch):
+    monkeypatch.setattr(st, "this_account", lambda: "nobody")
+    result = run_checks(cluster(), ["storage.permissions"], target="b")["storage.permissions"]
+    assert result.status == SKIP and "nobody" in result.reason
+
+
+# --- storage.throughput --------------------------------------------------------------------------
+
+
+def test_throughput_reports_share_and_local_figures(cluster, tmp_path, monkeypatch):
+    overrides = {"storage.throughput": {"bytes": 65536, "local_dir": str(tmp_path / "local")}}
+    results = run_checks(cluster(), ["storage.throughput"], target="b", overrides=overrides)
+    assert sorted(results) == [
+        f"storage.throughput.{w}_{op}" for w in ("local", "share") for op in ("read", "write")
+    ]
+    for result in results.values():
+        assert result.status == PASS and result.unit == "MB/s" and result.value > 0
+        assert len(result.samples) == 5
+    assert results["storage.throughput.share_write"].details["share_vs_local"] > 0
+
+
+def test_a_missing_storage_engine_is_not_silently_skipped_when_unavailable(cj_cluster):
+    hosts = [{"name": "a", "address": "127.0.0.1", "groups": ["head"], "cores": 1, "memory_mb": 16}]
+    cluster = cj_cluster(
+        hosts, engines={"storage": {"unavailable": "a published no clusterforge_engine_storage"}}
+    )
+    results = run_checks(cluster, ["storage.mounts", "storage.throughput"], target="a")
+    assert {r.status for r in results.values()} == {FAIL}
+
+
+# --- mpi.io --------------------------------------------------------------------------------------
+
+
+class FakeIo:
+    """mpirun of the fileio job: ranks write their blocks into one file (really, in the shared dir)."""
+
+    def __init__(self, corrupt_rank: int | None = None, unreached: str = "", hang: bool = False) -> None:
+        self.corrupt_rank, self.unreached, self.hang = corrupt_rank, unreached, hang
+        self.argv: list[str] = []
+
+    def __call__(self, argv: list[str], timeout: float) -> mpi_checks.JobRun:
+        self.argv = argv
+        if self.hang:
+            raise mpi_checks.CheckError(f"{' '.join(argv[:6])} ... ran past {timeout:.0f} s and was killed")
+        path, block = argv[-2], int(argv[-1])
+        size = int(argv[argv.index("-np") + 1])
+        hosts = [h for h in HOSTS if h != self.unreached]
+        with open(path, "wb") as out:
+            for rank in range(size):
+                data = fileio.block_of(rank, block)
+                if rank == self.corrupt_rank:
+                    data = bytes(block)
+                out.write(data)
+        whole = Path(path).read_bytes()
+        ranks = [
+            {
+                "rank": r,
+                "host": hosts[r % len(hosts)],
+                "neighbour_ok": whole[((r + 1) % size) * block :][:block]
+                == fileio.block_of((r + 1) % size, block),
+            }
+            for r in range(size)
+        ]
+        record = {"job": "fileio", "size": size, "block": block, "ranks": ranks}
+        record |= {"sha256": fileio.hashlib.sha256(whole).hexdigest(), "write_s": 0.01, "read_s": 0.01}
+        return mpi_checks.JobRun(argv, 0, MARKER + json.dumps(record) + "\n", "", 0.1)
+
+
+def run_io(cluster, monkeypatch, fake: FakeIo) -> dict[str, Result]:
+    monkeypatch.setattr(mpi_checks, "RUN_PROCESS", fake)
+    mpi_checks._LAUNCHERS.clear()
+    return run_checks(cluster, ["mpi.io"], target="cluster", scope="cluster")
+
+
+def test_mpi_io_collective_file_hashes_as_expected(cluster, shared, monkeypatch):
+    fake = FakeIo()
+    results = run_io(cluster(), monkeypatch, fake)
+    assert statuses(results) == {"mpi.io": PASS, "mpi.io.neighbour_blocks": PASS, "mpi.io.placement": PASS}
+    assert fake.argv[fake.argv.index("-m") + 1] == "compute_jobs.services.mpi_jobs.fileio"
+    assert fake.argv[-2].startswith(str(shared["data"]))
+    assert not Path(fake.argv[-2]).exists()
+
+
+def test_mpi_io_fails_on_a_wrong_block_and_a_missing_host(cluster, monkeypatch):
+    results = run_io(cluster(), monkeypatch, FakeIo(corrupt_rank=1))
+    assert results["mpi.io"].status == FAIL
+    assert results["mpi.io.neighbour_blocks"].status == FAIL
+    results = run_io(cluster(), monkeypatch, FakeIo(unreached="c"))
+    assert results["mpi.io.placement"].status == FAIL
+
+
+def test_mpi_io_that_hangs_is_an_error_not_a_hang(cluster, monkeypatch):
+    results = run_io(cluster(), monkeypatch, FakeIo(hang=True))
+    assert results["mpi.io"].status == ERROR
+    assert "killed" in results["mpi.io"].reason
+
+
+def test_mpi_io_without_a_shared_filesystem_says_why(cluster, monkeypatch):
+    results = run_io(cluster(storage=False), monkeypatch, FakeIo())
+    assert results["mpi.io"].status == SKIP
+    assert "engines.storage" in results["mpi.io"].reason
+
+
+def test_the_job_payload_hash_is_the_concatenation_of_the_blocks():
+    blocks = b"".join(fileio.block_of(r, 100) for r in range(3))
+    assert fileio.expected_sha256(3, 100) == fileio.hashlib.sha256(blocks).hexdigest()
+    assert fileio.block_of(0, 100) != fileio.block_of(1, 100)
