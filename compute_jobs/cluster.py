@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from compute_jobs.engines import validate_section
 from compute_jobs.model import describe_value
 
 SCHEMA_VERSION = 1
 DEFAULT_NET_BYTES = 8 * 1024 * 1024
 HEAD_GROUP = "head"
-KNOWN_ENGINES = ("dask", "spark", "mpi", "celery", "airflow", "luigi", "gpu", "opencl")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -255,21 +255,11 @@ def _validate_engines(engines: Any, p: _Problems) -> None:
         p.expect("engines", "object of engine name -> settings object", engines)
         return
     for name, settings in engines.items():
-        path = f"engines.{name}"
         if not _NAME_RE.match(name):
-            p.add(path, "engine name must be letters, digits, '.', '_', '-'")
-        if not isinstance(settings, dict):
-            p.expect(path, "object", settings)
-            continue
-        _str_field(settings, "endpoint", path, None, "non-empty string", p)
-        _str_field(settings, "unavailable", path, None, "non-empty string", p)
-        if "expected_workers" in settings:
-            value = settings["expected_workers"]
-            if _is_int(value):
-                if value < 0:
-                    p.expect(f"{path}.expected_workers", "array of names or integer >= 0", value)
-            else:
-                _str_list(settings, "expected_workers", path, p)
+            p.add(f"engines.{name}", "engine name must be letters, digits, '.', '_', '-'")
+        for problem in validate_section(name, settings):
+            path, _, text = problem.partition(": ")
+            p.add(path, text)
 
 
 def _validate_params_shape(params: Any, p: _Problems) -> None:

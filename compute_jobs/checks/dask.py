@@ -36,6 +36,7 @@ import numpy as np
 
 from compute_jobs.compare import ratio
 from compute_jobs.context import CheckContext
+from compute_jobs.engines import worker_map
 from compute_jobs.model import FAIL, PASS, Check, CheckError, Metric, Param, Result, register
 
 ENGINE = "dask"
@@ -309,36 +310,20 @@ def session(ctx: CheckContext) -> Iterator[Any]:
 
 def expected_hosts(ctx: CheckContext) -> list[ExpectedHost]:
     """Worker hosts and their provisioned layout, from engines.dask.workers."""
-    settings = ctx.cluster.engines[ENGINE]
-    workers = settings.get("workers")
-    if not isinstance(workers, Mapping) or not workers:
-        raise CheckError(
-            f"{ctx.cluster.source}: engines.dask.workers must map each worker host to "
-            '{"address", "nworkers", "nthreads", "memory_limit"} (rendered by the verify tier)'
+    try:
+        workers = worker_map(ctx.cluster.engines[ENGINE], ENGINE, ctx.cluster.source)
+    except ValueError as exc:
+        raise CheckError(str(exc)) from exc
+    hosts = [
+        ExpectedHost(
+            name=name,
+            address=str(spec.get("address") or _host_address(ctx, name)),
+            nworkers=int(spec.get("nworkers", 1)),
+            nthreads=int(spec.get("nthreads", 1)),
+            memory_limit=int(spec.get("memory_limit", 0)),
         )
-    hosts = []
-    for name, spec in sorted(workers.items()):
-        try:
-            hosts.append(
-                ExpectedHost(
-                    name=str(name),
-                    address=str(spec.get("address") or _host_address(ctx, str(name))),
-                    nworkers=int(spec["nworkers"]),
-                    nthreads=int(spec["nthreads"]),
-                    memory_limit=int(spec["memory_limit"]),
-                )
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckError(
-                f"{ctx.cluster.source}: engines.dask.workers.{name} needs integer nworkers, nthreads and "
-                f"memory_limit ({type(exc).__name__}: {exc})"
-            ) from exc
-    listed = settings.get("expected_workers")
-    if isinstance(listed, list) and sorted(listed) != [h.name for h in hosts]:
-        raise CheckError(
-            f"{ctx.cluster.source}: engines.dask.expected_workers {sorted(listed)} differs from the hosts of "
-            f"engines.dask.workers {[h.name for h in hosts]}"
-        )
+        for name, spec in workers.items()
+    ]
     return hosts
 
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from compute_jobs.compare import ratio
 from compute_jobs.context import CheckContext
+from compute_jobs.engines import worker_map
 from compute_jobs.model import FAIL, PASS, Check, CheckError, Metric, Param, Result, register
 
 ENGINE = "spark"
@@ -298,35 +299,20 @@ def stop_all() -> None:
 
 
 def expected_workers(ctx: CheckContext) -> list[ExpectedWorker]:
-    settings = ctx.cluster.engines[ENGINE]
-    workers = settings.get("workers")
-    if not isinstance(workers, Mapping) or not workers:
-        raise CheckError(
-            f"{ctx.cluster.source}: engines.spark.workers must map each worker host to "
-            '{"address", "cores", "memory_mb"} (rendered by the verify tier)'
-        )
+    try:
+        workers = worker_map(ctx.cluster.engines[ENGINE], ENGINE, ctx.cluster.source)
+    except ValueError as exc:
+        raise CheckError(str(exc)) from exc
     found = []
-    for name, spec in sorted(workers.items()):
-        try:
-            host = ctx.cluster.host(str(name))
-            found.append(
-                ExpectedWorker(
-                    name=str(name),
-                    address=str(spec.get("address") or (host.address if host else name)),
-                    cores=int(spec["cores"]),
-                    memory_mb=int(spec["memory_mb"]),
-                )
+    for name, spec in workers.items():
+        host = ctx.cluster.host(name)
+        found.append(
+            ExpectedWorker(
+                name=name,
+                address=str(spec.get("address") or (host.address if host else name)),
+                cores=int(spec.get("cores", 1)),
+                memory_mb=int(spec.get("memory_mb", 0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckError(
-                f"{ctx.cluster.source}: engines.spark.workers.{name} needs integer cores and memory_mb "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
-    listed = settings.get("expected_workers")
-    if isinstance(listed, list) and sorted(listed) != [w.name for w in found]:
-        raise CheckError(
-            f"{ctx.cluster.source}: engines.spark.expected_workers {sorted(listed)} differs from the hosts "
-            f"of engines.spark.workers {[w.name for w in found]}"
         )
     return found
 

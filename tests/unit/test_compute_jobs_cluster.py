@@ -82,7 +82,7 @@ MALFORMED = [
     (_set(["engines", "dask"], "tcp://x"), 'engines.dask: expected object, got "tcp://x"', True),
     (
         _set(["engines", "spark", "expected_workers"], "two"),
-        'engines.spark.expected_workers: expected array of strings, got "two"',
+        'engines.spark.expected_workers: expected array of strings or integer, got "two"',
         True,
     ),
     (
@@ -129,3 +129,45 @@ def test_unreadable_and_invalid_json(tmp_path):
     top.write_text("[]")
     with pytest.raises(ClusterError, match="expected object, got"):
         load_cluster(str(top))
+
+
+# --- engine sections, typed once (compute_jobs/engines.py) --------------------------------------
+
+
+def test_the_schema_engines_part_is_generated_from_the_typed_sections():
+    """Regenerate: python -m compute_jobs.engines (engines: properties.engines, unavailable: $defs)."""
+    from compute_jobs.engines import UNAVAILABLE_SCHEMA, engines_schema
+
+    schema = json.loads((Path(__file__).parents[2] / "compute_jobs/schema/cluster.schema.json").read_text())
+    assert schema["properties"]["engines"] == engines_schema()
+    assert schema["$defs"]["unavailable"] == UNAVAILABLE_SCHEMA
+
+
+BAD_SECTIONS = [
+    ({"dask": {"endpoint": "tls://x:8786", "tls": True}}, "engines.dask.tls: not a field of engines.dask"),
+    (
+        {"dask": {"workers": {"n2": {"nthreads": "2"}}}},
+        'engines.dask.workers.n2.nthreads: expected integer, got "2"',
+    ),
+    ({"mpi": {"slots": {"n1": -1}}}, "engines.mpi.slots.n1: expected an integer >= 0, got -1"),
+    ({"celery": {"workers": ["n2"]}}, "engines.celery.workers: expected object of name -> integer"),
+    ({"gpu": {"hosts": {"g1": {"driver_version": 550}}}}, "engines.gpu.hosts.g1.driver_version: expected"),
+    ({"luigi": {"unavailable": "x", "endpoint": "y"}}, "engines.luigi: an unavailable engine has no other"),
+]
+
+
+@pytest.mark.parametrize(("section", "problem"), BAD_SECTIONS)
+def test_engine_sections_are_validated_when_cluster_json_loads(section, problem, tmp_path):
+    doc = copy.deepcopy(example())
+    doc["engines"] = section
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ClusterError) as caught:
+        load_cluster(str(path))
+    assert problem in str(caught.value)
+
+
+def test_an_engine_without_a_type_is_any_object_until_it_gets_one():
+    doc = copy.deepcopy(example())
+    doc["engines"] = {"storage": {"exports": {"n1": ["/srv/shared"]}}}
+    assert validate_cluster(doc) == []

@@ -31,6 +31,8 @@ def _load(name: str, path: Path) -> Any:
 
 
 ve = _load("cf_verify_engines", ROOT / "plugins/filter/verify_engines.py")
+sys.path.insert(0, str(ROOT))
+from compute_jobs.engines import validate_section  # noqa: E402
 
 LAB = {
     "n1": ["head", "dask_scheduler", "spark_master", "celery_broker", "airflow", "mpi_hosts"],
@@ -120,6 +122,8 @@ def test_every_provisioned_engine_is_the_merge_of_what_its_hosts_published():
     assert engines["celery"] == {"config": CELERY, "workers": {"n2": 2, "n3": 3}, "flower_url": "http://f"}
     assert engines["airflow"] == {"endpoint": "http://10.0.0.1:8090", "executor": "celery"}
     assert engines["luigi"] == {"endpoint": "http://10.0.0.1:8082"}
+    for name, section in engines.items():  # the merged parts have the types the checks read
+        assert validate_section(name, section) == [], name
 
 
 def test_a_provisioned_engine_without_its_parts_is_unavailable_naming_the_hosts():

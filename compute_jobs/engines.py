@@ -1,0 +1,307 @@
+"""The engine sections of cluster.json, typed once: what each engine role publishes, what its checks read.
+
+Each section is a dataclass below; :data:`SECTIONS` maps the engine name to it. ``cluster.json`` is
+validated against them when it loads (:func:`validate_section`), and the ``engines`` part of
+``schema/cluster.schema.json`` is generated from them (``python -m compute_jobs.engines``; a unit
+test fails when the file drifts). Every field is optional (a check that needs one says so, through
+``engine_keys`` or a CheckError); fields a section does not declare are refused, so that a role and
+the checks cannot drift apart silently. Any engine may instead be ``{"unavailable": why}``: the
+inventory declares it but its hosts did not publish it (its checks FAIL). An engine without a type
+here (a new one) is accepted as an object of any fields until it gets one.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from compute_jobs.model import describe_value
+
+Workers = Union[list[str], int]  # noqa: UP007 (a runtime alias the validator reads)
+
+
+@dataclass(frozen=True)
+class DaskWorker:
+    """One worker host: its nanny-managed processes and what each gets."""
+
+    address: str = ""
+    nworkers: int = 1
+    nthreads: int = 1
+    memory_limit: int = 0  # bytes per worker process
+
+
+@dataclass(frozen=True)
+class Dask:
+    endpoint: str = ""  # scheduler address, tls://host:8786
+    config_dir: str = ""  # the client's DASK_CONFIG directory (TLS material, scheduler address)
+    dashboard: str = ""
+    expected_workers: Workers = field(default_factory=list)
+    workers: dict[str, DaskWorker] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SparkWorker:
+    address: str = ""
+    cores: int = 1
+    memory_mb: int = 0
+
+
+@dataclass(frozen=True)
+class Spark:
+    endpoint: str = ""  # master URL, spark://host:7077
+    master_webui: str = ""
+    conf_dir: str = ""  # SPARK_CONF_DIR of the driver
+    python: str = ""  # executors' Python
+    expected_workers: Workers = field(default_factory=list)
+    workers: dict[str, SparkWorker] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mpi:
+    hostfile: str = ""
+    slots: dict[str, int] = field(default_factory=dict)  # host -> ranks
+    mpirun: str = ""
+    python: str = ""
+    pingpong: str = ""  # the C latency reference
+    mca: dict[str, str] = field(default_factory=dict)  # extra --mca for every launch
+
+
+@dataclass(frozen=True)
+class Celery:
+    config: str = ""  # client configuration (broker URL with its password)
+    workers: dict[str, int] = field(default_factory=dict)  # host -> concurrency
+    flower_url: str = ""
+    broker: dict[str, Any] = field(default_factory=dict)
+    worker_queue_prefix: str = ""
+    shared_queue: str = ""
+
+
+@dataclass(frozen=True)
+class Airflow:
+    endpoint: str = ""
+    credentials_file: str = ""
+    executor: str = ""
+    expected_workers: Workers = field(default_factory=list)
+    fanout_dag: str = ""
+    pipeline_dag: str = ""
+    pipeline_backends: dict[str, str] = field(default_factory=dict)
+    pipeline_workers: list[str] = field(default_factory=list)
+    server_host: str = ""
+    restart_commands: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Luigi:
+    endpoint: str = ""
+    client_config: str = ""
+    pipeline_config: str = ""
+    python: str = ""
+    pipeline_backends: dict[str, str] = field(default_factory=dict)
+    pipeline_workers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GpuHost:
+    driver_version: str = ""
+    cuda_version: str = ""
+    memory_mib: int = 0
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """What gpu.inventory compares besides hosts[].gpus and gpu_models ("" and 0: not declared)."""
+
+    driver_version: str = ""
+    cuda_version: str = ""
+    memory_mib: int = 0
+    hosts: dict[str, GpuHost] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OpenclHost:
+    platforms: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Opencl:
+    platforms: list[str] = field(default_factory=list)
+    hosts: dict[str, OpenclHost] = field(default_factory=dict)
+
+
+SECTIONS: dict[str, type] = {
+    "dask": Dask,
+    "spark": Spark,
+    "mpi": Mpi,
+    "celery": Celery,
+    "airflow": Airflow,
+    "luigi": Luigi,
+    "gpu": Gpu,
+    "opencl": Opencl,
+}
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, globalns=vars(sys.modules[__name__]))
+
+
+def _describe(tp: Any) -> str:
+    if dataclasses.is_dataclass(tp):
+        return "object (" + ", ".join(f.name for f in dataclasses.fields(tp)) + ")"
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"array of {_describe(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return f"object of name -> {_describe(typing.get_args(tp)[1])}"
+    return {str: "string", int: "integer", bool: "boolean", Any: "any value"}.get(tp, str(tp))
+
+
+def _got(value: Any) -> str:
+    return "got " + (describe_value(value) if not isinstance(value, list | dict) else json.dumps(value)[:60])
+
+
+def _problems(tp: Any, value: Any, path: str) -> list[str]:
+    """How VALUE at PATH differs from the type TP (empty: it matches)."""
+    if tp is Any:
+        return []
+    if dataclasses.is_dataclass(tp):
+        return validate_object(tp, value, path)
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = [_problems(a, value, path) for a in typing.get_args(tp)]
+        return [] if any(not p for p in options) else [f"{path}: expected {_describe(tp)}, {_got(value)}"]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{path}: expected {_describe(tp)}, {_got(value)}"]
+        (item,) = typing.get_args(tp)
+        return [p for i, v in enumerate(value) for p in _problems(item, v, f"{path}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            return [f"{path}: expected {_describe(tp)}, {_got(value)}"]
+        _, item = typing.get_args(tp)
+        return [p for k, v in value.items() for p in _problems(item, v, f"{path}.{k}")]
+    ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    if tp is int and ok and value < 0:
+        return [f"{path}: expected an integer >= 0, got {value}"]
+    return [] if ok else [f"{path}: expected {_describe(tp)}, {_got(value)}"]
+
+
+def validate_object(cls: type, value: Any, path: str) -> list[str]:
+    if not isinstance(value, Mapping):
+        return [f"{path}: expected object, {_got(value)}"]
+    hints = _hints(cls)
+    problems = [
+        f"{path}.{key}: not a field of {path} (fields: {', '.join(hints)})"
+        for key in value
+        if key not in hints
+    ]
+    for key, tp in hints.items():
+        if key in value and value[key] is not None:
+            problems += _problems(tp, value[key], f"{path}.{key}")
+    return problems
+
+
+def validate_section(name: str, value: Any) -> list[str]:
+    """Problems of engines.NAME: a typed section, {"unavailable": why}, or any object if untyped."""
+    path = f"engines.{name}"
+    if not isinstance(value, Mapping):
+        return [f"{path}: expected object, {_got(value)}"]
+    if "unavailable" in value:
+        why = value["unavailable"]
+        if not isinstance(why, str) or not why:
+            return [f"{path}.unavailable: expected a non-empty string"]
+        extra = sorted(set(value) - {"unavailable"})
+        return [f"{path}: an unavailable engine has no other fields ({', '.join(extra)})"] if extra else []
+    cls = SECTIONS.get(name)
+    return validate_object(cls, value, path) if cls else []
+
+
+# --- one reading of the workers an engine expects -----------------------------------------------
+
+
+def worker_map(section: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
+    """engines.NAME.workers (host -> what it runs), checked against expected_workers when listed.
+
+    Raises ValueError naming the section when the map is empty or disagrees with the list.
+    """
+    workers = section.get("workers")
+    if not isinstance(workers, Mapping) or not workers:
+        raise ValueError(f"{source}: engines.{name}.workers must map each worker host to its settings")
+    listed = section.get("expected_workers")
+    if isinstance(listed, list) and sorted(listed) != sorted(workers):
+        raise ValueError(
+            f"{source}: engines.{name}.expected_workers {sorted(listed)} differs from the hosts of "
+            f"engines.{name}.workers {sorted(workers)}"
+        )
+    return {str(k): workers[k] for k in sorted(workers)}
+
+
+# --- JSON schema --------------------------------------------------------------------------------
+
+
+def _schema(tp: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(tp):
+        doc = (tp.__doc__ or "").strip()
+        out: dict[str, Any] = {"type": "object", "additionalProperties": False}
+        if doc and not doc.startswith(f"{tp.__name__}("):
+            out["description"] = doc
+        out["properties"] = {k: _schema(v) for k, v in _hints(tp).items()}
+        return out
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [_schema(a) for a in typing.get_args(tp)]}
+    if origin is list:
+        return {"type": "array", "items": _schema(typing.get_args(tp)[0])}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema(typing.get_args(tp)[1])}
+    if tp is int:
+        return {"type": "integer", "minimum": 0}
+    if tp is Any:
+        return {}
+    return {"type": {str: "string", bool: "boolean"}[tp]}
+
+
+UNAVAILABLE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["unavailable"],
+    "properties": {
+        "unavailable": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The inventory declares the engine but its hosts did not publish it; "
+            "its checks FAIL.",
+        }
+    },
+}
+
+
+def engines_schema() -> dict[str, Any]:
+    """The ``engines`` property of cluster.schema.json."""
+    return {
+        "type": "object",
+        "description": "One section per engine the inventory declares, merged from what the engine roles "
+        "published (generated from compute_jobs/engines.py).",
+        "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+        "properties": {
+            name: {"anyOf": [{"$ref": "#/$defs/unavailable"}, _schema(cls)]} for name, cls in SECTIONS.items()
+        },
+        "additionalProperties": {"type": "object"},
+    }
+
+
+if __name__ == "__main__":
+    json.dump({"engines": engines_schema(), "unavailable": UNAVAILABLE_SCHEMA}, sys.stdout, indent=2)
+    print()
