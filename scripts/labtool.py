@@ -213,8 +213,8 @@ class Progress:
         for key, value in zip(tier, (1, play.tasks, play.changed, play.failed, took), strict=True):
             tier[key] += value
         self.say(
-            f"{play.tier:<9} {play.name[:40]:<40} {len(play.hosts):>2} hosts {play.tasks:>3} tasks "
-            f"ok {play.ok:>3} changed {play.changed:>3} failed {play.failed}  {took:6.1f} s"
+            f"{play.tier:<13} {play.name[:40]:<40} {len(play.hosts):>2} hosts {play.tasks:>3} tasks "
+            f"ok={play.ok:<3} changed={play.changed:<3} failed={play.failed:<2} {took:6.1f} s"
         )
         self.play = None
 
@@ -245,10 +245,21 @@ class Progress:
         elif kind == "playbook_on_stats":
             self.end_play()
             self.stats = {k: data.get(k) or {} for k in ("ok", "changed", "failures", "dark", "skipped")}
-        # There, a result with more than a status line (the table, a check's line) is shown as it comes.
-        verbatim = self.play is not None and self.play.tier in VERBATIM_TIERS
-        if verbatim and kind.startswith("runner_on_") and ("\n" in stdout.strip() or "FAILED" in stdout):
+        if self.play is not None and self.play.tier in VERBATIM_TIERS and kind.startswith("runner_"):
+            self._verbatim(kind, data, stdout)
+
+    @staticmethod
+    def _verbatim(kind: str, data: dict[str, Any], stdout: str) -> None:
+        """The verification tier as it comes: its per-check lines (`verify HOST CHECK STATUS ...`,
+        printed by the clusterforge_progress callback while the suite runs), results with more than
+        a status line (the table), and failures."""
+        failed = kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors")
+        if failed or (kind == "runner_on_ok" and "\n" in stdout.strip()):
             print(stdout, flush=True)
+        else:
+            for line in stdout.splitlines():
+                if line.startswith("verify "):
+                    print(line, flush=True)
 
     def _result(self, kind: str, data: dict[str, Any], stdout: str) -> None:
         host = data.get("host", "")
@@ -279,10 +290,10 @@ class Progress:
                 self.say(f"  still running after {ran} s: {self.task} on {', '.join(sorted(self.running))}")
 
     def table(self) -> list[str]:
-        lines = [f"{'tier':<10}{'plays':>6}{'tasks':>7}{'changed':>9}{'failed':>8}{'time':>9}"]
+        lines = [f"{'tier':<14}{'plays':>6}{'tasks':>7}{'changed':>9}{'failed':>8}{'time':>9}"]
         for tier, row in self.per_tier.items():
             lines.append(
-                f"{tier:<10}{int(row['plays']):>6}{int(row['tasks']):>7}{int(row['changed']):>9}"
+                f"{tier:<14}{int(row['plays']):>6}{int(row['tasks']):>7}{int(row['changed']):>9}"
                 f"{int(row['failed']):>8}{clock(row['s']):>9}"
             )
         return lines

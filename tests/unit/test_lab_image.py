@@ -56,7 +56,8 @@ def test_import_unmounts_first_and_archives_only_the_rootfs(rootfs_with_bind_mou
     result = lab_shell(f"import_rootfs {rootfs} localhost/test:x abc", tmp_path)
     assert result.returncode == 0, result.stderr
     assert mounted_below(rootfs) == []
-    names = subprocess.run(["tar", "-tf", str(tmp_path / "imported.tar")], capture_output=True, text=True).stdout
+    listing = ["tar", "-tf", str(tmp_path / "imported.tar")]
+    names = subprocess.run(listing, capture_output=True, text=True).stdout
     assert "./etc/hostname" in names.splitlines()
     assert "host-secret" not in names
     assert (outside / "host-secret").exists()

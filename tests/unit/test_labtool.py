@@ -144,9 +144,22 @@ def test_progress_counts_per_play_and_names_failures(capsys):
         progress.handle(e)
     out = capsys.readouterr().out
     assert "fatal: [b]: FAILED! => boom" in out
-    assert "dask" in out and "2 hosts   2 tasks ok   2 changed   1 failed 1" in out
+    assert "dask" in out and "2 hosts   2 tasks ok=2   changed=1   failed=1 " in out
     assert progress.changed_tasks == ["a: Install"]
     assert progress.per_tier["dask"]["tasks"] == 2
+
+
+def test_verification_lines_pass_through_as_they_come(capsys):
+    progress = labtool.Progress({"Run the checks": "verify"}, io.StringIO())
+    progress.handle(event("playbook_on_play_start", play="Run the checks"))
+    progress.handle(event("playbook_on_task_start", task="Wait for the suite"))
+    line = "verify cf-lab-2  node.stream.triad        PASS  11.2 GB/s"
+    retry = f"FAILED - RETRYING: [cf-lab-1]: Wait for the suite (59 retries left).\n{line}"
+    progress.handle(event("runner_retry", host="cf-lab-1", stdout=retry))
+    progress.handle(event("runner_on_ok", host="cf-lab-1", res={}, stdout="ok: [cf-lab-1]"))
+    out = capsys.readouterr().out
+    assert line in out
+    assert "RETRYING" not in out and "ok: [cf-lab-1]" not in out
 
 
 def test_a_long_task_is_named_with_its_hosts(capsys, monkeypatch):
