@@ -145,6 +145,22 @@ class Hosts:
         return done
 
 
+def test_a_script_for_another_host_reaches_its_shell_in_one_piece(monkeypatch):
+    seen: list[list[str]] = []
+    real_run = subprocess.run
+
+    def fake_run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        seen.append(argv)
+        # What ssh does: the words after the host name, joined by spaces, run by the remote shell.
+        remote = " ".join(argv[argv.index("another-host.invalid") + 1 :])
+        return real_run(remote, shell=True, capture_output=True, text=True, check=False)
+
+    monkeypatch.setattr(st.subprocess, "run", fake_run)
+    done = st.run_shell("another-host.invalid", "mkdir -p /tmp && echo 'a  b' | cat", 10)
+    assert seen[0][:2] == ["ssh", "-o"] and "another-host.invalid" in seen[0]
+    assert done.stdout == "a  b\n"  # one quoted word for the remote shell, not split by ssh
+
+
 def run_shared(cluster, monkeypatch, fake: Hosts) -> dict[str, Result]:
     monkeypatch.setattr(st, "SHELL", fake)
     return run_checks(cluster, ["storage.shared"], target="cluster", scope="cluster")
