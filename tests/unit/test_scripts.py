@@ -142,3 +142,29 @@ def test_missing_required_group_is_named(tmp_path):
     assert result.returncode != 0
     assert "inventory group 'workers' is missing or empty" in result.stdout
     assert not (tmp_path / "secrets").exists()
+
+
+def test_an_unreachable_package_cache_is_named_with_its_off_switch(tmp_path):
+    """The nodes' check of the cache, against a port nothing listens on; --check, local connection."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n    probe:\n      ansible_connection: local\n      cluster_address: 127.0.0.1\n"
+        "      ansible_python_interpreter: /usr/bin/python3\n"
+        "    cachehost:\n      cluster_address: 127.0.0.1\n"
+        "  children:\n    head:\n      hosts:\n        cachehost:\n"
+        "  vars:\n    package_cache_enabled: true\n    package_cache_port: 9\n"
+        "    package_cache_check_timeout: 2\n"
+        f"    cluster_secrets_dir: {tmp_path}/secrets\n"
+    )
+    result = run(
+        [
+            str(ROOT / ".venv/bin/ansible-playbook"),
+            *("-i", str(inventory), "playbooks/package_cache.yml", "--check", "--limit", "probe"),
+        ],
+        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"},
+    )
+    assert result.returncode != 0
+    assert "the package cache http://127.0.0.1:9/ (apt-cacher-ng on cachehost" in result.stdout
+    assert "set package_cache_enabled: false" in result.stdout
+    assert "changed=0" in result.stdout
+    assert not (tmp_path / "secrets").exists()
