@@ -26,7 +26,7 @@ def write_inventory(tmp_path: pathlib.Path, nodes: int) -> dict:
     out = tmp_path / "hosts.yml"
     args = ["inventory", "--out", str(out), "--prefix", "cf-t", "--nodes", str(nodes)]
     args += ["--address-base", "10.9.8", "--distro", "debian13", "--key", "/k", "--known-hosts", "/kh"]
-    args += ["--memory-mb", "2048", "--cores", "2"]
+    args += ["--memory-mb", "2048", "--head-memory-mb", "3072", "--cores", "2"]
     for group in GROUPS:
         args += ["--group", group]
     labtool.main(args)
@@ -42,6 +42,7 @@ def test_inventory_declares_addresses_memory_and_groups(tmp_path):
         "node_cores": 2,
         "node_memory_mb": 2048,
     }
+    assert inventory["hosts"]["cf-t-1"]["node_memory_mb"] == 3072
     groups = inventory["children"]
     assert list(groups["head"]["hosts"]) == ["cf-t-1"]
     assert list(groups["workers"]["hosts"]) == [f"cf-t-{i}" for i in range(2, 7)]
