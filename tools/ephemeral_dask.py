@@ -147,7 +147,8 @@ def ec2_cluster_kwargs(
         # Instances terminate themselves when the scheduler goes idle or the client disappears.
         "auto_shutdown": True,
         "bootstrap": True,
-        "use_private_ip": False,
+        # Private addresses only when the controller runs inside the VPC (e.g. on a bastion).
+        "use_private_ip": bool(settings.get("cloud_dask_use_private_ip", False)),
         "instance_tags": dict(tags),
         "volume_tags": dict(tags),
         # Never credentials: the instances get none.

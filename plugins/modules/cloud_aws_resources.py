@@ -19,8 +19,10 @@ module: cloud_aws_resources
 short_description: List the EC2 resources of a clusterforge cluster, or the expired clusters
 description:
   - Read-only. With O(mode=cluster), lists the VPCs, subnets, internet gateways, route tables,
-    security groups, key pairs and live instances tagged O(cluster_tag)=O(cluster_name), in one
-    module run (the amazon.aws C(*_info) modules would take seven).
+    security groups, key pairs, launch templates and live instances tagged
+    O(cluster_tag)=O(cluster_name), and the cluster's IAM role and instance profile (named
+    C(clusterforge-<cluster>-node) under the path C(/clusterforge/)), in one module run (the
+    amazon.aws C(*_info) modules would take ten).
   - With O(mode=expired), lists the names of the clusters owning a VPC or a live instance whose
     O(expiry_tag) (UTC, C(YYYY-MM-DDTHH:MM:SSZ)) is earlier than O(now).
   - Credentials come from the standard AWS chain, as for every amazon.aws module.
@@ -101,6 +103,19 @@ resources:
       description: Key pairs, each with C(key_name) and C(tags).
       type: list
       elements: dict
+    launch_templates:
+      description: Launch templates, each with C(id), C(name) and C(tags).
+      type: list
+      elements: dict
+    iam_roles:
+      description: >-
+        The cluster's IAM role (zero or one), with C(name), C(inline_policies) and C(instance_profiles).
+      type: list
+      elements: dict
+    instance_profiles:
+      description: The cluster's instance profile (zero or one), with C(name) and C(roles).
+      type: list
+      elements: dict
     instances:
       description: >-
         Instances not terminated, each with C(instance_id), C(name), C(state), C(instance_type),
@@ -118,6 +133,7 @@ expired_clusters:
   elements: str
 """
 
+IAM_PATH = "/clusterforge/"
 LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -154,8 +170,43 @@ def _instances(client: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any
     return sorted(result, key=lambda item: (item["name"], item["instance_id"]))
 
 
+def iam_name(cluster_name: str) -> str:
+    """Name of the cluster's IAM role and instance profile (IAM has no tag filter: found by name)."""
+    return f"clusterforge-{cluster_name}-node"
+
+
+def iam_resources(iam: Any, cluster_name: str) -> dict[str, list[dict[str, Any]]]:
+    """The cluster's IAM role and instance profile, each a list of zero or one."""
+    name = iam_name(cluster_name)
+    roles = [r for r in _paginate(iam, "list_roles", "Roles", PathPrefix=IAM_PATH) if r["RoleName"] == name]
+    profiles = [
+        p
+        for p in _paginate(iam, "list_instance_profiles", "InstanceProfiles", PathPrefix=IAM_PATH)
+        if p["InstanceProfileName"] == name
+    ]
+    return {
+        "iam_roles": [
+            {
+                "name": role["RoleName"],
+                "inline_policies": _paginate(iam, "list_role_policies", "PolicyNames", RoleName=name),
+                "instance_profiles": [
+                    p["InstanceProfileName"]
+                    for p in _paginate(
+                        iam, "list_instance_profiles_for_role", "InstanceProfiles", RoleName=name
+                    )
+                ],
+            }
+            for role in roles
+        ],
+        "instance_profiles": [
+            {"name": p["InstanceProfileName"], "roles": [r["RoleName"] for r in p.get("Roles", [])]}
+            for p in profiles
+        ],
+    }
+
+
 def cluster_resources(client: Any, cluster_name: str, cluster_tag: str) -> dict[str, list[dict[str, Any]]]:
-    """Every resource tagged CLUSTER_TAG=CLUSTER_NAME, by kind."""
+    """Every EC2 resource tagged CLUSTER_TAG=CLUSTER_NAME, by kind."""
     filters = [{"Name": f"tag:{cluster_tag}", "Values": [cluster_name]}]
     vpcs = _paginate(client, "describe_vpcs", "Vpcs", Filters=filters)
     subnets = _paginate(client, "describe_subnets", "Subnets", Filters=filters)
@@ -163,6 +214,7 @@ def cluster_resources(client: Any, cluster_name: str, cluster_tag: str) -> dict[
     tables = _paginate(client, "describe_route_tables", "RouteTables", Filters=filters)
     groups = _paginate(client, "describe_security_groups", "SecurityGroups", Filters=filters)
     keys = client.describe_key_pairs(Filters=filters).get("KeyPairs", [])
+    templates = _paginate(client, "describe_launch_templates", "LaunchTemplates", Filters=filters)
     return {
         "vpcs": [{"id": v["VpcId"], "cidr_block": v["CidrBlock"], "tags": _tags(v)} for v in vpcs],
         "subnets": [
@@ -196,6 +248,10 @@ def cluster_resources(client: Any, cluster_name: str, cluster_tag: str) -> dict[
             for g in groups
         ],
         "key_pairs": [{"key_name": k["KeyName"], "tags": _tags(k)} for k in keys],
+        "launch_templates": [
+            {"id": t["LaunchTemplateId"], "name": t["LaunchTemplateName"], "tags": _tags(t)}
+            for t in templates
+        ],
         "instances": _instances(client, filters),
     }
 
@@ -228,6 +284,7 @@ def main() -> None:
             if not params["cluster_name"]:
                 module.fail_json(msg="cluster_name is empty: name the cluster whose resources to list")
             resources = cluster_resources(client, params["cluster_name"], params["cluster_tag"])
+            resources.update(iam_resources(module.client("iam"), params["cluster_name"]))
             module.exit_json(
                 changed=False,
                 resources=resources,
@@ -238,7 +295,7 @@ def main() -> None:
         clusters = expired_clusters(client, params["cluster_tag"], params["expiry_tag"], now)
         module.exit_json(changed=False, resources={}, count=0, expired_clusters=clusters)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-        module.fail_json_aws(error, msg="Failed to list the cluster's EC2 resources")
+        module.fail_json_aws(error, msg="Failed to list the cluster's EC2 and IAM resources")
 
 
 if __name__ == "__main__":

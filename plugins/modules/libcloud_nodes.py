@@ -26,15 +26,19 @@ except ImportError:
 
 DOCUMENTATION = r"""
 module: libcloud_nodes
-short_description: Create, list and destroy the nodes of a clusterforge cluster on any libcloud provider
+short_description: Create, list and destroy the nodes of a clusterforge cluster through libcloud EC2
 description:
-  - Manages the nodes of one cluster on a cloud reached through apache-libcloud (GCE, Azure,
-    OpenStack, EC2 and AWS-compatible endpoints, the in-process dummy driver...), with the same
-    model as the AWS path of clusterforge. Nodes are named C(<cluster>-<set>-<n>) and carry tags
-    naming their cluster, node set and inventory groups (C(clusterforge_groups), comma separated).
-  - Tags travel in the keyword argument the driver offers for them (O(tag_kwarg)), C(ex_metadata)
-    for ec2, openstack and gce, C(ex_tags) for azure_arm. The dummy driver has none and keeps them
-    on the node objects of the running process only.
+  - Manages the nodes of one cluster on an EC2-compatible cloud reached through apache-libcloud's
+    EC2 driver (private clouds with an EC2 API, or AWS itself), or on libcloud's in-process dummy
+    driver, with the same model as the AWS path of clusterforge. Nodes are named
+    C(<cluster>-<set>-<n>) and carry tags naming their cluster, node set and inventory groups
+    (C(clusterforge_groups), comma separated).
+  - Tags travel in C(ex_metadata), which the EC2 driver turns into instance tags. The dummy
+    driver has none and keeps them on the node objects of the running process only.
+  - Only these two providers are offered because only they are tested (the EC2 driver against a
+    moto server). GCE, Azure and OpenStack need provider-specific objects (Azure an auth object,
+    GCE per-instance C(ssh-keys) metadata, OpenStack network and security group objects and
+    floating IPs) that this module does not build.
   - Networks, firewalls and key pairs are provider specific and not created here; pass what
     C(create_node) needs in O(create_kwargs).
   - Credentials come from O(key)/O(secret) or their environment variables, never from playbook
@@ -46,9 +50,9 @@ requirements:
 options:
   provider:
     description:
-      - libcloud compute provider name, as in C(libcloud.compute.types.Provider)
-        (C(gce), C(azure_arm), C(openstack), C(ec2), C(dummy)...).
+      - libcloud compute provider name, as in C(libcloud.compute.types.Provider).
     type: str
+    choices: [ec2, dummy]
     required: true
   key:
     description:
@@ -117,9 +121,6 @@ options:
     description: Extra keyword arguments of C(create_node) (plain values), e.g. C(ex_keyname).
     type: dict
     default: {}
-  tag_kwarg:
-    description: Keyword argument of C(create_node) carrying the tags; default chosen by provider.
-    type: str
   state:
     description:
       - C(present) creates missing nodes and destroys the nodes no set asks for.
@@ -149,24 +150,23 @@ notes:
 """
 
 EXAMPLES = r"""
-- name: Three nodes on OpenStack
+- name: Three nodes on an EC2-compatible private cloud
   libcloud_nodes:
-    provider: openstack
+    provider: ec2
+    endpoint_url: https://ec2.cloud.example.org:8773
     driver_kwargs:
-      ex_force_auth_url: https://keystone.example.org:5000
-      ex_force_auth_version: 3.x_password
-      ex_tenant_name: research
+      region: research
     cluster_name: demo
     node_sets:
       - name: head
         count: 1
         size: m1.large
-        image: 6f1c2c7e-0000-4000-8000-000000000000
+        image: ami-0123456789abcdef0
         groups: [head, dask_scheduler]
       - name: worker
         count: 2
         size: m1.large
-        image: 6f1c2c7e-0000-4000-8000-000000000000
+        image: ami-0123456789abcdef0
         groups: [workers, dask_workers]
     tags:
       clusterforge_owner: alice
@@ -176,8 +176,10 @@ EXAMPLES = r"""
 
 - name: Remove them
   libcloud_nodes:
-    provider: openstack
-    driver_kwargs: "{{ openstack_driver_kwargs }}"
+    provider: ec2
+    endpoint_url: https://ec2.cloud.example.org:8773
+    driver_kwargs:
+      region: research
     cluster_name: demo
     state: absent
 """
@@ -234,14 +236,9 @@ expired_clusters:
 """
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-# Keyword argument of create_node() that carries key/value tags, by provider.
-TAG_KWARGS = {
-    "ec2": "ex_metadata",
-    "openstack": "ex_metadata",
-    "gce": "ex_metadata",
-    "azure_arm": "ex_tags",
-    "dummy": "",
-}
+# The providers this module is proven against (tests/unit/test_cloud_libcloud.py), and the
+# create_node() keyword that carries their key/value tags.
+TAG_KWARGS = {"ec2": "ex_metadata", "dummy": ""}
 # Where the dummy driver's nodes keep their tags: on the objects of this process.
 DUMMY_TAGS = "clusterforge_tags"
 GONE_STATES = ("terminated",)
@@ -259,13 +256,12 @@ def connect(
     endpoint_url: str | None = None,
 ) -> Any:
     """Instantiate the libcloud driver of PROVIDER."""
-    try:
-        cls = get_driver(provider)
-    except AttributeError as error:
+    if provider not in TAG_KWARGS:
         raise LibcloudNodesError(
-            f"unknown libcloud provider '{provider}': use a name of libcloud.compute.types.Provider "
-            "(gce, azure_arm, openstack, ec2, dummy...)"
-        ) from error
+            f"unsupported libcloud provider '{provider}': this module is tested with "
+            f"{', '.join(sorted(TAG_KWARGS))} only; use cloud_provider aws for AWS (docs/cloud.md)"
+        )
+    cls = get_driver(provider)
     kwargs = dict(driver_kwargs)
     if provider == "dummy":
         return cls(key or "0")
@@ -317,13 +313,9 @@ def node_tags(node: Any) -> dict[str, str]:
     extra = node.extra or {}
     if isinstance(extra.get(DUMMY_TAGS), dict):
         return dict(extra[DUMMY_TAGS])
-    for field in ("tags", "metadata"):
-        value = extra.get(field)
-        if isinstance(value, dict) and isinstance(value.get("items"), list):
-            # GCE: {"items": [{"key": ..., "value": ...}]}
-            return {item["key"]: item.get("value", "") for item in value["items"] if "key" in item}
-        if isinstance(value, dict) and value:
-            return {str(k): str(v) for k, v in value.items()}
+    value = extra.get("tags")  # the EC2 driver
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
     return {}
 
 
@@ -431,21 +423,15 @@ def create_node(
     node_set: dict[str, Any],
     tags: dict[str, str],
     create_kwargs: dict[str, Any],
-    tag_kwarg: str | None,
 ) -> Any:
     """Create one node named NAME with TAGS."""
     location = _location(driver, node_set.get("location"))
     kwargs = dict(create_kwargs)
     if location is not None:
         kwargs["location"] = location
-    carrier = TAG_KWARGS.get(provider, "") if tag_kwarg is None else tag_kwarg
+    carrier = TAG_KWARGS[provider]
     if carrier:
         kwargs[carrier] = dict(tags)
-    elif provider != "dummy":
-        raise LibcloudNodesError(
-            f"provider '{provider}': say which create_node keyword carries tags (tag_kwarg), "
-            f"known providers: {', '.join(sorted(TAG_KWARGS))}"
-        )
     size = _size(driver, node_set["size"], location)
     image = _image(driver, node_set["image"])
     if provider == "dummy":
@@ -539,9 +525,7 @@ def run(params: dict[str, Any], check_mode: bool, driver: Any = None) -> dict[st
                 "clusterforge_groups": ",".join(node_set["groups"]),
             }
         )
-        create_node(
-            driver, provider, node["name"], node_set, tags, params["create_kwargs"], params["tag_kwarg"]
-        )
+        create_node(driver, provider, node["name"], node_set, tags, params["create_kwargs"])
     if provider != "dummy":
         _wait(driver, steps["create"], cluster_tag, cluster_name, gone=False, timeout=params["wait_timeout"])
 
@@ -550,7 +534,7 @@ def run(params: dict[str, Any], check_mode: bool, driver: Any = None) -> dict[st
 
 
 ARGUMENT_SPEC: dict[str, Any] = {
-    "provider": {"type": "str", "required": True},
+    "provider": {"type": "str", "required": True, "choices": sorted(TAG_KWARGS)},
     "key": {"type": "str", "no_log": True, "fallback": (env_fallback, ["CLUSTERFORGE_LIBCLOUD_KEY"])},
     "secret": {"type": "str", "no_log": True, "fallback": (env_fallback, ["CLUSTERFORGE_LIBCLOUD_SECRET"])},
     "driver_kwargs": {"type": "dict", "default": {}},
@@ -572,7 +556,6 @@ ARGUMENT_SPEC: dict[str, Any] = {
     },
     "tags": {"type": "dict", "default": {}},
     "create_kwargs": {"type": "dict", "default": {}},
-    "tag_kwarg": {"type": "str"},
     "state": {"type": "str", "choices": ["present", "absent", "list"], "default": "present"},
     "now": {"type": "str"},
     "expiry_tag": {"type": "str", "default": "clusterforge_expires"},

@@ -42,11 +42,11 @@ class MotoEndpoint:
     home: Path
     public_key: Path
 
-    def client(self) -> Any:
+    def client(self, service: str = "ec2") -> Any:
         import boto3
 
         return boto3.client(
-            "ec2",
+            service,
             endpoint_url=self.url,
             region_name=REGION,
             aws_access_key_id="testing",
@@ -192,9 +192,22 @@ def live_instances(client: Any, cluster: str | None = None) -> list[dict[str, An
     return [instance for reservation in reservations for instance in reservation["Instances"]]
 
 
-def snapshot(client: Any) -> dict[str, list[str]]:
-    """Ids of every resource kind the cloud playbooks create, account-wide."""
+def iam_snapshot(iam: Any) -> dict[str, list[str]]:
+    """Names of the IAM roles and instance profiles, account-wide."""
     return {
+        "iam_roles": sorted(r["RoleName"] for r in iam.list_roles()["Roles"]),
+        "instance_profiles": sorted(
+            p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
+        ),
+    }
+
+
+def snapshot(client: Any) -> dict[str, list[str]]:
+    """Ids of every EC2 resource kind the cloud playbooks create, account-wide."""
+    return {
+        "launch_templates": sorted(
+            t["LaunchTemplateId"] for t in client.describe_launch_templates()["LaunchTemplates"]
+        ),
         "vpcs": sorted(v["VpcId"] for v in client.describe_vpcs()["Vpcs"]),
         "subnets": sorted(s["SubnetId"] for s in client.describe_subnets()["Subnets"]),
         "internet_gateways": sorted(
@@ -217,5 +230,6 @@ def cluster_resources(client: Any, cluster: str) -> dict[str, list[dict[str, Any
         "route_tables": client.describe_route_tables(Filters=filters)["RouteTables"],
         "security_groups": client.describe_security_groups(Filters=filters)["SecurityGroups"],
         "key_pairs": client.describe_key_pairs(Filters=filters)["KeyPairs"],
+        "launch_templates": client.describe_launch_templates(Filters=filters)["LaunchTemplates"],
         "instances": live_instances(client, cluster),
     }

@@ -1,7 +1,9 @@
-"""tools/ephemeral_dask.py: EC2Cluster kwargs from the cloud settings, files for the verification suite.
+"""tools/ephemeral_dask.py: EC2Cluster kwargs from the cloud settings, files for the verification suite,
+and dask-cloudprovider's EC2Cluster itself against moto.
 
-dask-cloudprovider is not a dependency of the test environment: nothing here imports it, and the
-tool imports it only when it starts a cluster.
+dask-cloudprovider is not in the controller venv (its aiobotocore pins an older botocore): the
+tool imports it only when it starts a cluster, and the EC2Cluster test runs it in a venv of its
+own built from tests/cloud/dask-cloudprovider.lock (tests/cloud/testenv.py).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import json
+import os
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +36,7 @@ def _load(name: str, path: Path) -> Any:
 
 
 cloudtest = _load("cloudtest", Path(__file__).resolve().parents[1] / "cloud" / "cloudtest.py")
+testenv = _load("testenv", cloudtest.REPO / "tests" / "cloud" / "testenv.py")
 ephemeral = _load("ephemeral_dask", cloudtest.REPO / "tools" / "ephemeral_dask.py")
 NOW = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
 CA, CERT, KEY = (
@@ -211,3 +216,94 @@ def test_cli_kwargs_without_discovery(capsys: pytest.CaptureFixture[str]) -> Non
     assert printed["ami"] == "ami-0abc1234" and printed["instance_tags"]["clusterforge_cluster"] == "cli-dask"
     assert ephemeral.main(["run", "--no-discover", "-e", "cloud_cluster_name=", "--out", "/nonexistent"]) == 2
     assert "dask_cloudprovider" not in sys.modules
+
+
+def test_ec2cluster_against_moto_tls_calls_and_teardown(moto: Any, tmp_path: Path) -> None:
+    """dask-cloudprovider itself (its own venv): EC2Cluster starts in the cluster's network and
+    security group with TLS, its client reaches the scheduler over mutual TLS, and close()
+    terminates every instance it started."""
+    python = testenv.dask_cloudprovider_python()
+    client = moto.client()
+    tags = [{"Key": "clusterforge_cluster", "Value": "eph"}]
+
+    def spec(kind: str) -> list[dict[str, Any]]:
+        return [{"ResourceType": kind, "Tags": tags}]
+
+    # 127.0.0.0/8: moto hands out loopback addresses, where the test's scheduler can listen.
+    vpc = client.create_vpc(CidrBlock="127.77.0.0/16", TagSpecifications=spec("vpc"))["Vpc"]["VpcId"]
+    subnet = client.create_subnet(VpcId=vpc, CidrBlock="127.77.1.0/24", TagSpecifications=spec("subnet"))
+    subnet_id = subnet["Subnet"]["SubnetId"]
+    group = client.create_security_group(
+        GroupName="clusterforge-eph", Description="eph", VpcId=vpc, TagSpecifications=spec("security-group")
+    )["GroupId"]
+    client.import_key_pair(
+        KeyName="clusterforge-eph",
+        PublicKeyMaterial=moto.public_key.read_bytes(),
+        TagSpecifications=spec("key-pair"),
+    )
+    image = client.register_image(Name="ubuntu-noble-eph", RootDeviceName="/dev/sda1")["ImageId"]
+    groups_before = sorted(g["GroupId"] for g in client.describe_security_groups()["SecurityGroups"])
+
+    overrides = {"cloud_cluster_name": "eph", "cloud_image_id": image, "cloud_dask_use_private_ip": True}
+    settings_ = settings(**overrides)
+    kwargs = ephemeral.ec2_cluster_kwargs(settings_, ephemeral.discover(client, settings_), now=NOW)
+    assert kwargs["subnet_id"] == subnet_id and kwargs["security_groups"] == [group]
+    spec_file, result_file = tmp_path / "spec.json", tmp_path / "result.json"
+    spec_file.write_text(json.dumps({"kwargs": kwargs}))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "DASK_"))}
+    env.update(cloudtest.FAKE_CREDENTIALS, AWS_ENDPOINT_URL=moto.url, HOME=str(tmp_path))
+    done = subprocess.run(
+        [
+            str(python),
+            str(cloudtest.REPO / "tests" / "cloud" / "ec2cluster_run.py"),
+            str(spec_file),
+            str(result_file),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-8000:]
+    result = json.loads(result_file.read_text())
+
+    assert result["scheduler_address"].startswith("tls://127.77.1.")
+    assert result["scheduler_info_address"] == result["scheduler_address"]
+    assert result["security_require_encryption"] is True
+    assert result["plain_tls_refused"], "a TLS client without the cluster's certificate must be refused"
+    assert "--protocol" not in result["scheduler_arguments"] or "tls" in result["scheduler_arguments"]
+
+    calls = result["calls"]
+    operations = [call["operation"] for call in calls]
+    assert "CreateSecurityGroup" not in operations, "the cluster's group is used, no dask-default group"
+    launches = [call["params"] for call in calls if call["operation"] == "RunInstances"]
+    assert len(launches) == 1 + 2, "one scheduler and the two workers of the inventory's node sets"
+    instance_tags = {"clusterforge_cluster": "eph-dask", "clusterforge_owner": "alice"}
+    for launch in launches:
+        assert launch["ImageId"] == image and launch["InstanceType"] == "t3.large"
+        assert launch["KeyName"] == "clusterforge-eph"
+        interface = launch["NetworkInterfaces"][0]
+        assert interface["SubnetId"] == subnet_id and interface["Groups"] == [group]
+        assert interface["AssociatePublicIpAddress"] is False
+        assert launch["InstanceInitiatedShutdownBehavior"] == "terminate"
+        specs = {
+            s["ResourceType"]: {t["Key"]: t["Value"] for t in s["Tags"]} for s in launch["TagSpecifications"]
+        }
+        assert (
+            instance_tags.items() <= specs["instance"].items()
+            and instance_tags.items() <= specs["volume"].items()
+        )
+        assert launch["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 30
+        assert launch["UserData.summary"]["inherits_config"] is True
+        assert "ghcr.io/dask/dask:2025.9.1-py3.13" in launch["UserData.summary"]["docker_run"][0]
+    terminated = {
+        i
+        for call in calls
+        if call["operation"] == "TerminateInstances"
+        for i in call["params"]["InstanceIds"]
+    }
+    assert len(terminated) == 3
+
+    assert cloudtest.live_instances(client, "eph-dask") == [], "close() leaves no instance running"
+    assert sorted(g["GroupId"] for g in client.describe_security_groups()["SecurityGroups"]) == groups_before

@@ -95,8 +95,12 @@ def test_dummy_driver_create_list_idempotent_destroy() -> None:
 def test_refuses_without_cluster_name_and_unknown_provider() -> None:
     with pytest.raises(libcloud_nodes.LibcloudNodesError, match="cluster_name is empty"):
         libcloud_nodes.run(params(provider="dummy", state="absent"), check_mode=False)
-    with pytest.raises(libcloud_nodes.LibcloudNodesError, match="unknown libcloud provider 'nope'"):
-        libcloud_nodes.connect("nope", "k", "s", {})
+    for untested in ("nope", "gce", "azure_arm", "openstack"):
+        with pytest.raises(
+            libcloud_nodes.LibcloudNodesError, match=f"unsupported libcloud provider '{untested}'"
+        ):
+            libcloud_nodes.connect(untested, "k", "s", {})
+    assert libcloud_nodes.ARGUMENT_SPEC["provider"]["choices"] == ["dummy", "ec2"]
     with pytest.raises(libcloud_nodes.LibcloudNodesError, match="count must be at least 0"):
         libcloud_nodes.desired_nodes("x", [{**SETS[0], "count": -1}])
 
@@ -108,14 +112,11 @@ def test_refuses_without_cluster_name_and_unknown_provider() -> None:
             {"tags": {"clusterforge_cluster": "a", "Name": "a-head-1"}},
             {"clusterforge_cluster": "a", "Name": "a-head-1"},
         ),
-        ({"metadata": {"clusterforge_cluster": "b"}}, {"clusterforge_cluster": "b"}),
-        (
-            {"metadata": {"items": [{"key": "clusterforge_cluster", "value": "c"}]}},
-            {"clusterforge_cluster": "c"},
-        ),
+        ({"clusterforge_tags": {"clusterforge_cluster": "b"}}, {"clusterforge_cluster": "b"}),
+        ({"metadata": {"clusterforge_cluster": "c"}}, {}),
         ({"foo": "bar"}, {}),
     ],
-    ids=["ec2-azure-tags", "openstack-metadata", "gce-metadata-items", "none"],
+    ids=["ec2-tags", "dummy-tags", "other-metadata-ignored", "none"],
 )
 def test_tags_are_read_where_each_driver_keeps_them(extra: dict[str, Any], expected: dict[str, str]) -> None:
     class Node:
