@@ -36,6 +36,7 @@ from compute_jobs.report import (
 )
 from compute_jobs.report import add_arguments as add_report_arguments
 from compute_jobs.runner import (
+    Progress,
     RunConfig,
     Runner,
     RunOutcome,
@@ -79,6 +80,11 @@ def _common_run_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="wall clock limit for every check")
     parser.add_argument("--quiet", action="store_true", help="do not print the result table")
+    parser.add_argument(
+        "--progress",
+        metavar="FILE",
+        help="append one JSON line per check started and per result, as they happen",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +197,7 @@ def _config(args: argparse.Namespace, inject: str | None = None, baseline: bool 
         baseline=base,
         overrides=overrides,  # type: ignore[arg-type]
         timeout=args.timeout,
+        progress=args.progress,
     )
 
 
@@ -215,7 +222,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             handle.write(render_junit(results, outcome.summary))
     if not args.quiet:
         print(render_table(results))
-    return _finish(outcome, outcome.exit_code())
+    code = outcome.exit_code()
+    Progress(args.progress).emit(event="end", rc=code)
+    return _finish(outcome, code)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

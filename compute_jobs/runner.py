@@ -8,12 +8,14 @@ stalls the run. Checks also get the same deadline on their context (``ctx.bounde
 
 from __future__ import annotations
 
+import json
 import platform
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from compute_jobs.baseline import Baseline
@@ -40,6 +42,7 @@ from compute_jobs.model import (
 from compute_jobs.model import (
     registry as default_registry,
 )
+from compute_jobs.report import key_figure
 from compute_jobs.versions import library_versions
 
 __all__ = ["build_summary", "count_statuses"]
@@ -63,6 +66,41 @@ class RunConfig:
     baseline: Baseline | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     timeout: float | None = None
+    progress: str | None = None  # a file that gets one JSON line per check started and per result
+
+
+class Progress:
+    """Appends one JSON line per event to a file an operator (or the play) follows while checks run.
+
+    ``{"event": "start", "check", "target", "deadline"}`` when a check starts (its deadline in UTC),
+    ``{"event": "result", "check", "target", "status", "figure"}`` per result as the check finishes,
+    ``{"event": "end", "rc"}`` once the run's outputs are written.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def emit(self, **record: Any) -> None:
+        if not self.path:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"at": utc_now(), **record}, sort_keys=True) + "\n")
+
+    def started(self, cls: type[Check], target: str, limit: float) -> None:
+        deadline = datetime.now(UTC) + timedelta(seconds=limit)
+        self.emit(event="start", check=cls.name, target=target, deadline=deadline.strftime("%H:%M:%SZ"))
+
+    def finished(self, results: list[Result]) -> None:
+        for result in results:
+            record = result.to_dict()
+            self.emit(
+                event="result",
+                check=result.name,
+                target=result.target,
+                status=result.status,
+                figure=key_figure(record),
+                reason=(result.reason or "")[:200] if result.status != PASS else "",
+            )
 
 
 @dataclass
@@ -354,6 +392,7 @@ class Runner:
                     duration_s=0.0,
                 )
             )
+        progress = Progress(config.progress)
         for cls in checks:
             params = resolve_params(
                 cls,
@@ -362,7 +401,11 @@ class Runner:
                 config.timeout,
                 cluster.source,
             )
-            results.extend(self.run_check(cls, config, params))
+            target = CLUSTER_TARGET if cls.scope == "cluster" else config.target
+            progress.started(cls, target, float(params["timeout"]))
+            finished = self.run_check(cls, config, params)
+            progress.finished(finished)
+            results.extend(finished)
         finished_at = utc_now()
         versions = library_versions()
         host_record = {

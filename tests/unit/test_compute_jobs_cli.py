@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -253,3 +254,21 @@ def test_the_controller_report_needs_the_standard_library_and_jinja2_only(cluste
     )
     assert proc.returncode == 0, proc.stderr
     assert "node.disk" in proc.stdout
+
+
+def test_progress_file_gets_a_line_per_check_as_it_starts_and_finishes(cluster_file, tmp_path):
+    progress = tmp_path / "progress.jsonl"
+    args = ["run", "--cluster", str(cluster_file), "--only", "node.disk,node.inventory", "--quiet"]
+    assert cli(*args, "--progress", str(progress)).returncode == 0
+    events = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert [e["event"] for e in events][-1] == "end" and events[-1]["rc"] == 0
+    starts = [e for e in events if e["event"] == "start"]
+    assert sorted(e["check"] for e in starts) == ["node.disk", "node.inventory"]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\dZ", e["deadline"]) for e in starts)
+    done = [e for e in events if e["event"] == "result"]
+    assert {e["status"] for e in done} == {"PASS"}
+    assert {e["target"] for e in done} == {e["target"] for e in starts}
+    assert any("cores" in e["figure"] for e in done)  # node.inventory's key figure
+    # each check's results follow its own start line, before the next check starts
+    first = [i for i, e in enumerate(events) if e["event"] == "start"]
+    assert all(events[i + 1]["event"] == "result" for i in first)
