@@ -1,6 +1,7 @@
 """Shared storage checks: the data directory and the homes are mounted on every node, hold the same
-files everywhere, keep their permissions, and how fast the share is next to local disk. ``mpi.io``
-runs MPI-IO on COMM_WORLD over one file in the data directory.
+files everywhere, keep their permissions, and how fast the share is next to local disk.
+``storage.dask_dataset`` has every Dask worker read a dataset the head node wrote there, and
+``mpi.io`` runs MPI-IO on COMM_WORLD over one file in the data directory.
 
 cluster.json ``engines.storage`` (published by the shared_storage role)::
 
@@ -17,15 +18,18 @@ cluster.json ``engines.storage`` (published by the shared_storage role)::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shlex
+import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from compute_jobs.checks import dask as dask_checks
 from compute_jobs.checks.mpi import JOB_PACKAGE, expected_slots, launcher_for, single_record
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, SkipCheck, register
@@ -439,4 +443,91 @@ class MpiIo(Check):
         )
         yield ctx.compare_sets(
             sorted(slots), sorted({str(r.get("host")) for r in ranks}), name="mpi.io.placement"
+        )
+
+
+# --- a dataset in the data directory, read by every Dask worker -------------------------------
+
+
+def read_on_every_worker(sess: Any, paths: list[str]) -> dict[str, dict[str, str]]:
+    """Worker address -> {file name: sha256 or "error: ..."}, read by every worker process itself."""
+
+    def digests(paths: list[str]) -> dict[str, str]:
+        import hashlib as _hashlib
+        import os as _os
+
+        out = {}
+        for path in paths:
+            try:
+                with open(path, "rb") as data:
+                    out[_os.path.basename(path)] = _hashlib.sha256(data.read()).hexdigest()
+            except OSError as exc:
+                out[_os.path.basename(path)] = f"error: {exc.strerror or exc}"
+        return out
+
+    return dict(sess.client.run(digests, paths))
+
+
+DASK_READ: Callable[[Any, list[str]], dict[str, dict[str, str]]] = read_on_every_worker
+
+
+@register
+class StorageDaskDataset(Check):
+    name = "storage.dask_dataset"
+    category = "placement"
+    tags = frozenset({"storage", "dask"})
+    description = (
+        "A dataset written to the data directory on the head node is read, intact, by every Dask worker"
+    )
+    scope = "cluster"
+    params = (
+        Param("files", int, 4, "files in the dataset", 1, 1000, smoke=2),
+        Param("bytes", int, 1 << 20, "bytes per file", 1, 1 << 30, smoke=1024),
+        dask_checks.CONNECT_PARAM,
+    )
+    correctness_rule = "sha256 of every file, read by each worker process == sha256 of what the head wrote"
+    placement_rule = "Dask worker processes (host/i) that read every file intact == those of the inventory"
+    engine = "dask"
+    engine_keys = ("endpoint", "config_dir")
+    timeout = 120.0
+
+    def applies(self, ctx: CheckContext) -> str | None:
+        if ENGINE not in ctx.cluster.engines:
+            return f"{ctx.cluster.source} declares no engines.storage: the workers share no data directory"
+        return None
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        storage = ctx.cluster.engines[ENGINE]
+        if storage.get("unavailable"):
+            raise CheckError(f"engines.storage unavailable: {storage['unavailable']}")
+        p = ctx.params
+        directory = f"{storage['data_dir']}/{CHECK_DIR}/dataset-{uuid.uuid4().hex[:12]}"
+        written: dict[str, str] = {}
+        try:
+            try:
+                os.makedirs(directory, mode=0o755)
+                for index in range(p.files):
+                    name = f"part-{index:04d}.bin"
+                    payload = os.urandom(p.bytes)
+                    with open(f"{directory}/{name}", "wb") as out:
+                        out.write(payload)
+                    os.chmod(f"{directory}/{name}", 0o644)  # the workers run as their own users
+                    written[name] = hashlib.sha256(payload).hexdigest()
+            except OSError as exc:
+                raise CheckError(f"cannot write the dataset to {directory}: {exc}") from exc
+            hosts = dask_checks.expected_hosts(ctx)
+            with dask_checks.session(ctx) as sess:
+                labels = dask_checks.label_workers(sess.workers(), hosts)
+                seen = DASK_READ(sess, [f"{directory}/{name}" for name in written])
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        by_label = {labels.get(address, address): digests for address, digests in sorted(seen.items())}
+        for label, digests in sorted(by_label.items()):
+            yield ctx.compare(
+                written, digests, name=f"storage.dask_dataset[{label}]", details={"dir": directory}
+            )
+        yield ctx.compare_sets(
+            dask_checks.expected_labels(hosts),
+            sorted(label for label, digests in by_label.items() if digests == written),
+            details={"files": len(written), "bytes_per_file": p.bytes},
         )

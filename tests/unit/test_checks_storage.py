@@ -5,6 +5,7 @@ bytes, a foreign home is writable, or an MPI rank reads a wrong block."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from checkrun import run_checks
 
+from compute_jobs.checks import dask as dask_checks
 from compute_jobs.checks import load_all
 from compute_jobs.checks import mpi as mpi_checks
 from compute_jobs.checks import storage as st
@@ -335,3 +337,79 @@ def test_the_job_payload_hash_is_the_concatenation_of_the_blocks():
     blocks = b"".join(fileio.block_of(r, 100) for r in range(3))
     assert fileio.expected_sha256(3, 100) == fileio.hashlib.sha256(blocks).hexdigest()
     assert fileio.block_of(0, 100) != fileio.block_of(1, 100)
+
+
+# --- storage.dask_dataset ------------------------------------------------------------------------
+
+
+class FakeDask:
+    """The Dask session: two worker processes on b and one on c; reads go through ``read``."""
+
+    def __init__(self, blind: str = "") -> None:
+        self.blind = blind
+        self.closed = False
+
+    def workers(self) -> list[Any]:
+        return [
+            dask_checks.WorkerInfo("tls://10.0.0.2:40001", "10.0.0.2", "b-0", 1, 0),
+            dask_checks.WorkerInfo("tls://10.0.0.2:40002", "10.0.0.2", "b-1", 1, 0),
+            dask_checks.WorkerInfo("tls://10.0.0.3:40001", "10.0.0.3", "c-0", 1, 0),
+        ]
+
+    def read(self, sess: Any, paths: list[str]) -> dict[str, dict[str, str]]:
+        out = {}
+        for worker in self.workers():
+            if worker.address == self.blind:  # a worker whose node has no share sees no dataset
+                out[worker.address] = {Path(p).name: "error: No such file or directory" for p in paths}
+            else:
+                out[worker.address] = {
+                    Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths
+                }
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def run_dataset(cj_cluster, shared, monkeypatch, fake: FakeDask, storage: bool = True) -> dict[str, Result]:
+    hosts = [
+        {"name": h, "address": f"10.0.0.{i + 1}", "groups": ["head"] if h == "a" else ["dask_workers"]}
+        | {"cores": 1, "memory_mb": 16}
+        for i, h in enumerate(HOSTS)
+    ]
+    engines: dict[str, Any] = {
+        "dask": {
+            "endpoint": "tls://10.0.0.1:8786",
+            "config_dir": "/etc/clusterforge/dask/client",
+            "workers": {
+                "b": {"address": "10.0.0.2", "nworkers": 2, "nthreads": 1},
+                "c": {"address": "10.0.0.3", "nworkers": 1, "nthreads": 1},
+            },
+        }
+    }
+    if storage:
+        engines["storage"] = {"backend": "sshfs", "server": "a", "data_dir": str(shared["data"])}
+    monkeypatch.setattr(dask_checks, "CONNECT", lambda settings, timeout: fake)
+    monkeypatch.setattr(st, "DASK_READ", fake.read)
+    cluster = cj_cluster(hosts, engines=engines)
+    return run_checks(cluster, ["storage.dask_dataset"], target="cluster", scope="cluster")
+
+
+def test_every_dask_worker_reads_the_dataset(cj_cluster, shared, monkeypatch):
+    fake = FakeDask()
+    results = run_dataset(cj_cluster, shared, monkeypatch, fake)
+    assert set(statuses(results).values()) == {PASS}, {n: r.reason for n, r in results.items()}
+    assert results["storage.dask_dataset"].observed_workers == ["b/0", "b/1", "c/0"]
+    assert fake.closed and list((shared["data"] / st.CHECK_DIR).iterdir()) == []
+
+
+def test_a_dask_worker_that_cannot_read_the_dataset_fails(cj_cluster, shared, monkeypatch):
+    results = run_dataset(cj_cluster, shared, monkeypatch, FakeDask(blind="tls://10.0.0.3:40001"))
+    assert results["storage.dask_dataset"].status == FAIL
+    assert results["storage.dask_dataset"].missing == ["c/0"]
+    assert results["storage.dask_dataset[c/0]"].status == FAIL
+
+
+def test_the_dask_dataset_needs_a_shared_data_directory(cj_cluster, shared, monkeypatch):
+    results = run_dataset(cj_cluster, shared, monkeypatch, FakeDask(), storage=False)
+    assert results["storage.dask_dataset"].status == SKIP
