@@ -38,6 +38,13 @@ DEFAULT_INVENTORY = REPO / "inventories" / "cloud"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 PIN = "dask-cloudprovider[aws]==2025.9.0"
 SCHEDULER_GROUP = "dask_scheduler"
+# Image of the ephemeral cluster unless cloud_dask_image / cloud_dask_image_id say otherwise:
+# Canonical's Ubuntu 24.04 LTS, what dask-cloudprovider's cloud-init expects.
+UBUNTU_LTS = {
+    "owner": "099720109477",
+    "name": "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
+    "architecture": "x86_64",
+}
 WORKER_GROUP = "dask_workers"
 
 
@@ -116,11 +123,11 @@ def ec2_cluster_kwargs(
             for node_set in settings.get("cloud_node_sets") or []
             if WORKER_GROUP in node_set.get("groups", [])
         )
-    image = settings.get("cloud_image_id") or discovered.get("image_id")
+    image = settings.get("cloud_dask_image_id") or discovered.get("image_id")
     if not image:
         raise SettingsError(
-            "no image: set cloud_image_id, or drop --no-discover so that the newest image of "
-            "cloud_images[cloud_distro] is looked up"
+            "no image: set cloud_dask_image_id (an Ubuntu LTS AMI), or drop --no-discover so that "
+            "the newest image matching cloud_dask_image is looked up"
         )
     docker_image = settings.get("cloud_dask_docker_image") or default_docker_image()
     if not docker_image:
@@ -177,9 +184,10 @@ def discover(client: Any, settings: Mapping[str, Any]) -> dict[str, str]:
     name = str(settings.get("cloud_cluster_name") or "")
     found: dict[str, str] = {}
     tag_filter = [{"Name": "tag:clusterforge_cluster", "Values": [name]}]
-    if not settings.get("cloud_image_id"):
-        distro = settings.get("cloud_distro", "debian13")
-        lookup = (settings.get("cloud_images") or {}).get(distro)
+    if not settings.get("cloud_dask_image_id"):
+        # Not the cluster's Debian images: dask-cloudprovider's cloud-init installs Docker from
+        # Docker's Ubuntu repository with apt-key and add-apt-repository, which Debian lacks.
+        lookup = settings.get("cloud_dask_image") or UBUNTU_LTS
         if lookup:
             filters = [
                 {"Name": "name", "Values": [lookup["name"]]},

@@ -12,6 +12,7 @@ import datetime
 import importlib.util
 import json
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -50,7 +51,11 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def settings(**overrides: Any) -> dict[str, Any]:
-    base = {"cloud_cluster_name": "demo", "cloud_image_id": "ami-0123456789abcdef0", "cloud_owner": "alice"}
+    base = {
+        "cloud_cluster_name": "demo",
+        "cloud_dask_image_id": "ami-0123456789abcdef0",
+        "cloud_owner": "alice",
+    }
     base["cloud_dask_docker_image"] = "ghcr.io/dask/dask:2025.9.1-py3.13"
     return ephemeral.load_settings(cloudtest.CLOUD_INVENTORY, {**base, **overrides})
 
@@ -106,7 +111,7 @@ def test_kwargs_split_instance_types_and_overrides() -> None:
     ("overrides", "message"),
     [
         ({"cloud_cluster_name": ""}, "cloud_cluster_name is empty"),
-        ({"cloud_image_id": ""}, "no image"),
+        ({"cloud_dask_image_id": ""}, "no image"),
         (
             {"cloud_node_sets": [{"name": "x", "count": 1, "instance_type": "t3.large", "groups": ["head"]}]},
             "dask_workers",
@@ -136,12 +141,17 @@ def test_discover_finds_the_cluster_network_and_newest_image(moto: Any) -> None:
     vpc = client.create_vpc(CidrBlock="10.90.0.0/16", TagSpecifications=tags)["Vpc"]["VpcId"]
     subnet_tags = [{"ResourceType": "subnet", "Tags": [{"Key": "clusterforge_cluster", "Value": "disc"}]}]
     subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.90.1.0/24", TagSpecifications=subnet_tags)
-    image = client.register_image(Name="debian-13-amd64-20300101-1", RootDeviceName="/dev/xvda")["ImageId"]
+    ubuntu = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-"
+    client.register_image(Name="debian-13-amd64-20300101-1", RootDeviceName="/dev/xvda")
+    image = client.register_image(Name=ubuntu + "20300201", RootDeviceName="/dev/sda1")["ImageId"]
+    lookup = {**ephemeral.UBUNTU_LTS, "owner": "123456789012"}  # moto's account owns what the test registers
+    lookup.pop("architecture")  # moto records none for registered images
     found = ephemeral.discover(
         client,
+        # The cluster's Debian lookup is not used: dask-cloudprovider's cloud-init needs Ubuntu.
         {
             "cloud_cluster_name": "disc",
-            "cloud_distro": "debian13",
+            "cloud_dask_image": lookup,
             "cloud_images": {"debian13": {"owner": "123456789012", "name": "debian-13-amd64-*"}},
         },
     )
@@ -206,7 +216,7 @@ def test_cli_kwargs_without_discovery(capsys: pytest.CaptureFixture[str]) -> Non
             "-e",
             "cloud_cluster_name=cli",
             "-e",
-            "cloud_image_id=ami-0abc1234",
+            "cloud_dask_image_id=ami-0abc1234",
             "-e",
             "cloud_dask_docker_image=ghcr.io/dask/dask:2025.9.1-py3.13",
         ]
@@ -229,9 +239,11 @@ def test_ec2cluster_against_moto_tls_calls_and_teardown(moto: Any, tmp_path: Pat
     def spec(kind: str) -> list[dict[str, Any]]:
         return [{"ResourceType": kind, "Tags": tags}]
 
-    # 127.0.0.0/8: moto hands out loopback addresses, where the test's scheduler can listen.
-    vpc = client.create_vpc(CidrBlock="127.77.0.0/16", TagSpecifications=spec("vpc"))["Vpc"]["VpcId"]
-    subnet = client.create_subnet(VpcId=vpc, CidrBlock="127.77.1.0/24", TagSpecifications=spec("subnet"))
+    # 127.0.0.0/8: moto hands out loopback addresses, where the test's scheduler can listen (a
+    # random /16 of it, so that two test runs on one host do not meet on port 8786).
+    net = f"127.{random.randint(2, 254)}"
+    vpc = client.create_vpc(CidrBlock=f"{net}.0.0/16", TagSpecifications=spec("vpc"))["Vpc"]["VpcId"]
+    subnet = client.create_subnet(VpcId=vpc, CidrBlock=f"{net}.1.0/24", TagSpecifications=spec("subnet"))
     subnet_id = subnet["Subnet"]["SubnetId"]
     group = client.create_security_group(
         GroupName="clusterforge-eph", Description="eph", VpcId=vpc, TagSpecifications=spec("security-group")
@@ -244,7 +256,7 @@ def test_ec2cluster_against_moto_tls_calls_and_teardown(moto: Any, tmp_path: Pat
     image = client.register_image(Name="ubuntu-noble-eph", RootDeviceName="/dev/sda1")["ImageId"]
     groups_before = sorted(g["GroupId"] for g in client.describe_security_groups()["SecurityGroups"])
 
-    overrides = {"cloud_cluster_name": "eph", "cloud_image_id": image, "cloud_dask_use_private_ip": True}
+    overrides = {"cloud_cluster_name": "eph", "cloud_dask_image_id": image, "cloud_dask_use_private_ip": True}
     settings_ = settings(**overrides)
     kwargs = ephemeral.ec2_cluster_kwargs(settings_, ephemeral.discover(client, settings_), now=NOW)
     assert kwargs["subnet_id"] == subnet_id and kwargs["security_groups"] == [group]
@@ -268,7 +280,7 @@ def test_ec2cluster_against_moto_tls_calls_and_teardown(moto: Any, tmp_path: Pat
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-8000:]
     result = json.loads(result_file.read_text())
 
-    assert result["scheduler_address"].startswith("tls://127.77.1.")
+    assert result["scheduler_address"].startswith(f"tls://{net}.1.")
     assert result["scheduler_info_address"] == result["scheduler_address"]
     assert result["security_require_encryption"] is True
     assert result["plain_tls_refused"], "a TLS client without the cluster's certificate must be refused"
