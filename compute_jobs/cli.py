@@ -81,6 +81,11 @@ def _common_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="wall clock limit for every check")
     parser.add_argument("--quiet", action="store_true", help="do not print the result table")
     parser.add_argument(
+        "--lanes",
+        action="store_true",
+        help="run correctness/placement checks of engines that share no service side by side",
+    )
+    parser.add_argument(
         "--progress",
         metavar="FILE",
         help="append one JSON line per check started and per result, as they happen",
@@ -198,6 +203,7 @@ def _config(args: argparse.Namespace, inject: str | None = None, baseline: bool 
         overrides=overrides,  # type: ignore[arg-type]
         timeout=args.timeout,
         progress=args.progress,
+        lanes=args.lanes,
     )
 
 

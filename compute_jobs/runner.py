@@ -67,6 +67,47 @@ class RunConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     timeout: float | None = None
     progress: str | None = None  # a file that gets one JSON line per check started and per result
+    lanes: bool = False  # run checks that do not disturb each other side by side (see plan_lanes)
+
+
+# Engines whose checks share the same services run in one lane: the Airflow and Luigi pipelines
+# compute on the Dask and Spark clusters, so their checks queue behind Dask's and Spark's.
+LANE_OF_ENGINE = {"airflow": "dataflow", "luigi": "dataflow", "dask": "dataflow", "spark": "dataflow"}
+
+
+def _lost(cls: type[Check], config: RunConfig) -> Result:
+    """The ERROR of a check whose lane died before it reported (a bug in the runner, not the check)."""
+    return Result(
+        name=cls.name,
+        check=cls.name,
+        category=cls.category,
+        tags=sorted(cls.tags),
+        target=CLUSTER_TARGET if cls.scope == "cluster" else config.target,
+        status=ERROR,
+        reason="the lane that ran this check stopped before it reported",
+        started_at=utc_now(),
+        duration_s=0.0,
+    )
+
+
+def plan_lanes(checks: list[type[Check]]) -> tuple[list[list[type[Check]]], list[type[Check]]]:
+    """Split CHECKS into lanes that may run side by side, and the rest, to run one by one after.
+
+    A lane holds the correctness, placement and inventory checks of engines that share services,
+    in their order; lanes touch different services. Performance checks (a figure another check
+    would disturb) and resilience checks (they kill and restart services) stay out of the lanes:
+    they run serially once every lane is done, resilience last.
+    """
+    lanes: dict[str, list[type[Check]]] = {}
+    serial: list[type[Check]] = []
+    for cls in checks:
+        if cls.category in ("performance", "resilience") or cls.scope != "cluster":
+            serial.append(cls)
+            continue
+        key = cls.engine or cls.name.split(".")[0]
+        lanes.setdefault(LANE_OF_ENGINE.get(key, key), []).append(cls)
+    serial.sort(key=lambda cls: cls.category == "resilience")
+    return list(lanes.values()), serial
 
 
 class Progress:
@@ -79,12 +120,14 @@ class Progress:
 
     def __init__(self, path: str | None) -> None:
         self.path = path
+        self.lock = threading.Lock()
 
     def emit(self, **record: Any) -> None:
         if not self.path:
             return
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"at": utc_now(), **record}, sort_keys=True) + "\n")
+        line = json.dumps({"at": utc_now(), **record}, sort_keys=True) + "\n"
+        with self.lock, open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
 
     def started(self, cls: type[Check], target: str, limit: float) -> None:
         deadline = datetime.now(UTC) + timedelta(seconds=limit)
@@ -393,7 +436,9 @@ class Runner:
                 )
             )
         progress = Progress(config.progress)
-        for cls in checks:
+        done: dict[str, list[Result]] = {}
+
+        def run_one(cls: type[Check]) -> None:
             params = resolve_params(
                 cls,
                 cluster.params.get(cls.name),
@@ -403,9 +448,22 @@ class Runner:
             )
             target = CLUSTER_TARGET if cls.scope == "cluster" else config.target
             progress.started(cls, target, float(params["timeout"]))
-            finished = self.run_check(cls, config, params)
-            progress.finished(finished)
-            results.extend(finished)
+            done[cls.name] = self.run_check(cls, config, params)
+            progress.finished(done[cls.name])
+
+        lanes, serial = plan_lanes(checks) if config.lanes else ([], checks)
+        threads = [
+            threading.Thread(target=lambda lane=lane: [run_one(c) for c in lane], name=f"lane:{lane[0].name}")
+            for lane in lanes
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for cls in serial:
+            run_one(cls)
+        for cls in checks:  # results in the order of the checks, however they ran
+            results.extend(done.get(cls.name) or [_lost(cls, config)])
         finished_at = utc_now()
         versions = library_versions()
         host_record = {

@@ -1,0 +1,86 @@
+"""Checks that do not disturb each other run side by side; performance and resilience stay serial."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from compute_jobs.model import PASS, Check, Registry
+from compute_jobs.runner import RunConfig, Runner, plan_lanes
+
+LOG: list[tuple[str, str, float]] = []
+LOCK = threading.Lock()
+
+
+def _check(name: str, category: str, engine: str | None = None) -> type[Check]:
+    class Fake(Check):
+        def run(self, ctx: Any):
+            with LOCK:
+                LOG.append((self.name, "start", time.monotonic()))
+            time.sleep(0.3)
+            with LOCK:
+                LOG.append((self.name, "end", time.monotonic()))
+            yield ctx.compare(1, 1)
+
+    Fake.name = name
+    Fake.category = category
+    Fake.scope = "cluster"
+    Fake.engine = None
+    Fake.tags = frozenset({name.split(".")[0]})
+    Fake.description = name
+    Fake.__name__ = name.replace(".", "_")
+    return Fake
+
+
+CHECKS = [
+    _check("celery.canvas", "correctness"),
+    _check("celery.performance", "performance"),
+    _check("celery.resilience", "resilience"),
+    _check("dask.known_answer", "correctness"),
+    _check("mpi.pi", "correctness"),
+    _check("mpi.placement", "placement"),
+    _check("spark.known_answer", "correctness"),
+]
+
+
+def test_lanes_group_engines_that_share_services_and_leave_disturbing_checks_serial():
+    lanes, serial = plan_lanes(CHECKS)
+    assert [[c.name for c in lane] for lane in lanes] == [
+        ["celery.canvas"],
+        ["dask.known_answer", "spark.known_answer"],  # Airflow/Luigi/Dask/Spark share the clusters
+        ["mpi.pi", "mpi.placement"],
+    ]
+    assert [c.name for c in serial] == ["celery.performance", "celery.resilience"]
+
+
+def test_lanes_run_side_by_side_then_the_serial_checks_one_by_one(cj_cluster):
+    local = Registry()
+    for cls in CHECKS:
+        local.register(cls)
+    LOG.clear()
+    cluster = cj_cluster()
+    outcome = Runner(local).run(RunConfig(cluster=cluster, target="a", scope="cluster", lanes=True))
+    assert [r.name for r in outcome.results] == [c.name for c in CHECKS]  # the checks' order
+    assert {r.status for r in outcome.results} == {PASS}
+    times = {(name, edge): at for name, edge, at in LOG}
+    # the three lanes overlap: mpi.pi starts before celery.canvas ends
+    assert times[("mpi.pi", "start")] < times[("celery.canvas", "end")]
+    # performance and resilience start only once every lane is done, and one at a time
+    lanes_done = max(
+        at
+        for (name, edge), at in times.items()
+        if edge == "end" and name not in ("celery.performance", "celery.resilience")
+    )
+    assert times[("celery.performance", "start")] >= lanes_done
+    assert times[("celery.resilience", "start")] >= times[("celery.performance", "end")]
+
+
+def test_without_lanes_every_check_runs_alone(cj_cluster):
+    local = Registry()
+    for cls in CHECKS[:3]:
+        local.register(cls)
+    LOG.clear()
+    Runner(local).run(RunConfig(cluster=cj_cluster(), target="a", scope="cluster"))
+    edges = [edge for _, edge, _ in LOG]
+    assert edges == ["start", "end"] * 3
