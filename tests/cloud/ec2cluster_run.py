@@ -1,6 +1,6 @@
 """Start dask-cloudprovider's EC2Cluster against a moto server, then close it (test helper).
 
-Runs in the venv of ``dask-cloudprovider.lock`` (see testenv.py), started by
+Runs in the venv of ``aiobotocore.lock`` (see testenv.py), started by
 tests/unit/test_cloud_dask.py:  python ec2cluster_run.py SPEC.json RESULT.json
 
 SPEC holds the EC2Cluster keyword arguments. The environment points aiobotocore at moto

@@ -3,7 +3,7 @@ and dask-cloudprovider's EC2Cluster itself against moto.
 
 dask-cloudprovider is not in the controller venv (its aiobotocore pins an older botocore): the
 tool imports it only when it starts a cluster, and the EC2Cluster test runs it in a venv of its
-own built from tests/cloud/dask-cloudprovider.lock (tests/cloud/testenv.py).
+own built from tests/cloud/aiobotocore.lock (tests/cloud/testenv.py).
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import json
-import os
 import random
 import stat
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,7 +230,6 @@ def test_ec2cluster_against_moto_tls_calls_and_teardown(moto: Any, tmp_path: Pat
     """dask-cloudprovider itself (its own venv): EC2Cluster starts in the cluster's network and
     security group with TLS, its client reaches the scheduler over mutual TLS, and close()
     terminates every instance it started."""
-    python = testenv.dask_cloudprovider_python()
     client = moto.client()
     tags = [{"Key": "clusterforge_cluster", "Value": "eph"}]
 
@@ -262,20 +259,12 @@ def test_ec2cluster_against_moto_tls_calls_and_teardown(moto: Any, tmp_path: Pat
     assert kwargs["subnet_id"] == subnet_id and kwargs["security_groups"] == [group]
     spec_file, result_file = tmp_path / "spec.json", tmp_path / "result.json"
     spec_file.write_text(json.dumps({"kwargs": kwargs}))
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "DASK_"))}
-    env.update(cloudtest.FAKE_CREDENTIALS, AWS_ENDPOINT_URL=moto.url, HOME=str(tmp_path))
-    done = subprocess.run(
-        [
-            str(python),
-            str(cloudtest.REPO / "tests" / "cloud" / "ec2cluster_run.py"),
-            str(spec_file),
-            str(result_file),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
+    done = testenv.run(
+        cloudtest.REPO / "tests" / "cloud" / "ec2cluster_run.py",
+        str(spec_file),
+        str(result_file),
+        env={**cloudtest.FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": moto.url, "HOME": str(tmp_path)},
         timeout=400,
-        check=False,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-8000:]
     result = json.loads(result_file.read_text())
