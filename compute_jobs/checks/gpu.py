@@ -31,11 +31,23 @@ from compute_jobs.gpu.datasheet import (
     SYSFS_PCI,
     GpuSpec,
     datasheet,
+    gemm_unsupported,
     link_generation,
     pcie_peak_gbs,
     scan_pci,
 )
-from compute_jobs.model import FAIL, Check, CheckError, Metric, Param, Reference, Result, SkipCheck, register
+from compute_jobs.model import (
+    FAIL,
+    SKIP,
+    Check,
+    CheckError,
+    Metric,
+    Param,
+    Reference,
+    Result,
+    SkipCheck,
+    register,
+)
 
 __all__ = [
     "DATASHEET",
@@ -292,6 +304,15 @@ class GpuGemm(Check):
         )
 
     def _one(self, ctx: CheckContext, device: Device, dtype: str) -> Iterator[Result]:
+        unsupported = gemm_unsupported(datasheet(device.name), dtype)
+        if unsupported:
+            yield ctx.result(
+                f"{self.name}.{dtype}[{device.label}]",
+                status=SKIP,
+                reason=unsupported,
+                details=_specs_details(device),
+            )
+            return
         p = ctx.params
         xp, n = device.xp, p.n
         rng = xp.random.default_rng(p.seed)

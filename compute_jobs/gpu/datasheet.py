@@ -28,33 +28,93 @@ class GpuSpec:
 
     model: str
     pattern: str
-    fp64: float  # TFLOP/s, FP64 tensor core where the GPU has one (what DGEMM uses)
+    fp64: (
+        float | None
+    )  # TFLOP/s, FP64 tensor core where the GPU has one (what DGEMM uses); None: not on the datasheet
     fp32: float  # TFLOP/s, FP32 without TF32
-    bf16: float  # TFLOP/s, BF16 tensor core, dense
-    hbm: float  # GB/s
+    bf16: float | None  # TFLOP/s, BF16 tensor core, dense; None: no BF16 (compute capability < 8.0)
+    hbm: float  # GB/s, device memory (HBM, or GDDR6 on T4, A10G, L4, L40S)
     source: str
+    compute_capability: tuple[int, int] = (0, 0)  # CUDA compute capability of the model
+
+
+# Oldest CUDA compute capability with a tensor-core GEMM of each precision; FP64 and FP32 run on all.
+GEMM_MIN_COMPUTE_CAPABILITY: dict[str, tuple[int, int]] = {"bf16": (8, 0)}
 
 
 # First match wins: the specific names (NVL, PCIe) come before the general ones.
+HOPPER, AMPERE = (9, 0), (8, 0)
 DATASHEET: tuple[GpuSpec, ...] = (
-    GpuSpec("H200 NVL", r"H200 NVL", 60.0, 60.0, 835.0, 4800.0, "NVIDIA H200 datasheet (H200 NVL)"),
-    GpuSpec("H200 SXM", r"H200", 67.0, 67.0, 989.0, 4800.0, "NVIDIA H200 datasheet (H200 SXM)"),
-    GpuSpec("H100 NVL", r"H100 NVL", 60.0, 60.0, 835.0, 3900.0, "NVIDIA H100 datasheet (H100 NVL)"),
-    GpuSpec("H100 PCIe", r"H100 PCIe", 51.0, 51.0, 756.0, 2000.0, "NVIDIA H100 datasheet (H100 PCIe)"),
-    GpuSpec("H100 SXM", r"H100", 67.0, 67.0, 989.0, 3350.0, "NVIDIA H100 datasheet (H100 SXM)"),
+    GpuSpec("H200 NVL", r"H200 NVL", 60.0, 60.0, 835.0, 4800.0, "NVIDIA H200 datasheet (H200 NVL)", HOPPER),
+    GpuSpec("H200 SXM", r"H200", 67.0, 67.0, 989.0, 4800.0, "NVIDIA H200 datasheet (H200 SXM)", HOPPER),
+    GpuSpec("H100 NVL", r"H100 NVL", 60.0, 60.0, 835.0, 3900.0, "NVIDIA H100 datasheet (H100 NVL)", HOPPER),
     GpuSpec(
-        "A100 PCIe 80GB", r"A100 80GB PCIe", 19.5, 19.5, 312.0, 1935.0, "NVIDIA A100 datasheet (80GB PCIe)"
+        "H100 PCIe", r"H100 PCIe", 51.0, 51.0, 756.0, 2000.0, "NVIDIA H100 datasheet (H100 PCIe)", HOPPER
+    ),
+    GpuSpec("H100 SXM", r"H100", 67.0, 67.0, 989.0, 3350.0, "NVIDIA H100 datasheet (H100 SXM)", HOPPER),
+    GpuSpec(
+        "A100 PCIe 80GB",
+        r"A100 80GB PCIe",
+        19.5,
+        19.5,
+        312.0,
+        1935.0,
+        "NVIDIA A100 datasheet (80GB PCIe)",
+        AMPERE,
     ),
     GpuSpec(
-        "A100 PCIe 40GB", r"A100-PCIE-40GB", 19.5, 19.5, 312.0, 1555.0, "NVIDIA A100 datasheet (40GB PCIe)"
+        "A100 PCIe 40GB",
+        r"A100-PCIE-40GB",
+        19.5,
+        19.5,
+        312.0,
+        1555.0,
+        "NVIDIA A100 datasheet (40GB PCIe)",
+        AMPERE,
     ),
     GpuSpec(
-        "A100 SXM 80GB", r"A100-SXM4-80GB", 19.5, 19.5, 312.0, 2039.0, "NVIDIA A100 datasheet (80GB SXM)"
+        "A100 SXM 80GB",
+        r"A100-SXM4-80GB",
+        19.5,
+        19.5,
+        312.0,
+        2039.0,
+        "NVIDIA A100 datasheet (80GB SXM)",
+        AMPERE,
     ),
     GpuSpec(
-        "A100 SXM 40GB", r"A100-SXM4-40GB", 19.5, 19.5, 312.0, 1555.0, "NVIDIA A100 datasheet (40GB SXM)"
+        "A100 SXM 40GB",
+        r"A100-SXM4-40GB",
+        19.5,
+        19.5,
+        312.0,
+        1555.0,
+        "NVIDIA A100 datasheet (40GB SXM)",
+        AMPERE,
     ),
+    # Ada and Ampere GA10x cards (AWS g6e, g6, g5) and Turing (g4dn): FP64 is not on their datasheets.
+    GpuSpec("L40S", r"L40S", None, 91.6, 362.05, 864.0, "NVIDIA L40S datasheet", (8, 9)),
+    GpuSpec(
+        "L4", r"\bL4\b", None, 30.3, 121.0, 300.0, "NVIDIA L4 datasheet (BF16 242 with sparsity)", (8, 9)
+    ),
+    GpuSpec(
+        "A10G", r"A10G", None, 31.2, 125.0, 600.0, "NVIDIA A10 datasheet (A10G: AWS's A10 variant)", (8, 6)
+    ),
+    GpuSpec("T4", r"\bT4\b", None, 8.1, None, 320.0, "NVIDIA T4 datasheet (no BF16)", (7, 5)),
 )
+
+
+def gemm_unsupported(spec: GpuSpec | None, dtype: str) -> str | None:
+    """Why a GEMM of DTYPE cannot run on the model of SPEC (its compute capability), or None."""
+    needed = GEMM_MIN_COMPUTE_CAPABILITY.get(dtype)
+    if spec is None or needed is None or spec.compute_capability >= needed:
+        return None
+    have = ".".join(map(str, spec.compute_capability))
+    return (
+        f"{dtype.upper()} GEMM needs CUDA compute capability {needed[0]}.{needed[1]} or newer; "
+        f"{spec.model} has {have} ({spec.source})"
+    )
+
 
 # PCIe payload rate per lane and direction in GB/s, after line encoding (8b/10b, 128b/130b, FLIT).
 PCIE_LANE_GBS = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}
