@@ -112,40 +112,51 @@ def test_non_cloud_inventory_is_a_noop(moto: Any, tmp_path: Path) -> None:
     assert "Skip, this inventory is not a cloud inventory" in run.output
 
 
+# Node sets that each break one rule of the purchase and preset checks: one run reports them all.
+BAD_SETS = [
+    {**NODE_SETS[0], "market": "spot"},
+    {**SPOT, "name": "nan", "spot_max_price": "cheap"},
+    {**SPOT, "name": "zero", "spot_max_price": "0"},
+    {**NODE_SETS[1], "spot_max_price": "0.1"},
+    {**GPU, "instance_type": "p5.48xlarge"},
+]
+
+
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("override", "messages"),
     [
-        ({"cloud_cluster_name": ""}, "set it to the name of the cluster"),
-        ({"cloud_ssh_allowed_cidr": "203.0.113.7/24"}, "is not an IPv4 network"),
-        ({"cloud_ssh_allowed_cidr": "0.0.0.0"}, "is not an IPv4 network"),
-        ({"cloud_subnet_cidr": "10.99.0.0/24"}, "inside it"),
-        ({"cloud_node_sets": [{**NODE_SETS[0], "count": -1}]}, "count an integer from 0 to 100"),
-        ({"cloud_node_sets": [{**NODE_SETS[0], "count": 2}]}, "exactly one node may be in the 'head' group"),
-        ({"cloud_node_sets": [NODE_SETS[0], {**GPU, "preset": "g7"}]}, "value of preset must be one of"),
+        ({"cloud_cluster_name": ""}, ["set it to the name of the cluster"]),
+        ({"cloud_ssh_allowed_cidr": "203.0.113.7/24"}, ["is not an IPv4 network"]),
+        ({"cloud_ssh_allowed_cidr": "0.0.0.0"}, ["is not an IPv4 network"]),
+        ({"cloud_subnet_cidr": "10.99.0.0/24"}, ["inside it"]),
+        ({"cloud_node_sets": [{**NODE_SETS[0], "count": -1}]}, ["count an integer from 0 to 100"]),
         (
-            {"cloud_node_sets": [NODE_SETS[0], {**SPOT, "spot_max_price": "cheap"}]},
-            "must be a positive number",
+            {"cloud_node_sets": [{**NODE_SETS[0], "count": 2}]},
+            ["exactly one node may be in the 'head' group"],
         ),
-        ({"cloud_node_sets": [NODE_SETS[0], {**SPOT, "spot_max_price": "0"}]}, "must be a positive number"),
         (
-            {"cloud_node_sets": [NODE_SETS[0], {**NODE_SETS[1], "spot_max_price": "0.1"}]},
-            "and only with market spot",
+            {"cloud_node_sets": [NODE_SETS[0], {**GPU, "preset": "g7"}, {**SPOT, "market": "reserved"}]},
+            ["value of preset must be one of", "value of market must be one of"],
         ),
-        ({"cloud_node_sets": [{**NODE_SETS[0], "market": "spot"}]}, "the head node must stay on-demand"),
         (
-            {"cloud_node_sets": [NODE_SETS[0], {**GPU, "instance_type": "p5.48xlarge"}]},
-            "must belong to preset",
+            {"cloud_node_sets": BAD_SETS},
+            [
+                "failed: [localhost] (item=head)",  # a spot head
+                "failed: [localhost] (item=nan)",  # a price that is not a number
+                "failed: [localhost] (item=zero)",  # a price that is not positive
+                "failed: [localhost] (item=worker)",  # a price on an on-demand set
+                "failed: [localhost] (item=gpu)",  # a type outside the preset's family
+                "the head node must stay on-demand",
+                "must be a positive number",
+                "must belong to preset",
+            ],
         ),
         (
             {"cloud_node_sets": [NODE_SETS[0], {"name": "gpu", "count": 1, "groups": ["workers"]}]},
-            "or preset set",
+            ["or preset set"],
         ),
-        (
-            {"cloud_node_sets": [NODE_SETS[0], {**SPOT, "market": "reserved"}]},
-            "value of market must be one of",
-        ),
-        ({"cloud_s3_bucket": "My_Bucket"}, "must be an S3 bucket name"),
-        ({"cloud_s3_bucket": "data", "cloud_s3_prefix": "runs"}, "ending in '/'"),
+        ({"cloud_s3_bucket": "My_Bucket"}, ["must be an S3 bucket name"]),
+        ({"cloud_s3_bucket": "data", "cloud_s3_prefix": "runs"}, ["ending in '/'"]),
     ],
     ids=[
         "no-name",
@@ -154,23 +165,21 @@ def test_non_cloud_inventory_is_a_noop(moto: Any, tmp_path: Path) -> None:
         "subnet-outside",
         "negative-count",
         "two-heads",
-        "unknown-preset",
-        "spot-price-not-a-number",
-        "spot-price-zero",
-        "price-without-spot",
-        "spot-head",
-        "type-outside-preset",
+        "unknown-preset-and-market",
+        "purchase-and-preset-rules",
         "no-type-no-preset",
-        "unknown-market",
         "bad-bucket",
         "prefix-without-slash",
     ],
 )
-def test_invalid_inputs_fail_before_any_change(moto: Any, override: dict[str, Any], message: str) -> None:
+def test_invalid_inputs_fail_before_any_change(
+    moto: Any, override: dict[str, Any], messages: list[str]
+) -> None:
     before = cloudtest.snapshot(moto.client())
     run = cloudtest.playbook(moto, "cloud_up.yml", cloudtest.base_vars(moto, "bad", **override))
     assert run.returncode != 0
-    assert message in run.output, run.output
+    for message in messages:
+        assert message in run.output, (message, run.output)
     assert "Find the resources" not in run.output, "validation must come before any API call"
     assert cloudtest.snapshot(moto.client()) == before
 
