@@ -1,0 +1,144 @@
+"""The shared storage tier as its users rely on it: the same files on every node, homes that keep
+their owners, mounts that only the mount keys open, and mounts that come back after a restart."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import time
+import uuid
+
+import testinfra
+import yaml
+
+SCENARIO = pathlib.Path(__file__).resolve().parents[1]
+ROOT = SCENARIO.parents[1]
+PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
+SERVER, CLIENT = (p["name"] for p in PLATFORMS)
+DEFAULTS = yaml.safe_load((ROOT / "roles/shared_storage/defaults/main.yml").read_text())
+DATA = DEFAULTS["shared_storage_data_dir"]
+HOMES = DEFAULTS["shared_storage_home_dir"]
+EXPORT = DEFAULTS["shared_storage_export_root"]
+SERVICE = "clusterforge"
+USER = "cfuser1"
+KEYS = "/etc/clusterforge/storage/keys"
+
+
+def node(name: str):
+    return testinfra.get_host(f"podman://{name}")
+
+
+def as_user(host, user: str, command: str, *args: str):
+    return host.run(f"cd / && timeout 60 runuser -u {user} -- " + command, *args)
+
+
+def server_address() -> str:
+    return node(SERVER).run("hostname -I").stdout.split()[0]
+
+
+def podman(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CONTAINERS_CONF=str(ROOT / "lab/containers.conf"))
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, timeout=180, check=False, env=env
+    )
+
+
+def test_every_shared_path_is_mounted(host):
+    name = host.backend.get_hostname()
+    paths = [DATA, HOMES] if name == SERVER else [DATA, f"{HOMES}/{SERVICE}", f"{HOMES}/{USER}"]
+    for path in paths:
+        mount = host.mount_point(path)
+        assert mount.exists, f"{path} is not mounted on {name}"
+        assert mount.filesystem == ("fuse.sshfs" if name == CLIENT else mount.filesystem)
+        unit = path[1:].replace("-", "\\x2d").replace("/", "-") + ".mount"
+        assert host.service(unit).is_enabled, f"{unit} is not enabled on {name}"
+
+
+def test_a_file_written_on_one_node_is_read_on_the_other():
+    for writer, reader in [(SERVER, CLIENT), (CLIENT, SERVER)]:
+        payload = f"{writer} {uuid.uuid4()}\n" * 1000
+        path = f"{DATA}/molecule-{writer}.txt"
+        written = as_user(node(writer), SERVICE, "sh -c %s", f"cat > {path} <<'EOF'\n{payload}EOF")
+        assert written.rc == 0, written.stderr
+        read = node(reader).run("sha256sum %s", path)
+        assert read.rc == 0, read.stderr
+        assert read.stdout.split()[0] == hashlib.sha256(payload.encode()).hexdigest()
+
+
+def test_homes_keep_their_owners_and_refuse_other_accounts():
+    client, server = node(CLIENT), node(SERVER)
+    assert as_user(client, USER, "sh -c %s", f"echo mine > {HOMES}/{USER}/own.txt").rc == 0
+    # Owned by the user on the server's disk, not by the account of some shared session.
+    assert server.file(f"{EXPORT}/home/{USER}/own.txt").user == USER
+    refused = as_user(client, SERVICE, "touch %s", f"{HOMES}/{USER}/intruder.txt")
+    assert refused.rc != 0 and "Permission denied" in refused.stderr
+    assert not server.file(f"{EXPORT}/home/{USER}/intruder.txt").exists
+    assert as_user(client, USER, "touch %s", f"{HOMES}/{SERVICE}/intruder.txt").rc != 0
+    # Root on the client is no way around it either: the session runs as the home's owner.
+    assert client.file(f"{HOMES}/{USER}").mode == 0o700
+
+
+def test_sftp_without_the_mount_key_is_refused():
+    client, address = node(CLIENT), server_address()
+    options = (
+        "-o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes"
+        " -o UserKnownHostsFile=/etc/ssh/ssh_known_hosts"
+    )
+    assert client.run("rm -f /tmp/other && ssh-keygen -q -t ed25519 -N '' -f /tmp/other").rc == 0
+    for identity in ("/tmp/other", "/nonexistent"):
+        result = client.run(f"echo ls | sftp {options} -i {identity} -b - {SERVICE}@{address}")
+        assert result.rc != 0
+        assert "Permission denied" in result.stderr
+    # The mount key itself opens sftp, and nothing else: no shell command runs with it.
+    key = f"{KEYS}/{SERVICE}"
+    assert client.run(f"echo 'ls {DATA}' | sftp {options} -i {key} -b - {SERVICE}@{address}").rc == 0
+    shell = client.run(f"ssh {options} -i {key} {SERVICE}@{address} id -un")
+    assert SERVICE not in shell.stdout
+    assert "sftp connections only" in shell.stdout + shell.stderr
+
+
+def test_the_server_publishes_the_storage_section():
+    server = node(SERVER)
+    part = json.loads(server.file("/etc/ansible/facts.d/clusterforge_engine_storage.fact").content_string)
+    assert part["backend"] == "sshfs" and part["server"] == SERVER
+    assert part["data_dir"] == DATA and part["accounts"] == [SERVICE, USER]
+    assert server.file(f"{EXPORT}/data").mode == 0o2775
+
+
+def test_the_server_accepts_mount_keys_only_from_the_cluster_network():
+    entries = node(SERVER).file(f"/home/{SERVICE}/.ssh/authorized_keys").content_string
+    storage = [line for line in entries.splitlines() if "storage mount" in line]
+    assert len(storage) == 1
+    options = storage[0].split(" ssh-ed25519 ")[0]
+    assert options.startswith("restrict,from=")
+    assert 'command="internal-sftp' in options
+
+
+def test_mounts_come_back_after_the_client_restarts():
+    assert podman("restart", CLIENT).returncode == 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = podman("exec", CLIENT, "systemctl", "is-system-running").stdout.strip()
+        if state in ("running", "degraded"):
+            break
+        time.sleep(2)
+    assert state == "running", podman("exec", CLIENT, "systemctl", "--failed", "--no-legend").stdout
+    mounted = podman("exec", CLIENT, "findmnt", "-n", "-t", "fuse.sshfs", "-o", "TARGET").stdout.split()
+    assert sorted(mounted) == sorted([DATA, f"{HOMES}/{SERVICE}", f"{HOMES}/{USER}"])
+    read = podman("exec", CLIENT, "cat", f"{DATA}/molecule-{SERVER}.txt")
+    assert read.returncode == 0 and read.stdout.startswith(SERVER)
+
+
+def test_a_missing_mount_is_not_papered_over():
+    """With the share unmounted the path is an empty local directory: nothing of the share shows."""
+    client = node(CLIENT)
+    assert client.run("systemctl stop %s", DATA[1:].replace("/", "-") + ".mount").rc == 0
+    try:
+        assert not client.mount_point(DATA).exists
+        assert not client.file(f"{DATA}/molecule-{SERVER}.txt").exists
+    finally:
+        assert client.run("systemctl start %s", DATA[1:].replace("/", "-") + ".mount").rc == 0
+    assert client.mount_point(DATA).exists
