@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -168,3 +169,21 @@ def test_an_unreachable_package_cache_is_named_with_its_off_switch(tmp_path):
     assert "set package_cache_enabled: false" in result.stdout
     assert "changed=0" in result.stdout
     assert not (tmp_path / "secrets").exists()
+
+
+@pytest.mark.parametrize(("changed", "ok"), [(0, True), (2, False)])
+def test_lab_up_prints_the_noop_figure_and_fails_on_changes(changed, ok):
+    summary = ROOT / ".lab" / "noop-noopcheck.json"
+    summary.parent.mkdir(exist_ok=True)
+    tasks = [f"cf-noopcheck-1: Task {i}" for i in range(changed)]
+    summary.write_text(json.dumps({"elapsed_s": 12.5, "changed": changed, "changed_tasks": tasks}))
+    try:
+        script = f"source {LAB}; ensure_venv; ANSIBLE_STRATEGY=mitogen_linear; noop_figure 3"
+        result = run(["bash", "-c", script], env={"CF_LAB_NAME": "noopcheck"})
+    finally:
+        summary.unlink()
+    assert f"3 nodes, mitogen_linear): 12.5 s, changed={changed}" in result.stderr
+    assert (result.returncode == 0) is ok
+    if not ok:
+        assert "cf-noopcheck-1: Task 1" in result.stderr
+        assert "the re-converge changed 2 things" in result.stderr
