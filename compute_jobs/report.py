@@ -1,7 +1,7 @@
 """Merge result JSONL files from all nodes; add cluster-wide results; render table, JUnit and HTML.
 
-Runs on the controller (``python -m compute_jobs report``), but like the rest of the package needs
-only the standard library.
+Runs on the controller as ``python -m compute_jobs.report`` and imports the standard library only
+(a unit test blocks everything else); ``python -m compute_jobs report`` is the same command on a node.
 """
 
 from __future__ import annotations
