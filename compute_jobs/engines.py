@@ -136,6 +136,16 @@ class Opencl:
     hosts: dict[str, OpenclHost] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Storage:
+    backend: str = ""  # nfs or sshfs
+    server: str = ""  # the storage server (it bind-mounts its own trees)
+    data_dir: str = ""
+    home_dir: str = ""  # parent of the shared homes <home_dir>/<account>
+    accounts: list[str] = field(default_factory=list)
+    service_user: str = ""
+
+
 SECTIONS: dict[str, type] = {
     "dask": Dask,
     "spark": Spark,
@@ -143,6 +153,7 @@ SECTIONS: dict[str, type] = {
     "celery": Celery,
     "airflow": Airflow,
     "luigi": Luigi,
+    "storage": Storage,
     "gpu": Gpu,
     "opencl": Opencl,
 }

@@ -46,6 +46,7 @@ ENGINES: dict[str, dict[str, Any]] = {
         "members": False,
         "playbook": "playbooks/airflow.yml",
     },
+    "storage": {"groups": ["storage_server"], "playbook": "playbooks/storage.yml"},
     "gpu": {"groups": ["gpu_nodes"], "head": False, "playbook": "playbooks/gpu.yml"},
     "opencl": {
         "groups": ["opencl_nodes", "gpu_nodes"],

@@ -169,5 +169,5 @@ def test_engine_sections_are_validated_when_cluster_json_loads(section, problem,
 
 def test_an_engine_without_a_type_is_any_object_until_it_gets_one():
     doc = copy.deepcopy(example())
-    doc["engines"] = {"storage": {"exports": {"n1": ["/srv/shared"]}}}
+    doc["engines"] = {"scratch": {"exports": {"n1": ["/srv/shared"]}}}
     assert validate_cluster(doc) == []

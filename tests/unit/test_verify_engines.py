@@ -179,16 +179,17 @@ def test_gpu_and_opencl_sections_carry_each_nodes_part():
 
 
 def test_an_engine_is_one_table_entry_and_the_inventory_can_add_or_remove_one():
-    hosts = {**LAB, "s1": ["storage_server"]}
-    parts = {**lab_parts(), "s1": {"clusterforge_engine_storage": {"exports": {"s1": ["/srv/shared"]}}}}
-    overrides = {"storage": {"groups": ["storage_server"], "head": False}, "luigi": None}
+    assert ve.engine_table()["storage"]["groups"] == ["storage_server"]
+    hosts = {**LAB, "s1": ["scratch_server"]}
+    parts = {**lab_parts(), "s1": {"clusterforge_engine_scratch": {"exports": {"s1": ["/srv/scratch"]}}}}
+    overrides = {"scratch": {"groups": ["scratch_server"], "head": False}, "luigi": None}
     engines = assemble(hosts, parts, overrides)
-    assert engines["storage"] == {"exports": {"s1": ["/srv/shared"]}}
+    assert engines["scratch"] == {"exports": {"s1": ["/srv/scratch"]}}
     assert "luigi" not in engines
     with pytest.raises(ve.EngineSpecError, match="unknown keys grups"):
-        ve.engine_table({"storage": {"grups": ["storage_server"]}})
+        ve.engine_table({"scratch": {"grups": ["scratch_server"]}})
     with pytest.raises(ve.EngineSpecError, match="non-empty list"):
-        ve.engine_table({"storage": {"playbook": "x.yml"}})
+        ve.engine_table({"scratch": {"playbook": "x.yml"}})
 
 
 def test_only_local_facts_of_the_engine_leave_hostvars():
