@@ -245,7 +245,10 @@ class Progress:
         elif kind == "playbook_on_stats":
             self.end_play()
             self.stats = {k: data.get(k) or {} for k in ("ok", "changed", "failures", "dark", "skipped")}
-        if self.play is not None and self.play.tier in VERBATIM_TIERS and kind.startswith("runner_"):
+        # The per-check lines come from the clusterforge_progress callback: runner files what a
+        # non-stdout callback displays as "verbose" events of their own.
+        live = kind.startswith("runner_") or kind == "verbose"
+        if self.play is not None and self.play.tier in VERBATIM_TIERS and live:
             self._verbatim(kind, data, stdout)
 
     @staticmethod
@@ -321,6 +324,9 @@ def cmd_run(args: argparse.Namespace) -> None:
             # Keep the project's fact cache (ansible.cfg), not one per runner artifact directory.
             fact_cache_type="none",
             rotate_artifacts=2,
+            # ansible-runner puts its own callback directory in ANSIBLE_CALLBACK_PLUGINS, which
+            # hides ansible.cfg's callback_plugins: name the project's (the verify tier's live lines).
+            envvars={"ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "plugins" / "callback")},
         )
         while thread.is_alive():
             thread.join(timeout=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import pathlib
 import subprocess
@@ -177,3 +178,42 @@ def test_a_long_task_is_named_with_its_hosts(capsys, monkeypatch):
     progress.task_started -= 100
     progress.tick()
     assert "still running" not in capsys.readouterr().out
+
+
+def test_runner_loads_the_live_line_callback(tmp_path):
+    """Through ansible-runner (as `lab up` runs the tiers) the verify tier's per-check lines appear."""
+    record = json.dumps({"event": "result", "check": "node.cpu", "target": "localhost", "status": "PASS"})
+    playbook = tmp_path / "verify.yml"
+    task = {
+        "name": "Follow the checks",
+        "ansible.builtin.command": f"printf '%s\\n@@job\\n{{}}\\n' '{record}'",
+        "changed_when": False,
+    }
+    play = {"name": "Run the node checks", "hosts": "localhost", "connection": "local", "gather_facts": False}
+    playbook.write_text(yaml.safe_dump([{**play, "tasks": [task]}], sort_keys=False))
+    venv_path = f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "labtool.py"),
+            "run",
+            "--inventory",
+            "localhost,",
+            "--label",
+            "unit-callback",
+            "--log",
+            str(tmp_path / "ansible.log"),
+            str(playbook),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "PATH": venv_path,
+        },
+    )
+    assert "unable to load" not in (tmp_path / "ansible.log").read_text()
+    assert "verify localhost" in result.stdout and "node.cpu" in result.stdout, result.stdout + result.stderr
