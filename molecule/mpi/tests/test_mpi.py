@@ -134,7 +134,9 @@ def test_mpi_checks_pass_from_the_head_node(head):
     head.run("printf '%%s' %s > /tmp/cluster.json && chmod 0644 /tmp/cluster.json", json.dumps(cluster))
     result = as_user(
         head,
-        f"{PYTHON} -m compute_jobs run --cluster /tmp/cluster.json --only mpi --scope cluster "
+        # mpi.io needs the shared data directory (engines.storage), which this scenario does not
+        # provision: it runs where the storage tier does (the lab).
+        f"{PYTHON} -m compute_jobs run --cluster /tmp/cluster.json --only mpi --skip mpi.io --scope cluster "
         "--json /tmp/mpi-results.jsonl",
         timeout=300,
     )
