@@ -3,6 +3,7 @@ SSH (the service account trusts its own key on every node: the common role sets 
 
 from __future__ import annotations
 
+import shlex
 import socket
 import subprocess
 import time
@@ -13,9 +14,12 @@ SSH = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
 
 
 def on_host(host: str | None, command: list[str]) -> list[str]:
-    """``command`` as run for ``host``: unchanged for this machine (or no host), else through ssh."""
+    """``command`` as run for ``host``: unchanged for this machine (or no host), else through ssh.
+
+    ssh joins the words after the host name into one line for the remote shell, so the command goes
+    as one quoted line: an argument with spaces or shell characters arrives as it was given."""
     if host and host not in (socket.gethostname(), socket.getfqdn()):
-        return [*SSH, str(host), *command]
+        return [*SSH, str(host), shlex.join(command)]
     return list(command)
 
 

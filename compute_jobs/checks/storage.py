@@ -132,11 +132,7 @@ class StorageMounts(Check):
 
 def run_shell(host: str | None, script: str, timeout: float) -> subprocess.CompletedProcess:
     """Run a shell script on ``host`` as this account (over SSH unless it is this machine)."""
-    local = ["sh", "-c", script]
-    argv = on_host(host, local)
-    if argv != local:
-        # ssh joins its arguments into one command line for the remote shell: quote the script.
-        argv = [*argv[: -len(local)], shlex.join(local)]
+    argv = on_host(host, ["sh", "-c", script])
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
