@@ -4,6 +4,12 @@
     labtool.py address --inventory FILE NODE
     labtool.py strategy
     labtool.py run --inventory FILE --label LABEL [--skip-tags T] [--summary FILE] PLAYBOOK
+    labtool.py judge --report DIR [--expected-skips FILE] [--control]
+
+`judge` reads a verification run's results.jsonl and cluster.json and fails unless the run is what
+a lab must show: no FAIL or ERROR, every SKIP one the lab's inventory explains (lab/expected-skips.yml:
+a capability it does not declare), and at least one PASS for every engine in cluster.json. With
+`--control` it demands instead that the run's negative control held.
 
 `run` drives ansible-playbook through ansible-runner's event stream and prints one line per play
 (tier, play, hosts, tasks, ok/changed/failed, elapsed), a line for any task that runs long (so a
@@ -14,6 +20,7 @@ in full, and a per-tier table at the end. The whole log goes to a file.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib.metadata
 import json
 import pathlib
@@ -354,6 +361,81 @@ def cmd_run(args: argparse.Namespace) -> None:
         fail(f"{args.label} failed (ansible-playbook rc={runner.rc}); full log: {log_path}")
 
 
+# --- judging a verification run --------------------------------------------------------------
+
+
+def read_run(report: pathlib.Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Results, summary and cluster.json of a report directory (reports/<run-id>)."""
+    results, summary = [], {}
+    try:
+        with (report / "results.jsonl").open(encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                if record.get("type") == "summary":
+                    summary = record
+                elif record.get("type") == "result":
+                    results.append(record)
+        cluster = json.loads((report / "cluster.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(f"{report}: not a verification report ({exc})")
+    return results, summary, cluster
+
+
+def expected_skip(result: dict[str, Any], allowed: list[dict[str, str]]) -> bool:
+    return any(
+        fnmatch.fnmatchcase(result["name"], entry["check"])
+        and entry["reason"] in (result.get("reason") or "")
+        for entry in allowed
+    )
+
+
+def judge_run(
+    results: list[dict[str, Any]], cluster: dict[str, Any], allowed: list[dict[str, str]]
+) -> list[str]:
+    """Problems that make a lab run not green; empty when it is."""
+    problems = [
+        f"{r['status']} {r['name']}@{r['target']}: {r.get('reason') or ''}"
+        for r in results
+        if r["status"] in ("FAIL", "ERROR")
+    ]
+    problems += [
+        f"unexpected SKIP {r['name']}@{r['target']}: {r.get('reason') or ''}"
+        for r in results
+        if r["status"] == "SKIP" and not expected_skip(r, allowed)
+    ]
+    for engine in sorted(cluster.get("engines") or {}):
+        if not any(r["status"] == "PASS" and engine in (r["category"], *r.get("tags", ())) for r in results):
+            problems.append(f"engines.{engine} is in cluster.json but none of its checks PASSed")
+    if not results:
+        problems.append("the run has no results")
+    return problems
+
+
+def cmd_judge(args: argparse.Namespace) -> None:
+    report = pathlib.Path(args.report).resolve()
+    results, summary, cluster = read_run(report)
+    counts = {s: sum(r["status"] == s for r in results) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
+    print(f"{report.name}: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    if args.control:
+        control = summary.get("control")
+        if not control:
+            fail(f"{report.name} ran no negative control")
+        print(control["line"])
+        if not control["held"] or control["uncontrolled_failures"]:
+            fail(
+                f"the negative control of {report.name} did not hold: {control['line']}; "
+                f"other failures: {', '.join(control['uncontrolled_failures']) or 'none'}"
+            )
+        return
+    allowed = yaml.safe_load(pathlib.Path(args.expected_skips).read_text()) if args.expected_skips else []
+    problems = judge_run(results, cluster, allowed or [])
+    for problem in problems:
+        print(f"  {problem}")
+    if problems:
+        fail(f"{report.name} is not green: {len(problems)} problem(s) above")
+    print(f"{report.name}: green ({len(cluster.get('engines') or {})} engines, every SKIP expected)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -387,6 +469,11 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("playbook")
     run.add_argument("extra", nargs="*", help="more ansible-playbook arguments (after --)")
     run.set_defaults(func=cmd_run)
+    judge = sub.add_parser("judge", help="fail unless a verification run is green (or its control held)")
+    judge.add_argument("--report", required=True, help="report directory, e.g. reports/latest")
+    judge.add_argument("--expected-skips", help="YAML list of {check: GLOB, reason: TEXT, why: TEXT}")
+    judge.add_argument("--control", action="store_true", help="demand that the run's negative control held")
+    judge.set_defaults(func=cmd_judge)
     args = parser.parse_args(argv)
     args.func(args)
 

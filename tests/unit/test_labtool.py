@@ -217,3 +217,94 @@ def test_runner_loads_the_live_line_callback(tmp_path):
     )
     assert "unable to load" not in (tmp_path / "ansible.log").read_text()
     assert "verify localhost" in result.stdout and "node.cpu" in result.stdout, result.stdout + result.stderr
+
+
+# --- judge: is a verification run green, did its control hold ------------------------------------
+
+
+def result(name, status, target="cf-t-1", category=None, reason="", tags=()):
+    return {
+        "type": "result",
+        "name": name,
+        "status": status,
+        "target": target,
+        "reason": reason,
+        "category": category or name.split(".")[0],
+        "tags": list(tags),
+    }
+
+
+def write_run(tmp_path, results, engines, control=None):
+    report = tmp_path / "run"
+    report.mkdir()
+    summary = {"type": "summary", "counts": {}}
+    if control:
+        summary["control"] = control
+    lines = [json.dumps(summary)] + [json.dumps(r) for r in results]
+    (report / "results.jsonl").write_text("\n".join(lines) + "\n")
+    (report / "cluster.json").write_text(json.dumps({"engines": engines}))
+    return report
+
+
+EXPECTED = yaml.safe_load((ROOT / "lab" / "expected-skips.yml").read_text())
+
+
+def test_the_lab_expected_skips_each_say_why():
+    assert EXPECTED and all(set(entry) == {"check", "reason", "why"} for entry in EXPECTED)
+
+
+def judge(report, *extra):
+    args = ["judge", "--report", str(report), *extra]
+    try:
+        labtool.main(args)
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+def test_judge_passes_a_green_run_with_explained_skips(tmp_path, capsys):
+    runs = [
+        result("dask.sum", "PASS"),
+        result("mpi.io", "PASS", tags=["mpi", "storage"]),
+        result("gpu.inventory", "SKIP", reason="cf-t-1 is not in group gpu_nodes"),
+    ]
+    report = write_run(tmp_path, runs, {"dask": {}, "storage": {}})
+    assert judge(report, "--expected-skips", str(ROOT / "lab" / "expected-skips.yml")) == 0
+    assert "green (2 engines" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (result("dask.sum", "FAIL", reason="wrong"), "FAIL dask.sum@cf-t-1: wrong"),
+        (result("dask.sum", "ERROR", reason="boom"), "ERROR dask.sum@cf-t-1: boom"),
+        (result("mpi.io", "SKIP", reason="no shared data directory"), "unexpected SKIP mpi.io@cf-t-1"),
+        (result("gpu.gemm", "SKIP", reason="no CuPy"), "unexpected SKIP gpu.gemm@cf-t-1: no CuPy"),
+    ],
+)
+def test_judge_fails_a_run_with_a_failure_or_an_unexplained_skip(tmp_path, capsys, bad, problem):
+    report = write_run(tmp_path, [result("dask.ok", "PASS"), bad], {"dask": {}})
+    assert judge(report, "--expected-skips", str(ROOT / "lab" / "expected-skips.yml")) == 1
+    assert problem in capsys.readouterr().out
+
+
+def test_judge_fails_when_a_declared_engine_never_passed(tmp_path, capsys):
+    report = write_run(tmp_path, [result("dask.sum", "PASS")], {"dask": {}, "spark": {}})
+    assert judge(report) == 1
+    assert "engines.spark is in cluster.json but none of its checks PASSed" in capsys.readouterr().out
+
+
+def test_judge_control_demands_that_the_control_held(tmp_path, capsys):
+    held = {
+        "held": True,
+        "line": "control held: 3 of 3 controlled results FAILed (wrong-answer)",
+        "uncontrolled_failures": [],
+    }
+    assert judge(write_run(tmp_path, [result("dask.sum", "FAIL")], {}, held), "--control") == 0
+    assert "control held: 3 of 3" in capsys.readouterr().out
+    broken = dict(held, held=False, line="control did NOT hold (wrong-answer): dask.sum@cf-t-1")
+    (tmp_path / "b").mkdir()
+    assert judge(write_run(tmp_path / "b", [result("dask.sum", "PASS")], {}, broken), "--control") == 1
+    (tmp_path / "c").mkdir()
+    assert judge(write_run(tmp_path / "c", [result("dask.sum", "PASS")], {}), "--control") == 1
+    assert "ran no negative control" in capsys.readouterr().err
