@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from compute_jobs.checks import dask as dask_checks
+from compute_jobs.checks import spark as spark_checks
 from compute_jobs.checks.mpi import JOB_PACKAGE, expected_slots, launcher_for, single_record
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, SkipCheck, register
@@ -442,13 +443,46 @@ class MpiIo(Check):
         )
 
 
-# --- a dataset in the data directory, read by every Dask worker -------------------------------
+# --- a dataset in the data directory, read by every Dask and Spark worker ------------------------
 
 
-def read_on_every_worker(sess: Any, paths: list[str]) -> dict[str, dict[str, str]]:
-    """Worker address -> {file name: sha256 or "error: ..."}, read by every worker process itself."""
+def write_dataset(directory: str, files: int, nbytes: int) -> dict[str, str]:
+    """Write ``files`` files of random bytes to a new ``directory``, readable by every account
+    (the engines' workers run as their own users): {file name: sha256}."""
+    written: dict[str, str] = {}
+    try:
+        os.makedirs(directory, mode=0o755)
+        for index in range(files):
+            name = f"part-{index:04d}.bin"
+            payload = os.urandom(nbytes)
+            with open(f"{directory}/{name}", "wb") as out:
+                out.write(payload)
+            os.chmod(f"{directory}/{name}", 0o644)
+            written[name] = hashlib.sha256(payload).hexdigest()
+    except OSError as exc:
+        raise CheckError(f"cannot write the dataset to {directory}: {exc}") from exc
+    return written
 
-    def digests(paths: list[str]) -> dict[str, str]:
+
+def scratch_place(report: Mapping[str, Any], section: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether the scratch directory a worker reported (``scratch``) lies on its local disk, judged
+    from that worker's mount table (``mountinfo``), and where: ``<path> on <mount point> (<type>)``."""
+    path = str(report.get("scratch") or "")
+    mounts = parse_mountinfo(str(report.get("mountinfo") or ""))
+    point = covering_mount(path, mounts)
+    fstype = mounts.get(point, "?")
+    shared = [str(section[key]) for key in ("data_dir", "home_dir") if section.get(key)]
+    on_share = fstype in CLIENT_FSTYPES.get(str(section.get("backend")), ()) or any(
+        path == top or path.startswith(top.rstrip("/") + "/") for top in shared
+    )
+    return bool(path) and not on_share, f"{path or '(none)'} on {point} ({fstype})"
+
+
+def read_on_every_worker(sess: Any, paths: list[str]) -> dict[str, dict[str, Any]]:
+    """Worker address -> {"digests": {file name: sha256 or "error: ..."}, "scratch": the worker's
+    local directory (spill), "mountinfo": its mount table}, read by every worker process itself."""
+
+    def digests(paths: list[str], dask_worker: Any = None) -> dict[str, Any]:
         import hashlib as _hashlib
         import os as _os
 
@@ -459,71 +493,197 @@ def read_on_every_worker(sess: Any, paths: list[str]) -> dict[str, dict[str, str
                     out[_os.path.basename(path)] = _hashlib.sha256(data.read()).hexdigest()
             except OSError as exc:
                 out[_os.path.basename(path)] = f"error: {exc.strerror or exc}"
-        return out
+        with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
+            table = mountinfo.read()
+        scratch = str(getattr(dask_worker, "local_directory", "") or "")
+        return {"digests": out, "scratch": scratch, "mountinfo": table}
 
     return dict(sess.client.run(digests, paths))
 
 
-DASK_READ: Callable[[Any, list[str]], dict[str, dict[str, str]]] = read_on_every_worker
+DASK_READ: Callable[[Any, list[str]], dict[str, dict[str, Any]]] = read_on_every_worker
 
 
-@register
-class StorageDaskDataset(Check):
-    name = "storage.dask_dataset"
+def scratch_result(
+    ctx: CheckContext, name: str, expected: list[str], places: Mapping[str, tuple[bool, str]]
+) -> Result:
+    """Placement result: the workers whose scratch lies on local disk == every worker."""
+    return ctx.compare_sets(
+        expected,
+        sorted(worker for worker, (local, _) in places.items() if local),
+        name=name,
+        rule="workers whose scratch directory lies on local disk, not on the share == every worker",
+        details={"scratch": {worker: where for worker, (_, where) in sorted(places.items())}},
+    )
+
+
+DATASET_PARAMS = (
+    Param("files", int, 4, "files in the dataset", 1, 1000, smoke=2),
+    Param("bytes", int, 1 << 20, "bytes per file", 1, 1 << 30, smoke=1024),
+)
+
+
+class _DatasetCheck(Check):
+    """A dataset the head node writes to the data directory, read by an engine's workers."""
+
     category = "placement"
-    tags = frozenset({"storage", "dask"})
-    description = (
-        "A dataset written to the data directory on the head node is read, intact, by every Dask worker"
-    )
     scope = "cluster"
-    params = (
-        Param("files", int, 4, "files in the dataset", 1, 1000, smoke=2),
-        Param("bytes", int, 1 << 20, "bytes per file", 1, 1 << 30, smoke=1024),
-        dask_checks.CONNECT_PARAM,
-    )
-    correctness_rule = "sha256 of every file, read by each worker process == sha256 of what the head wrote"
-    placement_rule = "Dask worker processes (host/i) that read every file intact == those of the inventory"
-    engine = "dask"
-    engine_keys = ("endpoint", "config_dir")
-    timeout = 120.0
 
     def applies(self, ctx: CheckContext) -> str | None:
         if ENGINE not in ctx.cluster.engines:
             return f"{ctx.cluster.source} declares no engines.storage: the workers share no data directory"
         return None
 
+    @staticmethod
+    def storage(ctx: CheckContext) -> Mapping[str, Any]:
+        section = ctx.cluster.engines[ENGINE]
+        if section.get("unavailable"):
+            raise CheckError(f"engines.storage unavailable: {section['unavailable']}")
+        return section
+
+    @staticmethod
+    def directory(section: Mapping[str, Any]) -> str:
+        return f"{section['data_dir']}/{CHECK_DIR}/dataset-{uuid.uuid4().hex[:12]}"
+
+
+@register
+class StorageDaskDataset(_DatasetCheck):
+    name = "storage.dask_dataset"
+    tags = frozenset({"storage", "dask"})
+    description = (
+        "A dataset written to the data directory on the head node is read, intact, by every Dask "
+        "worker; every worker's spill directory lies on its local disk"
+    )
+    params = (*DATASET_PARAMS, dask_checks.CONNECT_PARAM)
+    correctness_rule = "sha256 of every file, read by each worker process == sha256 of what the head wrote"
+    placement_rule = (
+        "Dask worker processes (host/i) that read every file intact == those of the inventory; "
+        "those whose local directory (spill) is on local disk == the same"
+    )
+    engine = "dask"
+    engine_keys = ("endpoint", "config_dir")
+    timeout = 120.0
+
     def run(self, ctx: CheckContext) -> Iterator[Result]:
-        storage = ctx.cluster.engines[ENGINE]
-        if storage.get("unavailable"):
-            raise CheckError(f"engines.storage unavailable: {storage['unavailable']}")
+        storage = self.storage(ctx)
         p = ctx.params
-        directory = f"{storage['data_dir']}/{CHECK_DIR}/dataset-{uuid.uuid4().hex[:12]}"
-        written: dict[str, str] = {}
+        directory = self.directory(storage)
         try:
-            try:
-                os.makedirs(directory, mode=0o755)
-                for index in range(p.files):
-                    name = f"part-{index:04d}.bin"
-                    payload = os.urandom(p.bytes)
-                    with open(f"{directory}/{name}", "wb") as out:
-                        out.write(payload)
-                    os.chmod(f"{directory}/{name}", 0o644)  # the workers run as their own users
-                    written[name] = hashlib.sha256(payload).hexdigest()
-            except OSError as exc:
-                raise CheckError(f"cannot write the dataset to {directory}: {exc}") from exc
+            written = write_dataset(directory, p.files, p.bytes)
             hosts = dask_checks.expected_hosts(ctx)
             with dask_checks.session(ctx) as sess:
                 labels = dask_checks.label_workers(sess.workers(), hosts)
                 seen = DASK_READ(sess, [f"{directory}/{name}" for name in written])
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-        by_label = {labels.get(address, address): digests for address, digests in sorted(seen.items())}
-        for label, digests in sorted(by_label.items()):
-            yield ctx.compare(
-                written, digests, name=f"storage.dask_dataset[{label}]", details={"dir": directory}
-            )
+        by_label = {labels.get(address, address): report for address, report in sorted(seen.items())}
+        for label, report in sorted(by_label.items()):
+            name = f"storage.dask_dataset[{label}]"
+            yield ctx.compare(written, report.get("digests"), name=name, details={"dir": directory})
+        expected = dask_checks.expected_labels(hosts)
         yield ctx.compare_sets(
-            dask_checks.expected_labels(hosts),
-            sorted(label for label, digests in by_label.items() if digests == written),
+            expected,
+            sorted(label for label, report in by_label.items() if report.get("digests") == written),
             details={"files": len(written), "bytes_per_file": p.bytes},
         )
+        places = {label: scratch_place(report, storage) for label, report in by_label.items()}
+        yield scratch_result(ctx, "storage.dask_dataset.scratch", expected, places)
+
+
+def read_on_every_executor(handle: Any, paths: list[str], tasks: int, sleep_s: float) -> list[dict[str, Any]]:
+    """One record per Spark task, read by the executor's Python worker itself: {"host", "digests":
+    {file name: sha256 or "error: ..."}, "scratch": the executor's local directories (shuffle and
+    spill, SPARK_EXECUTOR_DIRS), "mountinfo": its mount table}."""
+
+    def read(_: int, rows: Iterator[int]) -> Iterator[dict[str, Any]]:
+        import hashlib as _hashlib
+        import os as _os
+        import socket as _socket
+        import time as _time
+
+        for _row in rows:
+            pass
+        _time.sleep(sleep_s)  # long enough that every executor gets tasks
+        out = {}
+        for path in paths:
+            try:
+                with open(path, "rb") as data:
+                    out[_os.path.basename(path)] = _hashlib.sha256(data.read()).hexdigest()
+            except OSError as exc:
+                out[_os.path.basename(path)] = f"error: {exc.strerror or exc}"
+        with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
+            table = mountinfo.read()
+        dirs = _os.environ.get("SPARK_EXECUTOR_DIRS") or _os.environ.get("SPARK_LOCAL_DIRS") or ""
+        yield {
+            "host": _os.environ.get("SPARK_LOCAL_IP") or _socket.gethostname(),
+            "digests": out,
+            "scratch": dirs.split(_os.pathsep)[0] if dirs else "",
+            "mountinfo": table,
+        }
+
+    return handle.sc.parallelize(range(tasks), tasks).mapPartitionsWithIndex(read).collect()
+
+
+SPARK_READ: Callable[[Any, list[str], int, float], list[dict[str, Any]]] = read_on_every_executor
+
+
+@register
+class StorageSparkDataset(_DatasetCheck):
+    name = "storage.spark_dataset"
+    tags = frozenset({"storage", "spark"})
+    description = (
+        "A dataset written to the data directory on the head node is read, intact, by a Spark job on "
+        "every worker host; every executor's local directories (shuffle, spill) lie on local disk"
+    )
+    params = (
+        *DATASET_PARAMS,
+        Param("tasks_per_core", int, 2, "tasks per worker core of the inventory", 1, 1000),
+        Param("sleep", float, 0.5, "s each task sleeps, so every executor gets some", 0.0, 60, smoke=0.0),
+        spark_checks.START_PARAM,
+        spark_checks.JOB_PARAM,
+    )
+    correctness_rule = "sha256 of every file, read by every task == sha256 of what the head wrote"
+    placement_rule = (
+        "worker hosts whose tasks all read every file intact == worker hosts of the inventory; "
+        "hosts whose executors' local directories are on local disk == the same"
+    )
+    engine = "spark"
+    engine_keys = ("endpoint", "conf_dir")
+    timeout = 300.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        storage = self.storage(ctx)
+        p = ctx.params
+        workers = spark_checks.expected_workers(ctx)
+        name_of = spark_checks.host_names(workers)
+        tasks = max(len(workers), p.tasks_per_core * sum(w.cores for w in workers))
+        directory = self.directory(storage)
+        try:
+            written = write_dataset(directory, p.files, p.bytes)
+            handle = spark_checks.handle_for(ctx)
+            with handle.bounded(ctx.bounded(p.job_timeout), "dataset job"):
+                records = SPARK_READ(handle, [f"{directory}/{name}" for name in written], tasks, p.sleep)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        by_host: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            by_host.setdefault(name_of(str(record.get("host"))), []).append(record)
+        for host, reports in sorted(by_host.items()):
+            bad = [r.get("digests") for r in reports if r.get("digests") != written]
+            yield ctx.compare(
+                written,
+                bad[0] if bad else reports[0].get("digests"),
+                name=f"storage.spark_dataset[{host}]",
+                details={"dir": directory, "tasks": len(reports), "tasks_wrong": len(bad)},
+            )
+        expected = [w.name for w in workers]
+        yield ctx.compare_sets(
+            expected,
+            sorted(h for h, reports in by_host.items() if all(r.get("digests") == written for r in reports)),
+            details={"files": len(written), "bytes_per_file": p.bytes, "tasks": tasks},
+        )
+        places: dict[str, tuple[bool, str]] = {}
+        for host, reports in by_host.items():
+            judged = [scratch_place(report, storage) for report in reports]
+            places[host] = next((j for j in judged if not j[0]), judged[0])
+        yield scratch_result(ctx, "storage.spark_dataset.scratch", expected, places)

@@ -5,6 +5,7 @@ bytes, a foreign home is writable, or an MPI rank reads a wrong block."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -17,6 +18,7 @@ from checkrun import run_checks
 from compute_jobs.checks import dask as dask_checks
 from compute_jobs.checks import load_all
 from compute_jobs.checks import mpi as mpi_checks
+from compute_jobs.checks import spark as spark_checks
 from compute_jobs.checks import storage as st
 from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Result
 from compute_jobs.services.mpi_jobs import MARKER, fileio
@@ -339,14 +341,24 @@ def test_the_job_payload_hash_is_the_concatenation_of_the_blocks():
     assert fileio.block_of(0, 100) != fileio.block_of(1, 100)
 
 
-# --- storage.dask_dataset ------------------------------------------------------------------------
+# --- storage.dask_dataset and storage.spark_dataset ---------------------------------------------
+
+
+def worker_report(digests: dict[str, str], paths: list[str], spill_on_share: str = "") -> dict[str, Any]:
+    """What a worker reports: its digests, its scratch directory and the mount table holding it
+    (on local disk, or inside the sshfs data directory when ``spill_on_share``)."""
+    data_dir = str(Path(paths[0]).parents[2]) if paths else "/shared/data"
+    table = {"/": "overlay", data_dir: "fuse.sshfs"}
+    scratch = f"{data_dir}/spill" if spill_on_share else "/var/lib/engine/local"
+    return {"digests": digests, "scratch": scratch, "mountinfo": mountinfo(table)}
 
 
 class FakeDask:
     """The Dask session: two worker processes on b and one on c; reads go through ``read``."""
 
-    def __init__(self, blind: str = "") -> None:
+    def __init__(self, blind: str = "", spill_on_share: str = "") -> None:
         self.blind = blind
+        self.spill_on_share = spill_on_share
         self.closed = False
 
     def workers(self) -> list[Any]:
@@ -356,15 +368,15 @@ class FakeDask:
             dask_checks.WorkerInfo("tls://10.0.0.3:40001", "10.0.0.3", "c-0", 1, 0),
         ]
 
-    def read(self, sess: Any, paths: list[str]) -> dict[str, dict[str, str]]:
+    def read(self, sess: Any, paths: list[str]) -> dict[str, dict[str, Any]]:
         out = {}
         for worker in self.workers():
             if worker.address == self.blind:  # a worker whose node has no share sees no dataset
-                out[worker.address] = {Path(p).name: "error: No such file or directory" for p in paths}
+                digests = {Path(p).name: "error: No such file or directory" for p in paths}
             else:
-                out[worker.address] = {
-                    Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths
-                }
+                digests = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+            spill = self.spill_on_share if worker.address == self.spill_on_share else ""
+            out[worker.address] = worker_report(digests, paths, spill)
         return out
 
     def close(self) -> None:
@@ -413,3 +425,109 @@ def test_a_dask_worker_that_cannot_read_the_dataset_fails(cj_cluster, shared, mo
 def test_the_dask_dataset_needs_a_shared_data_directory(cj_cluster, shared, monkeypatch):
     results = run_dataset(cj_cluster, shared, monkeypatch, FakeDask(), storage=False)
     assert results["storage.dask_dataset"].status == SKIP
+
+
+def test_a_dask_worker_spilling_to_the_share_fails(cj_cluster, shared, monkeypatch):
+    results = run_dataset(cj_cluster, shared, monkeypatch, FakeDask(spill_on_share="tls://10.0.0.2:40002"))
+    assert results["storage.dask_dataset"].status == PASS
+    scratch = results["storage.dask_dataset.scratch"]
+    assert scratch.status == FAIL and scratch.missing == ["b/1"]
+    assert "fuse.sshfs" in scratch.details["scratch"]["b/1"]
+
+
+class FakeSpark:
+    """The shared Spark session: tasks run on b and c unless ``hosts`` says otherwise."""
+
+    def __init__(self, hosts: tuple[str, ...] = ("10.0.0.2", "10.0.0.3"), blind: str = "", spill: str = ""):
+        self.hosts, self.blind, self.spill = hosts, blind, spill
+        self.tasks = 0
+
+    def bounded(self, seconds: float, what: str) -> Any:
+        return contextlib.nullcontext()
+
+    def read(self, handle: Any, paths: list[str], tasks: int, sleep_s: float) -> list[dict[str, Any]]:
+        self.tasks = tasks
+        records = []
+        for task in range(tasks):
+            host = self.hosts[task % len(self.hosts)]
+            if host == self.blind:
+                digests = {Path(p).name: "error: No such file or directory" for p in paths}
+            else:
+                digests = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+            records.append(
+                {"host": host} | worker_report(digests, paths, "yes" if host == self.spill else "")
+            )
+        return records
+
+
+def run_spark_dataset(cj_cluster, shared, monkeypatch, fake: FakeSpark, storage: bool = True):
+    hosts = [
+        {"name": h, "address": f"10.0.0.{i + 1}", "groups": ["head"] if h == "a" else ["spark_workers"]}
+        | {"cores": 2, "memory_mb": 16}
+        for i, h in enumerate(HOSTS)
+    ]
+    engines: dict[str, Any] = {
+        "spark": {
+            "endpoint": "spark://10.0.0.1:7077",
+            "conf_dir": "/etc/clusterforge/spark/client",
+            "workers": {
+                "b": {"address": "10.0.0.2", "cores": 2, "memory_mb": 1024},
+                "c": {"address": "10.0.0.3", "cores": 2, "memory_mb": 1024},
+            },
+        }
+    }
+    if storage:
+        engines["storage"] = {"backend": "sshfs", "server": "a", "data_dir": str(shared["data"])}
+    monkeypatch.setattr(spark_checks, "CONNECT", lambda settings, timeout, executors, partitions: fake)
+    monkeypatch.setattr(st, "SPARK_READ", fake.read)
+    cluster = cj_cluster(hosts, engines=engines)
+    try:
+        return run_checks(cluster, ["storage.spark_dataset"], target="cluster", scope="cluster")
+    finally:
+        spark_checks._HANDLES.clear()
+
+
+def test_a_spark_job_reads_the_dataset_on_every_worker_host(cj_cluster, shared, monkeypatch):
+    fake = FakeSpark()
+    results = run_spark_dataset(cj_cluster, shared, monkeypatch, fake)
+    assert set(statuses(results).values()) == {PASS}, {n: r.reason for n, r in results.items()}
+    assert results["storage.spark_dataset"].observed_workers == ["b", "c"]
+    assert fake.tasks == 8  # 2 tasks per core of the 2 workers
+    assert list((shared["data"] / st.CHECK_DIR).iterdir()) == []
+
+
+def test_a_spark_worker_host_that_cannot_read_the_dataset_fails(cj_cluster, shared, monkeypatch):
+    results = run_spark_dataset(cj_cluster, shared, monkeypatch, FakeSpark(blind="10.0.0.3"))
+    assert results["storage.spark_dataset"].status == FAIL
+    assert results["storage.spark_dataset"].missing == ["c"]
+    assert results["storage.spark_dataset[c]"].status == FAIL
+
+
+def test_a_spark_job_that_never_ran_on_a_worker_fails(cj_cluster, shared, monkeypatch):
+    results = run_spark_dataset(cj_cluster, shared, monkeypatch, FakeSpark(hosts=("10.0.0.2",)))
+    assert results["storage.spark_dataset"].missing == ["c"]
+    assert results["storage.spark_dataset.scratch"].missing == ["c"]
+
+
+def test_spark_local_dirs_on_the_share_fail(cj_cluster, shared, monkeypatch):
+    results = run_spark_dataset(cj_cluster, shared, monkeypatch, FakeSpark(spill="10.0.0.2"))
+    assert results["storage.spark_dataset"].status == PASS
+    assert results["storage.spark_dataset.scratch"].status == FAIL
+    assert results["storage.spark_dataset.scratch"].missing == ["b"]
+
+
+def test_the_spark_dataset_needs_a_shared_data_directory(cj_cluster, shared, monkeypatch):
+    results = run_spark_dataset(cj_cluster, shared, monkeypatch, FakeSpark(), storage=False)
+    assert results["storage.spark_dataset"].status == SKIP
+
+
+def test_scratch_is_judged_by_the_mount_holding_it():
+    section = {"backend": "sshfs", "data_dir": "/shared/data", "home_dir": "/shared/home"}
+    table = mountinfo({"/": "overlay", "/shared/data": "fuse.sshfs", "/scratch": "fuse.sshfs"})
+    assert st.scratch_place({"scratch": "/var/lib/dask", "mountinfo": table}, section) == (
+        True,
+        "/var/lib/dask on / (overlay)",
+    )
+    assert not st.scratch_place({"scratch": "/shared/data/x", "mountinfo": table}, section)[0]
+    assert not st.scratch_place({"scratch": "/scratch/x", "mountinfo": table}, section)[0]
+    assert not st.scratch_place({"scratch": "", "mountinfo": table}, section)[0]
