@@ -57,7 +57,8 @@ class SparkWorker:
 @dataclass(frozen=True)
 class Spark:
     endpoint: str = ""  # master URL, spark://host:7077
-    master_webui: str = ""
+    master_webui: str = ""  # https://host:8080, behind the authenticating web gateway
+    webui_credentials: str = ""  # file holding user:password of the web UI gateway
     conf_dir: str = ""  # SPARK_CONF_DIR of the driver
     python: str = ""  # executors' Python
     expected_workers: Workers = field(default_factory=list)
