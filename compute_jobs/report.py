@@ -1,13 +1,13 @@
 """Merge result JSONL files from all nodes; add cluster-wide results; render table, JUnit and HTML.
 
-Runs on the controller as ``python -m compute_jobs.report`` and imports the standard library only
-(a unit test blocks everything else); ``python -m compute_jobs report`` is the same command on a node.
+Runs on the controller as ``python -m compute_jobs.report`` and imports the standard library and
+Jinja2 only (a unit test blocks everything else; Jinja2 comes with ansible-core, and only the HTML
+page, ``report_html.py``, needs it); ``python -m compute_jobs report`` is the same command on a node.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import re
@@ -381,70 +381,20 @@ def render_junit(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem;color:#1d232a;background:#fff}
-h1{font-size:1.4rem;margin:0 0 .5rem}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
-table{border-collapse:collapse;width:100%;font-size:.88rem}
-th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}
-.meta td:first-child{font-weight:600;width:12rem}
-.s{font-weight:700;white-space:nowrap}.PASS{color:#116329}.FAIL{color:#b3261e}.ERROR{color:#8a4b00}
-.SKIP{color:#57606a}
-.badge{display:inline-block;padding:.2rem .6rem;margin-right:.4rem;border-radius:.8rem;background:#f3f5f7}
-td.drift{background:#ffe3e0 !important}
-pre{white-space:pre-wrap;word-break:break-word;font-size:.78rem;margin:.3rem 0 0}
-details summary{cursor:pointer;color:#57606a}
-.warn{color:#8a4b00}
-"""
-
-
 def render_html(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
-    esc = html.escape
-    counts = summary.get("counts") or count_statuses(results)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>clusterforge verification: {esc(str(summary.get('cluster_name') or ''))}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>clusterforge verification: {esc(str(summary.get('cluster_name') or 'cluster'))}</h1>",
-        '<table class="meta">',
-    ]
-    for key in ("run_id", "git_sha", "inventory_hash", "started_at", "finished_at"):
-        parts.append(f"<tr><td>{esc(key)}</td><td>{esc(str(summary.get(key) or ''))}</td></tr>")
-    parts.append("</table><p>")
-    for status in STATUSES:
-        parts.append(f'<span class="badge {status}">{status} {counts.get(status, 0)}</span>')
-    parts.append("</p>")
-    for warning in summary.get("warnings") or []:
-        parts.append(f'<p class="warn">{esc(warning)}</p>')
-    parts.append("<h2>Results</h2><table><tr><th>check</th><th>target</th><th>category</th>")
-    parts.append("<th>status</th><th>key figure</th><th>reason</th></tr>")
-    for r in results:
-        body = esc(json.dumps(r, indent=2, sort_keys=True))
-        parts.append(
-            f"<tr><td>{esc(r['name'])}</td><td>{esc(r['target'])}</td>"
-            f"<td>{esc(str(r.get('category', '')))}</td>"
-            f'<td class="s {esc(r["status"])}">{esc(r["status"])}</td><td>{esc(key_figure(r))}</td>'
-            f"<td>{esc(str(r.get('reason') or ''))}<details><summary>details</summary><pre>{body}</pre>"
-            "</details></td></tr>"
-        )
-    parts.append("</table>")
-    versions = summary.get("versions") or {}
-    if versions:
-        hosts = sorted(versions)
-        libs = sorted({lib for v in versions.values() for lib in v})
-        parts.append("<h2>Versions per host</h2><table><tr><th>library</th>")
-        parts.extend(f"<th>{esc(h)}</th>" for h in hosts)
-        parts.append("</tr>")
-        for lib in libs:
-            seen = {versions[h].get(lib) for h in hosts if versions[h].get(lib)}
-            cls = ' class="drift"' if len(seen) > 1 else ""
-            cells = "".join(f"<td{cls}>{esc(str(versions[h].get(lib) or '-'))}</td>" for h in hosts)
-            parts.append(f"<tr><td>{esc(lib)}</td>{cells}</tr>")
-        parts.append("</table>")
-    parts.append(f"<p><small>generated {esc(utc_now())}</small></p></body></html>")
-    return "\n".join(parts) + "\n"
+    """The self-contained HTML page (``compute_jobs/templates/report.html.j2``), rendered with Jinja2.
+
+    Jinja2 is imported here, not at the top: the node-side suite imports this module too and its
+    venv need not have Jinja2; the controller's (ansible-core's) always does.
+    """
+    try:
+        from compute_jobs.report_html import render
+    except ImportError as exc:
+        raise ReportInputError(
+            f"the HTML report needs Jinja2 ({exc}); run the report on the controller "
+            "(python -m compute_jobs.report in the project's .venv) or pip install Jinja2"
+        ) from exc
+    return render(results, summary)
 
 
 def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
@@ -468,7 +418,7 @@ def write_report(report: Report, out_dir: str) -> dict[str, str]:
     return paths
 
 
-# --- command line (the controller runs it: standard library only) -------------------------------
+# --- command line (the controller runs it: standard library and Jinja2 only) --------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
