@@ -141,15 +141,9 @@ def drop_one(observed: Collection[Any]) -> list[Any]:
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Percentile with linear interpolation between closest ranks (numpy's default method)."""
-    if not values:
+    if len(values) == 0:
         raise ValueError("percentile of no values")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    low = math.floor(pos)
-    high = math.ceil(pos)
-    if low == high:
-        return float(ordered[low])
-    return float(ordered[low] + (ordered[high] - ordered[low]) * (pos - low))
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 def sample_stats(samples: Sequence[float]) -> dict[str, float | None]:
@@ -157,10 +151,11 @@ def sample_stats(samples: Sequence[float]) -> dict[str, float | None]:
     values = [float(v) for v in samples]
     mean = statistics.fmean(values)
     stdev = statistics.stdev(values) if len(values) > 1 else 0.0
+    p5, p95 = np.percentile(np.asarray(values, dtype=np.float64), [5, 95])
     return {
         "median": float(statistics.median(values)),
-        "p5": percentile(values, 5),
-        "p95": percentile(values, 95),
+        "p5": float(p5),
+        "p95": float(p95),
         "cv": (stdev / mean) if mean else None,
     }
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -157,6 +159,28 @@ def test_percentiles_and_cv_match_numpy():
     assert stats["cv"] == pytest.approx(np.std(samples, ddof=1) / np.mean(samples))
     assert percentile([7.0], 95) == 7.0
     assert sample_stats([0.0, 0.0])["cv"] is None
+
+
+def test_numpy_percentiles_agree_with_the_closest_ranks_formula_on_real_samples():
+    """p5/p95 come from np.percentile (linear); on a lab run's samples they equal the formula the
+    suite used before to within a few units in the last place (numpy interpolates from the upper
+    rank above the middle); the verdicts judge the median, which is unchanged."""
+
+    def closest_ranks(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        pos = (len(ordered) - 1) * q / 100.0
+        low, high = math.floor(pos), math.ceil(pos)
+        return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+    lab = Path(__file__).parent / "data" / "lab-report.jsonl"
+    records = [json.loads(line) for line in lab.read_text().splitlines()]
+    samples = [r["samples"] for r in records if r.get("samples")]
+    assert len(samples) > 50
+    for values in [*samples, [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0], [7.0], [1.0, 2.0]]:
+        stats = sample_stats(values)
+        for q in (5, 95):
+            assert math.isclose(stats[f"p{q}"], closest_ranks(values, q), rel_tol=1e-15, abs_tol=1e-300)
+        assert stats["p5"] <= stats["median"] <= stats["p95"]
 
 
 def test_value_comparator_exact_and_tolerance():
