@@ -147,6 +147,16 @@ class Storage:
     service_user: str = ""
 
 
+@dataclass(frozen=True)
+class S3:
+    """The cluster's S3 bucket, as the nodes reach it ("" bucket: none is declared)."""
+
+    bucket: str = ""
+    prefix: str = ""  # key prefix the nodes may use, ending in "/" ("" for the whole bucket)
+    region: str = ""
+    endpoint_url: str = ""  # an S3-compatible endpoint instead of AWS ("" for AWS)
+
+
 SECTIONS: dict[str, type] = {
     "dask": Dask,
     "spark": Spark,
@@ -157,6 +167,7 @@ SECTIONS: dict[str, type] = {
     "storage": Storage,
     "gpu": Gpu,
     "opencl": Opencl,
+    "s3": S3,
 }
 
 

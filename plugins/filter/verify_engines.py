@@ -54,6 +54,14 @@ ENGINES: dict[str, dict[str, Any]] = {
         "head": False,
         "playbook": "playbooks/gpu.yml",
     },
+    # The Dask client configuration on the head node publishes the bucket (an empty part when none
+    # is declared: s3.object then SKIPs with that reason) and installs s3fs, which the check uses.
+    "s3": {
+        "groups": ["dask_scheduler", "dask_workers"],
+        "every_group": False,
+        "members": False,
+        "playbook": "playbooks/dask.yml",
+    },
 }
 
 

@@ -68,6 +68,7 @@ def lab_parts() -> dict[str, dict[str, Any]]:
             "clusterforge_engine_celery": {"config": CELERY, "flower_url": "http://f"},
             "clusterforge_engine_airflow": {"endpoint": "http://10.0.0.1:8090", "executor": "celery"},
             "clusterforge_engine_luigi": {"endpoint": "http://10.0.0.1:8082"},
+            "clusterforge_engine_s3": S3,
         }
     }
     for index, host in enumerate(("n2", "n3"), start=2):
@@ -92,6 +93,9 @@ def lab_parts() -> dict[str, dict[str, Any]]:
     return parts
 
 
+S3 = {"bucket": "cf-data", "prefix": "runs/", "region": "us-east-1", "endpoint_url": ""}
+
+
 def assemble(
     hosts: dict[str, list[str]], parts: dict[str, dict[str, Any]], overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -105,7 +109,8 @@ def assemble(
 
 def test_every_provisioned_engine_is_the_merge_of_what_its_hosts_published():
     engines = assemble(LAB, lab_parts())
-    assert sorted(engines) == ["airflow", "celery", "dask", "luigi", "mpi", "spark"]
+    assert sorted(engines) == ["airflow", "celery", "dask", "luigi", "mpi", "s3", "spark"]
+    assert engines["s3"] == S3
     assert engines["dask"] == {
         "endpoint": DASK,
         "config_dir": "/etc/clusterforge/dask/client",
@@ -141,10 +146,11 @@ def test_a_provisioned_engine_without_its_parts_is_unavailable_naming_the_hosts(
 def test_engines_absent_from_the_inventory_are_absent_and_half_an_engine_is_named():
     hosts = {"n1": ["head", "mpi_hosts"], "n2": ["workers", "dask_workers"]}
     engines = assemble(hosts, {"n1": {"clusterforge_engine_mpi": {**MPI, "slots": {"n1": 1}}}})
-    assert sorted(engines) == ["dask", "mpi"]
+    assert sorted(engines) == ["dask", "mpi", "s3"]
     assert engines["dask"] == {
         "unavailable": "the inventory provisions dask, but group dask_scheduler has no member"
     }
+    assert "published no clusterforge_engine_s3: n1;" in engines["s3"]["unavailable"]
     assert engines["mpi"]["slots"] == {"n1": 1}
 
 
@@ -275,7 +281,8 @@ def test_published_parts_reach_the_filter_through_ansible_local_facts(tmp_path: 
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     engines = json.loads((tmp_path / "engines.json").read_text())
-    assert sorted(engines) == ["dask", "mpi"]
+    assert sorted(engines) == ["dask", "mpi", "s3"]
+    assert engines["s3"] == S3
     assert engines["dask"] == {
         "endpoint": DASK,
         "dashboard": "https://x/status",
