@@ -157,6 +157,20 @@ class S3:
     endpoint_url: str = ""  # an S3-compatible endpoint instead of AWS ("" for AWS)
 
 
+@dataclass(frozen=True)
+class Jupyter:
+    """JupyterHub as the check reaches it, and what a user's server gets."""
+
+    url: str = ""  # https://host:8000, the hub's front door
+    ca_file: str = ""  # CA certificate that signed the hub's certificate
+    credentials_file: str = ""  # the check account's {"user", "password"} (0600, the service account's)
+    kernel: str = ""  # kernel spec name of the notebooks (clusterforge)
+    notebooks: list[str] = field(default_factory=list)  # notebook file names
+    notebooks_dir: str = ""  # where they are in a user's home, relative to it
+    cpu_quota_percent: int = 0  # CPUQuota of a user's server
+    memory_limit: str = ""  # MemoryMax of a user's server (systemd syntax, 2G)
+
+
 SECTIONS: dict[str, type] = {
     "dask": Dask,
     "spark": Spark,
@@ -168,6 +182,7 @@ SECTIONS: dict[str, type] = {
     "gpu": Gpu,
     "opencl": Opencl,
     "s3": S3,
+    "jupyter": Jupyter,
 }
 
 

@@ -62,6 +62,7 @@ ENGINES: dict[str, dict[str, Any]] = {
         "members": False,
         "playbook": "playbooks/dask.yml",
     },
+    "jupyter": {"groups": ["jupyter"], "head": False, "playbook": "playbooks/jupyter.yml"},
 }
 
 
