@@ -20,35 +20,21 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+from clusterforge_pipeline.spec import Spec, fanout_total
+from compute_jobs.checks._pipeline import Transport, judge_pipeline, urllib_transport
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
-from compute_jobs.pipeline.spec import Spec, encode_big, expected_totals, fanout_total
 from compute_jobs.remote import run_on
 
 COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 FANOUT_DAG = "clusterforge_fanout"
 PIPELINE_DAG = "clusterforge_pipeline"
 FINISHED = ("success", "failed")
-
-# (method, url, headers, body, timeout) -> (HTTP status, response body)
-Transport = Callable[[str, str, dict[str, str], bytes | None, float], tuple[int, bytes]]
-
-
-def urllib_transport(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        raise CheckError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from exc
 
 
 def parse_time(text: str | None) -> float | None:
@@ -192,25 +178,6 @@ def states_view(run: dict[str, Any], tis: list[dict[str, Any]]) -> dict[str, Any
     return {"run": run.get("state"), "not_successful": failed, "task_instances": len(tis)}
 
 
-def pipeline_view(result: Any) -> dict[str, Any]:
-    """The part of a pipeline result (Airflow verify XCom, Luigi Verify target) that is judged."""
-    if not isinstance(result, dict):
-        return {"totals": None, "digests_ok": None, "backends": None}
-    return {
-        "totals": result.get("observed"),
-        "digests_ok": result.get("digests_ok"),
-        "backends": result.get("backends"),
-    }
-
-
-def pipeline_expectation(spec: Spec, backends: dict[str, str] | None) -> dict[str, Any]:
-    return {
-        "totals": encode_big(expected_totals(spec)),
-        "digests_ok": True,
-        "backends": backends or {"generate": "local", "process": "local", "aggregate": "local"},
-    }
-
-
 @register
 class AirflowHealth(Check):
     name = "airflow.health"
@@ -351,19 +318,6 @@ class AirflowPipeline(Check):
             result = api.xcom(dag_id, run["dag_run_id"], "verify")
             details["hosts"] = result.get("hosts") if isinstance(result, dict) else None
         yield from judge_pipeline(ctx, spec, result, settings, details)
-
-
-def judge_pipeline(
-    ctx: CheckContext, spec: Spec, result: Any, settings: dict[str, Any], details: dict[str, Any]
-) -> Iterator[Result]:
-    """Correctness of a pipeline result and, with Dask, which hosts processed the files."""
-    yield ctx.compare(
-        pipeline_expectation(spec, settings.get("pipeline_backends")), pipeline_view(result), details=details
-    )
-    workers = settings.get("pipeline_workers")
-    if workers:
-        hosts = (result or {}).get("hosts", {}).get("process", []) if isinstance(result, dict) else []
-        yield ctx.compare_sets(list(workers), hosts, name=f"{ctx.check.name}.placement", details=details)
 
 
 @register

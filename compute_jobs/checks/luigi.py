@@ -24,11 +24,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from compute_jobs.checks.airflow import Transport, judge_pipeline, urllib_transport
+from clusterforge_pipeline.orchestrate import parse_output
+from clusterforge_pipeline.spec import Spec
+from compute_jobs.checks._pipeline import Transport, judge_pipeline, urllib_transport
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Param, Result, register
-from compute_jobs.pipeline.orchestrate import parse_output
-from compute_jobs.pipeline.spec import Spec
 
 TASKS = ("Generate", "Process", "Aggregate", "Verify")
 

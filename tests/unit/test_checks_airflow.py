@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from checkrun import run_checks
 
+from clusterforge_pipeline import data
+from clusterforge_pipeline.spec import Spec, range_sum, split_ranges
 from compute_jobs.checks import airflow as af
 from compute_jobs.checks import load_all
 from compute_jobs.model import ERROR, FAIL, PASS, Result
-from compute_jobs.pipeline import data
-from compute_jobs.pipeline.spec import Spec, range_sum, split_ranges
 
 load_all()
 

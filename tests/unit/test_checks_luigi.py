@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from checkrun import run_checks
 
+from clusterforge_pipeline import data
+from clusterforge_pipeline.orchestrate import MARKER
+from clusterforge_pipeline.spec import Spec
 from compute_jobs.checks import load_all
 from compute_jobs.checks import luigi as lg
 from compute_jobs.model import ERROR, FAIL, PASS, Result
-from compute_jobs.pipeline import data
-from compute_jobs.pipeline.orchestrate import MARKER
-from compute_jobs.pipeline.spec import Spec
 
 load_all()
 

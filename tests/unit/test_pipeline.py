@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from compute_jobs.pipeline import data, engines, orchestrate, steps
-from compute_jobs.pipeline.spec import (
+from clusterforge_pipeline import data, engines, orchestrate, steps
+from clusterforge_pipeline.spec import (
     NodeConfig,
     Spec,
     SpecError,
@@ -189,11 +189,11 @@ def test_orchestrate_reports_the_stderr_of_a_failed_step(config):
         orchestrate.run_step("process", {}, config, runner=runner)
 
 
-def test_steps_run_in_a_subprocess_under_the_node_package_name(tmp_path):
-    """The roles deploy compute_jobs/pipeline as clusterforge_pipeline: it must work under that name."""
+def test_steps_run_in_a_subprocess_from_the_directory_the_pipeline_role_fills(tmp_path):
+    """The pipeline role copies clusterforge_pipeline into a directory of its own (pipeline_dir)."""
     lib = tmp_path / "lib"
     lib.mkdir()
-    (lib / "clusterforge_pipeline").symlink_to(REPO / "compute_jobs" / "pipeline")
+    (lib / "clusterforge_pipeline").symlink_to(REPO / "clusterforge_pipeline")
     config = NodeConfig(python=sys.executable, pythonpath=str(lib), work_dir=str(tmp_path / "work"))
     spec = Spec(files=2, mib=1, seed=3)
     generated = orchestrate.run_step("generate", {"run_id": "sub-1", "spec": spec.to_dict()}, config)
@@ -206,11 +206,30 @@ def test_steps_run_in_a_subprocess_under_the_node_package_name(tmp_path):
 
 
 def test_the_pipeline_package_imports_nothing_from_the_framework():
-    for path in (REPO / "compute_jobs" / "pipeline").glob("*.py"):
-        text = path.read_text()
-        assert "compute_jobs" not in text.replace("compute_jobs/pipeline", "").replace(
-            "``compute_jobs.pipeline``", ""
-        ), path.name
+    for path in (REPO / "clusterforge_pipeline").glob("*.py"):
+        assert "compute_jobs" not in path.read_text(), path.name
+
+
+def test_one_role_deploys_the_pipeline_package_and_nothing_else_carries_a_copy():
+    """Deployed once under one name: only roles/pipeline copies it; compute_jobs no longer holds it."""
+    assert not (REPO / "compute_jobs" / "pipeline").exists()
+    deployers = sorted(
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "roles").glob("*/**/*.yml")
+        if "Deploy the clusterforge_pipeline" in path.read_text()
+    )
+    assert deployers == ["roles/pipeline/tasks/main.yml"]
+    sources = [
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "roles").glob("*/defaults/main.yml")
+        if "../../clusterforge_pipeline" in path.read_text() or "compute_jobs/pipeline" in path.read_text()
+    ]
+    assert sources == ["roles/pipeline/defaults/main.yml"]
+
+
+def test_the_luigi_check_shares_code_with_the_airflow_check_only_through_a_helper():
+    luigi = (REPO / "compute_jobs" / "checks" / "luigi.py").read_text()
+    assert "checks.airflow" not in luigi and "checks._pipeline import" in luigi
 
 
 @pytest.mark.parametrize("dag", sorted((REPO / "dags").glob("*.py")))

@@ -5,9 +5,9 @@ cluster when one is provisioned), aggregate the per-file summaries (on the Spark
 provisioned) and compare the result with an answer known in closed form.
 
 The package only uses relative imports and the standard library at import time (numpy, dask,
-pyspark and luigi are imported where they are used), so the roles deploy this directory unchanged
-to the nodes as the package ``clusterforge_pipeline``; the checks import it as
-``compute_jobs.pipeline``.
+pyspark and luigi are imported where they are used). One name everywhere: the DAGs in ``dags/``, the
+Luigi tasks and the Airflow and Luigi checks import ``clusterforge_pipeline``, and one role
+(``roles/pipeline``) deploys this directory unchanged to the nodes.
 
 Modules:
 - ``spec``: the pipeline specification and the closed-form answers (stdlib only);

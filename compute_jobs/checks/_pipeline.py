@@ -1,0 +1,64 @@
+"""What the Airflow and Luigi checks share (this module registers no check of its own).
+
+- the HTTP boundary both talk through (``Transport``; the default ``urllib_transport``), the seam the
+  unit tests replace;
+- how a run of the file pipeline (``clusterforge_pipeline``) is judged: its totals against the closed
+  form, the digests, the back ends each step ran on and, with Dask, the hosts that processed files.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from clusterforge_pipeline.spec import Spec, encode_big, expected_totals
+from compute_jobs.context import CheckContext
+from compute_jobs.model import CheckError, Result
+
+# (method, url, headers, body, timeout) -> (HTTP status, response body)
+Transport = Callable[[str, str, dict[str, str], bytes | None, float], tuple[int, bytes]]
+
+
+def urllib_transport(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise CheckError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from exc
+
+
+def pipeline_view(result: Any) -> dict[str, Any]:
+    """The part of a pipeline result (Airflow verify XCom, Luigi Verify target) that is judged."""
+    if not isinstance(result, dict):
+        return {"totals": None, "digests_ok": None, "backends": None}
+    return {
+        "totals": result.get("observed"),
+        "digests_ok": result.get("digests_ok"),
+        "backends": result.get("backends"),
+    }
+
+
+def pipeline_expectation(spec: Spec, backends: dict[str, str] | None) -> dict[str, Any]:
+    return {
+        "totals": encode_big(expected_totals(spec)),
+        "digests_ok": True,
+        "backends": backends or {"generate": "local", "process": "local", "aggregate": "local"},
+    }
+
+
+def judge_pipeline(
+    ctx: CheckContext, spec: Spec, result: Any, settings: dict[str, Any], details: dict[str, Any]
+) -> Iterator[Result]:
+    """Correctness of a pipeline result and, with Dask, which hosts processed the files."""
+    yield ctx.compare(
+        pipeline_expectation(spec, settings.get("pipeline_backends")), pipeline_view(result), details=details
+    )
+    workers = settings.get("pipeline_workers")
+    if workers:
+        hosts = (result or {}).get("hosts", {}).get("process", []) if isinstance(result, dict) else []
+        yield ctx.compare_sets(list(workers), hosts, name=f"{ctx.check.name}.placement", details=details)
