@@ -218,6 +218,51 @@ class Reference:
         }
 
 
+# --- redaction: no credential reaches a reason, a detail or a report --------------------------------
+
+REDACTED = "***"
+# scheme://user:password@host (Redis, AMQP, Luigi scheduler URLs): the password goes.
+_URL_PASSWORD = re.compile(
+    r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)(?=@)", re.IGNORECASE
+)
+# HTTP authorization values and password options on command lines (redis-cli -a, --password=).
+_AUTH_VALUE = re.compile(
+    r"(?P<head>\b(?:Basic|Bearer)\s+|(?:^|\s)(?:-a|--pass(?:word)?)[ =]|\b(?:password|passwd|token)[=:]\s*)"
+    r"(?P<secret>[^\s'\",;&]{4,})",
+    re.IGNORECASE,
+)
+# Detail keys whose string values are secrets themselves.
+_SECRET_KEY = re.compile(
+    r"^(?:.*[_-])?(?:password|passwd|secret|token|authorization|fernet_key)$", re.IGNORECASE
+)
+# Secret values the checks read at run time (register_secret): replaced wherever they appear.
+_KNOWN_SECRETS: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Redact ``value`` from every result created from now on (values shorter than 6 are ignored)."""
+    if isinstance(value, str) and len(value) >= 6:
+        _KNOWN_SECRETS.add(value)
+
+
+def redact(value: Any) -> Any:
+    """``value`` with credentials replaced by ``***``: passwords in URLs, authorization headers and
+    password options, registered secrets, and the values of secret-named keys of mappings."""
+    if isinstance(value, str):
+        for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+            value = value.replace(secret, REDACTED)
+        value = _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED, value)
+        return _AUTH_VALUE.sub(lambda m: m["head"] + REDACTED, value)
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if isinstance(v, str) and v and _SECRET_KEY.match(str(k)) else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v) for v in value)
+    return value
+
+
 def _fraction(value: float | None) -> str:
     return "open" if value is None else f"{value:+.0%}"
 
@@ -262,6 +307,11 @@ class Result:
     unexpected: list[str] | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Engine errors copied into a reason can carry credentials (a URL with its password).
+        self.reason = redact(self.reason)
+        self.details = redact(self.details)
+
     # Fields always written (even when None); the rest only when they carry a value.
     ALWAYS: ClassVar[tuple[str, ...]] = (
         "name",
@@ -301,7 +351,7 @@ class Result:
             keep = item.name in self.ALWAYS or item.name in required or item.name == "details"
             keep = keep or value is not None
             if keep:
-                out[item.name] = to_jsonable(value)
+                out[item.name] = redact(to_jsonable(value))
         return out
 
 
