@@ -1,0 +1,478 @@
+"""Notebook checks: the course notebooks run through JupyterHub exactly as a participant runs them.
+
+The suite logs in to the hub over HTTPS as the check account (a non-admin course account) through
+the REST API, starts that account's own server (a systemd unit under the user limits), opens
+kernels of the ``clusterforge`` kernel spec through the server's API and runs each notebook from
+the account's home, cell after cell. Each notebook ends in a cell that asserts its known answer
+and prints one line ``CLUSTERFORGE_RESULT {"answer": ..., "hosts": [...]}``; the check judges that
+answer against its own table and the hosts against the inventory's workers of the engine the
+notebook uses (its ``metadata.clusterforge.engine``).
+
+``engines.jupyter`` in cluster.json::
+
+    {
+      "url": "https://10.0.0.11:8000",                              # the hub's front door
+      "ca_file": "/etc/clusterforge/jupyter/ca.crt",                # CA of the hub's certificate
+      "credentials_file": "/etc/clusterforge/jupyter/check.json",   # {"user", "password"}, 0600
+      "kernel": "clusterforge",
+      "notebooks": ["01-dask-array-dataframe.ipynb", ...],
+      "notebooks_dir": "notebooks",                                  # relative to the user's home
+      "cpu_quota_percent": 100,
+      "memory_limit": "2G"
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from compute_jobs.checks._pipeline import Transport
+from compute_jobs.context import CheckContext
+from compute_jobs.model import FAIL, SKIP, Check, CheckError, Metric, Param, Result, register
+
+MARKER = "CLUSTERFORGE_RESULT "
+N = 1_000_000
+SUM_SQUARES = N * (N + 1) * (2 * N + 1) // 6  # 333333833333500000
+# What each shipped notebook must answer (its own assert says the same; the check does not trust it).
+KNOWN_ANSWERS: dict[str, Any] = {
+    "01-dask-array-dataframe.ipynb": {"array_sum_squares": SUM_SQUARES, "dataframe_counts": [10_000]},
+    "02-pyspark.ipynb": {"rdd_sum_squares": SUM_SQUARES, "dataframe_counts": [10_000]},
+    "03-celery-canvas.ipynb": {"chain": 32, "chord": 338350},
+    "04-processes-threads.ipynb": {"loop": SUM_SQUARES, "processes": SUM_SQUARES, "threads": SUM_SQUARES},
+}
+# engines.<engine> keys that name the hosts which must take part (first one present wins).
+WORKER_KEYS = ("workers", "expected_workers")
+MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+# --- the HTTP and kernel boundaries (replaced by fakes in the unit tests) -------------------------
+
+
+def https_transport(ca_file: str) -> Transport:
+    """urllib over HTTPS, trusting only ``ca_file`` (the CA that signed the hub's certificate)."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:
+        raise CheckError(f"cannot read the hub's CA certificate {ca_file}: {exc}") from exc
+
+    def transport(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise CheckError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from exc
+
+    return transport
+
+
+@dataclass
+class CellOutcome:
+    stdout: str
+    error: str | None  # "Name: value" of the exception the cell raised, None when it ran clean
+
+
+class Kernel(Protocol):
+    def execute(self, code: str, timeout: float) -> CellOutcome: ...
+
+    def close(self) -> None: ...
+
+
+class WebSocketKernel:
+    """A kernel of a user's server, driven over its websocket (Jupyter messaging protocol, JSON)."""
+
+    def __init__(self, ws_url: str, token: str, ca_file: str, timeout: float) -> None:
+        import asyncio
+
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        self._loop = asyncio.new_event_loop()
+        self._session = uuid.uuid4().hex
+        request = HTTPRequest(
+            ws_url,
+            headers={"Authorization": f"token {token}"},
+            ssl_options=ssl.create_default_context(cafile=ca_file),
+            connect_timeout=timeout,
+            request_timeout=timeout,
+        )
+        self._ws = self._loop.run_until_complete(websocket_connect(request))
+
+    def _message(self, code: str) -> tuple[str, str]:
+        msg_id = uuid.uuid4().hex
+        header = {
+            "msg_id": msg_id,
+            "msg_type": "execute_request",
+            "username": "clusterforge-check",
+            "session": self._session,
+            "version": "5.3",
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
+        content.update(allow_stdin=False, stop_on_error=True)
+        message = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
+        message["channel"] = "shell"
+        return msg_id, json.dumps(message)
+
+    def execute(self, code: str, timeout: float) -> CellOutcome:
+        import asyncio
+
+        msg_id, raw = self._message(code)
+
+        async def run() -> CellOutcome:
+            await self._ws.write_message(raw)
+            stdout, error = [], None
+            while True:
+                text = await self._ws.read_message()
+                if text is None:
+                    raise CheckError("the kernel's websocket closed while a cell ran")
+                reply = json.loads(text)
+                if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = reply.get("msg_type"), reply.get("content", {})
+                if kind == "stream" and content.get("name") == "stdout":
+                    stdout.append(content.get("text", ""))
+                elif kind == "error":
+                    error = f"{content.get('ename')}: {content.get('evalue')}"
+                elif kind == "status" and content.get("execution_state") == "idle":
+                    return CellOutcome("".join(stdout), error)
+
+        try:
+            return self._loop.run_until_complete(asyncio.wait_for(run(), timeout))
+        except TimeoutError as exc:
+            raise CheckError(f"a cell did not finish within {timeout:.0f} s") from exc
+
+    def close(self) -> None:
+        self._ws.close()
+        self._loop.close()
+
+
+def open_websocket_kernel(ws_url: str, token: str, ca_file: str, timeout: float) -> Kernel:
+    """The boundary to a running kernel (replaced by a fake in the unit tests)."""
+    return WebSocketKernel(ws_url, token, ca_file, timeout)
+
+
+def show_unit(unit: str) -> dict[str, str]:
+    """``systemctl show`` of the limits of a user's server unit (readable by any account)."""
+    done = subprocess.run(
+        ["systemctl", "show", unit, "-p", "ActiveState,MemoryMax,CPUQuotaPerSecUSec"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    )
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+# --- the hub's REST API -----------------------------------------------------------------------------
+
+
+class Hub:
+    """The few REST calls a course user's session needs, through ``transport``."""
+
+    def __init__(self, url: str, transport: Transport) -> None:
+        self.url = url.rstrip("/")
+        self.transport = transport
+        self.token: str | None = None
+
+    def call(
+        self, method: str, path: str, body: Any = None, token: str | None = None, timeout: float = 30.0
+    ) -> tuple[int, Any]:
+        headers = {"Accept": "application/json"}
+        token = token if token is not None else self.token
+        if token:
+            headers["Authorization"] = f"token {token}"
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        status, raw = self.transport(method, self.url + path, headers, data, timeout)
+        try:
+            return status, json.loads(raw.decode() or "null")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return status, raw.decode(errors="replace")[:200]
+
+    def request_token(self, user: str, password: str) -> tuple[int, str | None]:
+        """A token of ``user`` for its own password (POST /hub/api/users/{user}/tokens)."""
+        body = {"auth": {"username": user, "password": password}, "note": "clusterforge notebooks check"}
+        body["expires_in"] = 3600
+        status, reply = self.call("POST", f"/hub/api/users/{urllib.parse.quote(user)}/tokens", body, token="")
+        return status, (reply.get("token") if isinstance(reply, dict) else None)
+
+    def start_server(self, user: str, deadline: float, poll: float = 1.0) -> dict[str, Any]:
+        """Start ``user``'s default server (or find it running) and wait until it is ready."""
+        quoted = urllib.parse.quote(user)
+        status, reply = self.call("POST", f"/hub/api/users/{quoted}/server", {})
+        if status not in (201, 202, 400):
+            raise CheckError(f"starting {user}'s server answered HTTP {status}: {reply}")
+        while True:
+            status, model = self.call("GET", f"/hub/api/users/{quoted}")
+            server = (model or {}).get("servers", {}).get("", {}) if status == 200 else {}
+            if server.get("ready"):
+                return server
+            if time.monotonic() > deadline:
+                raise CheckError(f"{user}'s server was not ready in time (last state: {server or status})")
+            time.sleep(poll)
+
+    def stop_server(self, user: str) -> int:
+        status, _ = self.call("DELETE", f"/hub/api/users/{urllib.parse.quote(user)}/server")
+        return status
+
+
+# --- judging ----------------------------------------------------------------------------------------
+
+
+def parse_result(stdout: str) -> dict[str, Any] | None:
+    """The last ``CLUSTERFORGE_RESULT`` line a notebook printed, or None."""
+    found = None
+    for line in stdout.splitlines():
+        if line.startswith(MARKER):
+            try:
+                found = json.loads(line[len(MARKER) :])
+            except json.JSONDecodeError:
+                found = None
+    return found
+
+
+def memory_bytes(limit: str) -> int:
+    """systemd's ``2G`` / ``1536M`` / ``1048576`` as bytes (base 1024, as MemoryMax= reads it)."""
+    match = re.fullmatch(r"(\d+)([KMGT]?)", limit.strip())
+    if not match:
+        raise CheckError(f"engines.jupyter.memory_limit {limit!r} is not a systemd size such as 2G")
+    return int(match.group(1)) * MEMORY_UNITS[match.group(2)]
+
+
+def expected_hosts(ctx: CheckContext, engine: str) -> list[str] | None:
+    """The hosts that must do a notebook's work: the workers engines.<engine> names (None: unknown)."""
+    section = ctx.cluster.engines.get(engine)
+    if not isinstance(section, dict):
+        return None
+    for key in WORKER_KEYS:
+        value = section.get(key)
+        if isinstance(value, dict) and value:
+            return sorted(value)
+        if isinstance(value, list) and value:
+            return sorted(value)
+    return None
+
+
+def settings_of(ctx: CheckContext) -> dict[str, Any]:
+    settings = dict(ctx.cluster.engines.get("jupyter", {}))
+    for key in ("url", "ca_file", "credentials_file"):
+        if not settings.get(key):
+            raise CheckError(f"{ctx.cluster.source}: engines.jupyter needs {key}")
+    return settings
+
+
+def read_credentials(path: str) -> tuple[str, str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        return data["user"], data["password"]
+    except PermissionError as exc:
+        raise CheckError(f"{path}: permission denied; run the suite as the service account") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckError(
+            f"cannot read the check account from {path}: {exc}; converge playbooks/jupyter.yml"
+        ) from exc
+
+
+# --- the checks -------------------------------------------------------------------------------------
+
+
+class _HubCheck(Check):
+    scope = "cluster"
+    engine = "jupyter"
+    engine_keys = ("url",)
+
+    def session(self, ctx: CheckContext) -> tuple[dict[str, Any], Hub, str, str]:
+        settings = settings_of(ctx)
+        hub = Hub(settings["url"], https_transport(settings["ca_file"]))
+        user, password = read_credentials(settings["credentials_file"])
+        return settings, hub, user, password
+
+    def login(self, hub: Hub, user: str, password: str) -> None:
+        status, token = hub.request_token(user, password)
+        if status != 201 or not token:
+            raise CheckError(f"{user} could not log in through the REST API (HTTP {status})")
+        hub.token = token
+
+    def open_kernel(
+        self, ctx: CheckContext, settings: dict[str, Any], hub: Hub, user: str
+    ) -> tuple[Kernel, str]:
+        base = f"/user/{urllib.parse.quote(user)}/api/kernels"
+        status, model = hub.call("POST", base, {"name": settings.get("kernel") or "clusterforge"})
+        if status != 201 or not isinstance(model, dict):
+            raise CheckError(f"starting a {settings.get('kernel')} kernel answered HTTP {status}: {model}")
+        kernel_id = model["id"]
+        ws = hub.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        kernel = open_websocket_kernel(
+            f"{ws}{base}/{kernel_id}/channels", hub.token or "", settings["ca_file"], ctx.bounded(60)
+        )
+        return kernel, kernel_id
+
+    def close_kernel(self, hub: Hub, user: str, kernel: Kernel, kernel_id: str) -> None:
+        kernel.close()
+        hub.call("DELETE", f"/user/{urllib.parse.quote(user)}/api/kernels/{kernel_id}")
+
+
+@register
+class NotebooksHub(_HubCheck):
+    name = "notebooks.hub"
+    category = "correctness"
+    tags = frozenset({"jupyter", "notebooks"})
+    description = (
+        "JupyterHub: anonymous and wrong-password requests refused; a course account logs in, its server "
+        "starts under its limits and a clusterforge kernel answers"
+    )
+    metrics = (Metric("time_to_first_kernel", "s", better="lower", help="login to a first kernel's answer"),)
+    correctness_rule = (
+        "GET /hub/api/users without a token and a token request with a wrong password get 403; the check "
+        "account gets a token; its server unit runs with MemoryMax and CPUQuota of engines.jupyter; the "
+        "kernel computes 6 * 7 = 42"
+    )
+    timeout = 240.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        settings, hub, user, password = self.session(ctx)
+        status, _ = hub.call("GET", "/hub/api/users", token="")
+        yield ctx.compare(
+            "refused",
+            "refused" if status == 403 else f"answered HTTP {status}",
+            name="notebooks.hub.anonymous",
+            rule="the hub's REST API answers 403 to a request without a token",
+            details={"status": status},
+        )
+        status, token = hub.request_token(user, password + "-wrong")
+        yield ctx.compare(
+            "refused",
+            "refused" if status == 403 and not token else f"answered HTTP {status}",
+            name="notebooks.hub.wrong_password",
+            rule="a token request with a wrong password gets 403",
+            details={"status": status},
+        )
+        started = time.monotonic()
+        self.login(hub, user, password)
+        hub.start_server(user, time.monotonic() + ctx.bounded(ctx.remaining() - 30))
+        kernel, kernel_id = self.open_kernel(ctx, settings, hub, user)
+        try:
+            outcome = kernel.execute("print(6 * 7)", ctx.bounded(60))
+        finally:
+            self.close_kernel(hub, user, kernel, kernel_id)
+        first_kernel = time.monotonic() - started
+        yield ctx.compare(
+            "42",
+            outcome.error or outcome.stdout.strip(),
+            name="notebooks.hub.kernel",
+            rule="a clusterforge kernel of the account's own server prints 6 * 7",
+            details={"user": user, "kernel": settings.get("kernel")},
+        )
+        yield ctx.performance("time_to_first_kernel", [first_kernel], details={"user": user})
+        yield from self.judge_limits(ctx, settings, user)
+
+    def judge_limits(self, ctx: CheckContext, settings: dict[str, Any], user: str) -> Iterator[Result]:
+        unit = f"jupyter-{user}-singleuser"
+        shown = show_unit(unit)
+        expected = {"ActiveState": "active"}
+        if settings.get("memory_limit"):
+            expected["MemoryMax"] = str(memory_bytes(str(settings["memory_limit"])))
+        if settings.get("cpu_quota_percent"):
+            expected["CPUQuotaPerSecUSec"] = f"{int(settings['cpu_quota_percent']) / 100:g}s"
+        yield ctx.compare(
+            expected,
+            {key: shown.get(key, "?") for key in expected},
+            name="notebooks.hub.limits",
+            rule="the account's server runs in its own systemd unit with the limits engines.jupyter declares",
+            details={"unit": unit},
+        )
+
+
+@register
+class NotebooksRun(_HubCheck):
+    name = "notebooks.run"
+    category = "correctness"
+    tags = frozenset({"jupyter", "notebooks"})
+    description = (
+        "Each course notebook, run in the clusterforge kernel of a course account's server: known answer, "
+        "and the work ran on every worker host of its engine"
+    )
+    params = (Param("cell_timeout", float, 120.0, "seconds one cell may run", 1.0, 3600.0, smoke=30.0),)
+    metrics = (Metric("wall_time", "s", better="lower", help="one notebook, first cell to last"),)
+    correctness_rule = "the notebook's CLUSTERFORGE_RESULT answer equals the check's known answer"
+    placement_rule = "hosts the notebook reports == the workers engines.<engine> names"
+    timeout = 600.0
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        settings, hub, user, password = self.session(ctx)
+        self.login(hub, user, password)
+        hub.start_server(user, time.monotonic() + ctx.bounded(ctx.remaining() - 30))
+        folder = (settings.get("notebooks_dir") or "notebooks").strip("/")
+        try:
+            for name in settings.get("notebooks") or []:
+                ctx.check_deadline()
+                yield from self.run_notebook(ctx, settings, hub, user, f"{folder}/{name}")
+        finally:
+            hub.stop_server(user)
+
+    def run_notebook(
+        self, ctx: CheckContext, settings: dict[str, Any], hub: Hub, user: str, path: str
+    ) -> Iterator[Result]:
+        name = path.rsplit("/", 1)[-1]
+        label = f"notebooks.run.{name.removesuffix('.ipynb')}"
+        status, model = hub.call(
+            "GET", f"/user/{urllib.parse.quote(user)}/api/contents/{urllib.parse.quote(path)}"
+        )
+        if status != 200 or not isinstance(model, dict):
+            yield ctx.error(
+                f"{user}'s server has no {path} (HTTP {status}): the notebooks were not copied", label
+            )
+            return
+        notebook = model.get("content") or {}
+        engine = notebook.get("metadata", {}).get("clusterforge", {}).get("engine")
+        if engine and engine not in ctx.cluster.engines:
+            yield ctx.result(label, status=SKIP, reason=f"the inventory provisions no {engine}")
+            return
+        cells = [
+            "".join(c.get("source", "")) for c in notebook.get("cells", []) if c.get("cell_type") == "code"
+        ]
+        kernel, kernel_id = self.open_kernel(ctx, settings, hub, user)
+        started = time.monotonic()
+        stdout, error = [], None
+        try:
+            for number, code in enumerate(cells, start=1):
+                outcome = kernel.execute(code, ctx.bounded(ctx.params.cell_timeout))
+                stdout.append(outcome.stdout)
+                if outcome.error:
+                    error = f"cell {number}: {outcome.error}"
+                    break
+        finally:
+            self.close_kernel(hub, user, kernel, kernel_id)
+        wall = time.monotonic() - started
+        result = parse_result("".join(stdout)) or {}
+        details = {"path": path, "engine": engine or "none", "user": user, "error": error}
+        if error:
+            reason = f"{path} stopped at {error}"
+            yield ctx.result(label, category="correctness", status=FAIL, reason=reason, details=details)
+        else:
+            yield ctx.compare(
+                KNOWN_ANSWERS.get(name, "a known answer"), result.get("answer"), name=label, details=details
+            )
+        hosts = expected_hosts(ctx, engine) if engine else None
+        if hosts is not None and not error:
+            yield ctx.compare_sets(
+                hosts, result.get("hosts") or [], name=f"{label}.placement", details=details
+            )
+        yield ctx.performance("wall_time", [wall], name=f"{label}.wall_time", details=details)

@@ -1,0 +1,260 @@
+"""notebooks.hub and notebooks.run against fakes at their boundaries: the hub's REST API (and the
+user server's API behind it), the kernel's websocket, and systemctl show of the user's unit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from checkrun import run_checks
+
+from compute_jobs.checks import load_all
+from compute_jobs.checks import notebooks as nbc
+from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Result
+
+load_all()
+
+REPO = Path(__file__).resolve().parents[2]
+USER, PASSWORD, TOKEN = "cfcheck", "s3cret", "tok-123"
+SHIPPED = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
+HOSTS = {"dask": ["b", "c"], "spark": ["b", "c"], "celery": ["b", "c"], None: ["a"]}
+
+
+class FakeHub:
+    """JupyterHub and the check account's server: tokens, server start, contents, kernels."""
+
+    def __init__(self) -> None:
+        self.anonymous_allowed = False
+        self.wrong_password_allowed = False
+        self.server_ready = True
+        self.missing: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
+        self.kernels: list[str] = []
+
+    def transport(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
+        path = url.split(":8000", 1)[1]
+        self.calls.append((method, path))
+        authorized = headers.get("Authorization") == f"token {TOKEN}"
+        if path == f"/hub/api/users/{USER}/tokens" and method == "POST":
+            auth = json.loads(body or b"{}").get("auth", {})
+            if auth.get("password") == PASSWORD or self.wrong_password_allowed:
+                return 201, json.dumps({"token": TOKEN}).encode()
+            return 403, b'{"status": 403, "message": "Forbidden"}'
+        if not authorized and not self.anonymous_allowed:
+            return 403, b'{"status": 403}'
+        if path == "/hub/api/users":
+            return 200, b"[]"
+        if path == f"/hub/api/users/{USER}/server":
+            return (202 if method == "POST" else 204), b""
+        if path == f"/hub/api/users/{USER}":
+            return 200, json.dumps({"servers": {"": {"ready": self.server_ready}}}).encode()
+        if path == f"/user/{USER}/api/kernels" and method == "POST":
+            self.kernels.append(f"k{len(self.kernels)}")
+            return 201, json.dumps({"id": self.kernels[-1]}).encode()
+        if path.startswith(f"/user/{USER}/api/kernels/") and method == "DELETE":
+            return 204, b""
+        prefix = f"/user/{USER}/api/contents/notebooks/"
+        if path.startswith(prefix):
+            name = path[len(prefix) :]
+            if name in self.missing:
+                return 404, b'{"message": "No such file"}'
+            content = json.loads((REPO / "notebooks" / name).read_text())
+            return 200, json.dumps({"type": "notebook", "content": content}).encode()
+        return 404, b"{}"
+
+
+class FakeKernel:
+    """Runs nothing: answers each cell as the real notebook would, from the notebook's metadata."""
+
+    answers: ClassVar[dict[str, Any]] = {}
+    hosts: ClassVar[dict[str | None, list[str]]] = {}
+    fail_cell: str | None = None
+
+    def __init__(self, *args: Any) -> None:
+        self.closed = False
+
+    def execute(self, code: str, timeout: float) -> nbc.CellOutcome:
+        if code == "print(6 * 7)":
+            return nbc.CellOutcome("42\n", None)
+        if self.fail_cell and self.fail_cell in code:
+            return nbc.CellOutcome("", "ConnectionRefusedError: [Errno 111] Connection refused")
+        for name, (engine, answer) in self.answers.items():
+            if code == last_cell(name):
+                line = json.dumps({"answer": answer, "hosts": self.hosts.get(engine, [])})
+                return nbc.CellOutcome(f"noise\n{nbc.MARKER}{line}\n", None)
+        return nbc.CellOutcome("", None)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def last_cell(name: str) -> str:
+    """The source of a notebook's last code cell: the one that prints the marker."""
+    cells = json.loads((REPO / "notebooks" / name).read_text())["cells"]
+    return "".join([c for c in cells if c["cell_type"] == "code"][-1]["source"])
+
+
+def notebook_engine(name: str) -> str | None:
+    meta = json.loads((REPO / "notebooks" / name).read_text())["metadata"]
+    return meta.get("clusterforge", {}).get("engine")
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    hub = FakeHub()
+    monkeypatch.setattr(nbc, "https_transport", lambda ca_file: hub.transport)
+    FakeKernel.answers = {n: (notebook_engine(n), nbc.KNOWN_ANSWERS[n]) for n in SHIPPED}
+    FakeKernel.hosts = dict(HOSTS)
+    FakeKernel.fail_cell = None
+    monkeypatch.setattr(nbc, "open_websocket_kernel", FakeKernel)
+    monkeypatch.setattr(
+        nbc,
+        "show_unit",
+        lambda unit: {"ActiveState": "active", "MemoryMax": str(2 * 1024**3), "CPUQuotaPerSecUSec": "1s"},
+    )
+    return hub
+
+
+@pytest.fixture
+def cluster(cj_cluster, tmp_path):
+    credentials = tmp_path / "check.json"
+    credentials.write_text(json.dumps({"user": USER, "password": PASSWORD}))
+
+    def make(engines: tuple[str, ...] = ("dask", "spark", "celery"), **jupyter: Any) -> Any:
+        settings = {
+            "url": "https://10.0.0.11:8000",
+            "ca_file": "/etc/clusterforge/jupyter/ca.crt",
+            "credentials_file": str(credentials),
+            "kernel": "clusterforge",
+            "notebooks": SHIPPED,
+            "notebooks_dir": "notebooks",
+            "cpu_quota_percent": 100,
+            "memory_limit": "2G",
+        }
+        settings.update(jupyter)
+        sections: dict[str, Any] = {"jupyter": settings}
+        if "dask" in engines:
+            sections["dask"] = {"workers": {h: {"nworkers": 1} for h in HOSTS["dask"]}}
+        if "spark" in engines:
+            sections["spark"] = {"expected_workers": HOSTS["spark"]}
+        if "celery" in engines:
+            sections["celery"] = {"workers": {h: 2 for h in HOSTS["celery"]}}
+        return cj_cluster(engines=sections)
+
+    return make
+
+
+def run(cluster: Any, names: list[str], **config: Any) -> dict[str, Result]:
+    return run_checks(cluster, names, **config)
+
+
+def stem(name: str) -> str:
+    return f"notebooks.run.{name.removesuffix('.ipynb')}"
+
+
+def test_every_shipped_notebook_has_a_known_answer_and_ends_in_an_assert_and_the_marker():
+    assert SHIPPED and set(SHIPPED) == set(nbc.KNOWN_ANSWERS)
+    for name in SHIPPED:
+        doc = json.loads((REPO / "notebooks" / name).read_text())
+        assert doc["metadata"]["kernelspec"]["name"] == "clusterforge"
+        last = last_cell(name)
+        assert "assert answer ==" in last and "CLUSTERFORGE_RESULT" in last, name
+
+
+def test_the_hub_refuses_strangers_and_serves_a_kernel_under_the_limits(fake, cluster, cj_validator):
+    validator = cj_validator("result.schema.json")
+    results = run(cluster(), ["notebooks.hub"])
+    for result in results.values():
+        validator.validate(result.to_dict())
+    assert {n: r.status for n, r in results.items()} == {
+        "notebooks.hub.anonymous": PASS,
+        "notebooks.hub.wrong_password": PASS,
+        "notebooks.hub.kernel": PASS,
+        "notebooks.hub.time_to_first_kernel": PASS,
+        "notebooks.hub.limits": PASS,
+    }
+    assert results["notebooks.hub.time_to_first_kernel"].unit == "s"
+
+
+def test_an_open_api_and_a_wrong_password_that_works_fail(fake, cluster):
+    fake.anonymous_allowed = True
+    fake.wrong_password_allowed = True
+    results = run(cluster(), ["notebooks.hub"])
+    assert results["notebooks.hub.anonymous"].status == FAIL
+    assert results["notebooks.hub.wrong_password"].status == FAIL
+
+
+def test_a_server_without_its_memory_limit_fails(fake, cluster):
+    results = run(cluster(memory_limit="1536M"), ["notebooks.hub"])
+    assert results["notebooks.hub.limits"].status == FAIL
+
+
+def test_every_notebook_passes_with_answer_placement_and_wall_time(fake, cluster, cj_validator):
+    validator = cj_validator("result.schema.json")
+    results = run(cluster(), ["notebooks.run"])
+    for result in results.values():
+        validator.validate(result.to_dict())
+    for name in SHIPPED:
+        assert results[stem(name)].status == PASS, results[stem(name)].reason
+        assert results[stem(name) + ".wall_time"].status == PASS
+        if notebook_engine(name):
+            assert results[stem(name) + ".placement"].status == PASS
+    assert ("DELETE", f"/hub/api/users/{USER}/server") in fake.calls
+
+
+def test_a_worker_that_did_no_work_fails_placement(fake, cluster):
+    FakeKernel.hosts["dask"] = ["b"]
+    result = run(cluster(), ["notebooks.run"])[stem("01-dask-array-dataframe.ipynb") + ".placement"]
+    assert result.status == FAIL and result.missing == ["c"]
+
+
+def test_a_cell_that_raises_fails_with_its_error(fake, cluster):
+    FakeKernel.fail_cell = "SparkSession.builder"
+    result = run(cluster(), ["notebooks.run"])[stem("02-pyspark.ipynb")]
+    assert result.status == FAIL and "ConnectionRefusedError" in result.reason
+
+
+def test_a_notebook_for_an_engine_the_inventory_lacks_is_skipped(fake, cluster):
+    results = run(cluster(engines=("dask", "spark")), ["notebooks.run"])
+    assert results[stem("03-celery-canvas.ipynb")].status == SKIP
+    assert results[stem("01-dask-array-dataframe.ipynb")].status == PASS
+
+
+def test_a_notebook_missing_from_the_home_is_an_error(fake, cluster):
+    fake.missing = {"02-pyspark.ipynb"}
+    result = run(cluster(), ["notebooks.run"])[stem("02-pyspark.ipynb")]
+    assert result.status == ERROR and "not copied" in result.reason
+
+
+def test_unreadable_credentials_are_an_error(fake, cluster):
+    result = run(cluster(credentials_file="/nonexistent/check.json"), ["notebooks.hub"])["notebooks.hub"]
+    assert result.status == ERROR and "converge playbooks/jupyter.yml" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("control", "check", "failing"),
+    [
+        ("wrong-answer", "notebooks.hub", {"anonymous", "wrong_password", "kernel", "limits"}),
+        ("wrong-answer", "notebooks.run", {n.removesuffix(".ipynb") for n in SHIPPED}),
+        ("missing-worker", "notebooks.run", {n.removesuffix(".ipynb") + ".placement" for n in SHIPPED[:3]}),
+    ],
+)
+def test_negative_controls(fake, cluster, control, check, failing):
+    results = run(cluster(), [check], inject=control)
+    prefix = check + "."
+    assert {n.removeprefix(prefix) for n, r in results.items() if r.status == FAIL} == failing
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"), [("2G", 2 * 1024**3), ("1536M", 1536 * 1024**2), ("4096", 4096)]
+)
+def test_memory_limits_read_as_systemd_reads_them(limit, expected):
+    assert nbc.memory_bytes(limit) == expected
+
+
+def test_the_last_marker_line_wins_and_garbage_is_none():
+    out = f'{nbc.MARKER}{{"answer": 1}}\nx\n{nbc.MARKER}{{"answer": 2}}\n'
+    assert nbc.parse_result(out) == {"answer": 2}
+    assert nbc.parse_result("nothing") is None
