@@ -12,7 +12,11 @@ cluster.json ``engines.s3`` (present only when the inventory declares a bucket):
       "endpoint_url": ""            optional: an S3-compatible endpoint instead of AWS
     }
 
-Without ``engines.s3`` the check is SKIP ("declares no engines.s3").
+The Dask client configuration on the head node publishes it (roles/dask, inputs ``dask_s3_*`` from
+``cloud_s3_*``). Without a bucket (``bucket: ""``, or no ``engines.s3`` where Dask is not provisioned)
+the check is SKIP, saying that object storage is not a declared capability. A declared bucket that the
+node cannot write, list or read (missing bucket, credentials refused) is a FAIL naming the cause: the
+cluster does not give what the inventory declares.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from compute_jobs.context import CheckContext
-from compute_jobs.model import Check, CheckError, Param, Result, register
+from compute_jobs.model import FAIL, Check, CheckError, Param, Result, register
 
 ENGINE = "s3"
 # Where the check leaves its object, under the prefix (removed before the check ends).
@@ -77,8 +81,15 @@ class S3Object(Check):
         "listing of its directory; after the delete the object no longer exists"
     )
     engine = ENGINE
-    engine_keys = ("bucket",)
     timeout = 60.0
+
+    def applies(self, ctx: CheckContext) -> str | None:
+        if not ctx.cluster.engines[ENGINE].get("bucket"):
+            return (
+                "no S3 bucket is declared (cloud_s3_bucket / dask_s3_bucket is empty): object storage "
+                "is not a capability of this cluster"
+            )
+        return None
 
     def run(self, ctx: CheckContext) -> Iterator[Result]:
         section = ctx.cluster.engines[ENGINE]
@@ -95,10 +106,15 @@ class S3Object(Check):
             listed = [str(entry).rstrip("/") for entry in fs.ls(path.rsplit("/", 1)[0], detail=False)]
             read = fs.cat_file(path)
         except (OSError, ValueError) as error:  # s3fs raises PermissionError, FileNotFoundError...
-            raise CheckError(
-                f"s3://{path}: {type(error).__name__}: {error}. Check that the bucket exists and that "
-                "this node's credentials (on AWS: the cluster's instance profile) allow it"
-            ) from error
+            # The bucket is declared: that this node cannot use it is the cluster's failure.
+            yield ctx.result(
+                f"{self.name}.roundtrip",
+                status=FAIL,
+                reason=f"s3://{path}: {type(error).__name__}: {error}. Check that the bucket exists and "
+                "that this node's credentials (on AWS: the cluster's instance profile) allow it",
+                details=details,
+            )
+            return
         finally:
             with contextlib.suppress(OSError, ValueError):
                 fs.rm_file(path)
