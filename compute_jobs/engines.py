@@ -286,6 +286,21 @@ def worker_map(section: Mapping[str, Any], name: str, source: str) -> dict[str, 
     return {str(k): workers[k] for k in sorted(workers)}
 
 
+def host_counts(section: Mapping[str, Any], name: str, key: str, source: str) -> dict[str, int]:
+    """engines.NAME.KEY as host -> integer >= 1 (Celery worker concurrency, MPI slots); {} when absent.
+
+    Raises ValueError naming the section when it is not such a map.
+    """
+    counts = section.get(key)
+    if not counts:
+        return {}
+    if not isinstance(counts, Mapping) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in counts.values()
+    ):
+        raise ValueError(f"{source}: engines.{name}.{key} must map host names to integers >= 1")
+    return {str(k): int(v) for k, v in counts.items()}
+
+
 # --- JSON schema --------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from compute_jobs.context import CheckContext
+from compute_jobs.engines import host_counts
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, SkipCheck, register
 from compute_jobs.remote import run_on
 
@@ -203,16 +204,12 @@ def client_for(ctx: CheckContext) -> CeleryClient:
 
 def expected_workers(ctx: CheckContext) -> dict[str, int]:
     """Inventory host -> configured concurrency."""
-    settings = ctx.cluster.engines["celery"]
-    workers = settings.get("workers")
+    try:
+        workers = host_counts(ctx.cluster.engines["celery"], "celery", "workers", ctx.cluster.source)
+    except ValueError as exc:
+        raise CheckError(str(exc)) from exc
     if workers:
-        if not isinstance(workers, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in workers.values()
-        ):
-            raise CheckError(
-                f"{ctx.cluster.source}: engines.celery.workers must map host names to integers >= 1"
-            )
-        return {str(k): int(v) for k, v in workers.items()}
+        return workers
     hosts = ctx.cluster.group(WORKERS_GROUP)
     if not hosts:
         raise SkipCheck(f"no engines.celery.workers and no host in group {WORKERS_GROUP}")

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compute_jobs.context import CheckContext
+from compute_jobs.engines import host_counts
 from compute_jobs.model import FAIL, Check, CheckError, Metric, Param, Result, SkipCheck, register
 from compute_jobs.services.mpi_jobs import parse_output
 from compute_jobs.services.mpi_jobs.collectives import expected_results
@@ -165,14 +166,12 @@ def launcher_for(ctx: CheckContext) -> Launcher:
 
 def expected_slots(ctx: CheckContext) -> dict[str, int]:
     """Host -> ranks, from engines.mpi.slots or the cores of the hosts in group mpi_hosts."""
-    settings = ctx.cluster.engines["mpi"]
-    slots = settings.get("slots")
+    try:
+        slots = host_counts(ctx.cluster.engines["mpi"], "mpi", "slots", ctx.cluster.source)
+    except ValueError as exc:
+        raise CheckError(str(exc)) from exc
     if slots:
-        if not isinstance(slots, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in slots.values()
-        ):
-            raise CheckError(f"{ctx.cluster.source}: engines.mpi.slots must map host names to integers >= 1")
-        return {str(k): int(v) for k, v in slots.items()}
+        return slots
     hosts = ctx.cluster.group(MPI_GROUP)
     if not hosts:
         raise SkipCheck(f"no engines.mpi.slots and no host in group {MPI_GROUP}")

@@ -171,3 +171,20 @@ def test_an_engine_without_a_type_is_any_object_until_it_gets_one():
     doc = copy.deepcopy(example())
     doc["engines"] = {"scratch": {"exports": {"n1": ["/srv/shared"]}}}
     assert validate_cluster(doc) == []
+
+
+# --- one reading of the workers an engine expects -------------------------------------------------
+
+
+def test_worker_maps_and_host_counts_are_read_one_way_for_every_engine():
+    from compute_jobs.engines import host_counts, worker_map
+
+    spark = {"workers": {"b": {"cores": 2}, "a": {"cores": 1}}, "expected_workers": ["a", "b"]}
+    assert list(worker_map(spark, "spark", "c.json")) == ["a", "b"]
+    with pytest.raises(ValueError, match=r"engines\.spark\.expected_workers \['a'\] differs"):
+        worker_map({**spark, "expected_workers": ["a"]}, "spark", "c.json")
+    assert host_counts({"slots": {"a": 2, "b": 1}}, "mpi", "slots", "c.json") == {"a": 2, "b": 1}
+    assert host_counts({}, "celery", "workers", "c.json") == {}  # the checks fall back to the group
+    for bad in ({"a": 0}, {"a": True}, {"a": "2"}, ["a"]):
+        with pytest.raises(ValueError, match=r"c\.json: engines\.celery\.workers must map host names"):
+            host_counts({"workers": bad}, "celery", "workers", "c.json")
