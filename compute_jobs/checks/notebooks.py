@@ -33,14 +33,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from compute_jobs.checks._pipeline import Transport
 from compute_jobs.context import CheckContext
 from compute_jobs.model import FAIL, SKIP, Check, CheckError, Metric, Param, Result, register
 
+# (method, url, headers, body, timeout) -> (HTTP status, response body), as in checks._pipeline (which
+# this module does not import: it needs the pipeline package, which the hub host may lack).
+Transport = Callable[[str, str, dict[str, str], bytes | None, float], tuple[int, bytes]]
 MARKER = "CLUSTERFORGE_RESULT "
 N = 1_000_000
 SUM_SQUARES = N * (N + 1) * (2 * N + 1) // 6  # 333333833333500000
