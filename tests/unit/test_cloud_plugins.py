@@ -113,7 +113,7 @@ def test_inventory_inputs_reach_the_roles() -> None:
     used = (
         "".join(
             (cloudtest.REPO / "roles" / role / "defaults" / "main.yml").read_text()
-            for role in ("cloud_aws", "cloud_libcloud")
+            for role in ("cloud_aws", "cloud_libcloud", "dask", "spark")
         )
         + (cloudtest.CLOUD_INVENTORY / "clusterforge_ec2.yml").read_text()
     )
