@@ -1,35 +1,17 @@
-"""What the Airflow and Luigi checks share (this module registers no check of its own).
-
-- the HTTP boundary both talk through (``Transport``; the default ``urllib_transport``), the seam the
-  unit tests replace;
-- how a run of the file pipeline (``clusterforge_pipeline``) is judged: its totals against the closed
-  form, the digests, the back ends each step ran on and, with Dask, the hosts that processed files.
+"""What the Airflow and Luigi checks share (this module registers no check of its own): how a run of
+the file pipeline (``clusterforge_pipeline``) is judged: its totals against the closed form, the
+digests, the back ends each step ran on and, with Dask, the hosts that processed files. Their HTTP
+boundary is :mod:`compute_jobs.transport`, which needs no pipeline package.
 """
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from clusterforge_pipeline.spec import Spec, encode_big, expected_totals
 from compute_jobs.context import CheckContext
-from compute_jobs.model import CheckError, Result
-
-# (method, url, headers, body, timeout) -> (HTTP status, response body)
-Transport = Callable[[str, str, dict[str, str], bytes | None, float], tuple[int, bytes]]
-
-
-def urllib_transport(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        raise CheckError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from exc
+from compute_jobs.model import Result
 
 
 def pipeline_view(result: Any) -> dict[str, Any]:

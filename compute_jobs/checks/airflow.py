@@ -26,10 +26,11 @@ from datetime import datetime
 from typing import Any
 
 from clusterforge_pipeline.spec import Spec, fanout_total
-from compute_jobs.checks._pipeline import Transport, judge_pipeline, urllib_transport
+from compute_jobs.checks._pipeline import judge_pipeline
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
 from compute_jobs.remote import run_on
+from compute_jobs.transport import Transport, urllib_transport
 
 COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 FANOUT_DAG = "clusterforge_fanout"

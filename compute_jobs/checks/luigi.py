@@ -26,9 +26,10 @@ from typing import Any
 
 from clusterforge_pipeline.orchestrate import parse_output
 from clusterforge_pipeline.spec import Spec
-from compute_jobs.checks._pipeline import Transport, judge_pipeline, urllib_transport
+from compute_jobs.checks._pipeline import judge_pipeline
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Param, Result, register
+from compute_jobs.transport import Transport, urllib_transport
 
 TASKS = ("Generate", "Process", "Aggregate", "Verify")
 

@@ -33,16 +33,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from compute_jobs.context import CheckContext
 from compute_jobs.model import FAIL, SKIP, Check, CheckError, Metric, Param, Result, register
+from compute_jobs.transport import Transport, https_transport
 
-# (method, url, headers, body, timeout) -> (HTTP status, response body), as in checks._pipeline (which
-# this module does not import: it needs the pipeline package, which the hub host may lack).
-Transport = Callable[[str, str, dict[str, str], bytes | None, float], tuple[int, bytes]]
 MARKER = "CLUSTERFORGE_RESULT "
 N = 1_000_000
 SUM_SQUARES = N * (N + 1) * (2 * N + 1) // 6  # 333333833333500000
@@ -59,26 +57,6 @@ MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 # --- the HTTP and kernel boundaries (replaced by fakes in the unit tests) -------------------------
-
-
-def https_transport(ca_file: str) -> Transport:
-    """urllib over HTTPS, trusting only ``ca_file`` (the CA that signed the hub's certificate)."""
-    try:
-        context = ssl.create_default_context(cafile=ca_file)
-    except OSError as exc:
-        raise CheckError(f"cannot read the hub's CA certificate {ca_file}: {exc}") from exc
-
-    def transport(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
-        request = urllib.request.Request(url, data=body, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
-            raise CheckError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from exc
-
-    return transport
 
 
 @dataclass

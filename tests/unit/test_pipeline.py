@@ -238,3 +238,13 @@ def test_dags_compile_and_import_pipeline_code_by_its_node_name(dag):
     compile(text, str(dag), "exec")
     assert "compute_jobs" not in text
     assert "is_paused_upon_creation=False" in text
+
+
+def test_the_http_boundary_is_one_module_that_needs_no_pipeline_package():
+    """Airflow, Luigi and JupyterHub checks talk HTTP through compute_jobs.transport, which a host
+    without clusterforge_pipeline (the hub) can import."""
+    assert "clusterforge_pipeline" not in (REPO / "compute_jobs" / "transport.py").read_text()
+    for name in ("airflow", "luigi", "notebooks"):
+        text = (REPO / "compute_jobs" / "checks" / f"{name}.py").read_text()
+        assert "from compute_jobs.transport import Transport" in text, name
+        assert "Transport = " not in text and "urlopen" not in text, name

@@ -1,0 +1,47 @@
+"""The HTTP boundary of the checks that talk to a service's REST API (Airflow, Luigi, JupyterHub).
+
+One protocol, :data:`Transport`: ``(method, url, headers, body, timeout) -> (HTTP status, response
+body)``. The checks call it and nothing else for HTTP, so the unit tests replace it with fakes
+(the seam is the module attribute ``urllib_transport`` or ``https_transport`` of the check module).
+An HTTP error status is an answer (returned); a connection that fails is a CheckError naming the URL.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from compute_jobs.model import CheckError
+
+Transport = Callable[[str, str, dict[str, str], bytes | None, float], tuple[int, bytes]]
+
+
+def urllib_transport(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise CheckError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from exc
+
+
+def https_transport(ca_file: str) -> Transport:
+    """urllib over HTTPS, trusting only ``ca_file`` (the CA that signed the service's certificate)."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:
+        raise CheckError(f"cannot read the CA certificate {ca_file}: {exc}") from exc
+    return functools.partial(urllib_transport, context=context)
