@@ -614,8 +614,11 @@ def read_on_every_executor(handle: Any, paths: list[str], tasks: int, sleep_s: f
         with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
             table = mountinfo.read()
         dirs = _os.environ.get("SPARK_EXECUTOR_DIRS") or _os.environ.get("SPARK_LOCAL_DIRS") or ""
+        # The worker's own address; SPARK_LOCAL_IP is loopback where a worker keeps its UI local.
+        names = [_os.environ.get(key, "") for key in ("SPARK_LOCAL_IP", "SPARK_PUBLIC_DNS")]
+        names = [n for n in names if n and not n.startswith("127.") and n not in ("localhost", "::1")]
         yield {
-            "host": _os.environ.get("SPARK_LOCAL_IP") or _socket.gethostname(),
+            "host": names[0] if names else _socket.gethostname(),
             "digests": out,
             "scratch": dirs.split(_os.pathsep)[0] if dirs else "",
             "mountinfo": table,
