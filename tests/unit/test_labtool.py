@@ -294,6 +294,15 @@ def test_judge_fails_when_a_declared_engine_never_passed(tmp_path, capsys):
     assert "engines.spark is in cluster.json but none of its checks PASSed" in capsys.readouterr().out
 
 
+def test_judge_accepts_an_engine_whose_checks_all_skip_as_expected(tmp_path):
+    skip = result("s3.object", "SKIP", reason="no S3 bucket is declared (cloud_s3_bucket is empty)")
+    report = write_run(tmp_path, [result("dask.sum", "PASS"), skip], {"dask": {}, "s3": {"bucket": ""}})
+    assert judge(report, "--expected-skips", str(ROOT / "lab" / "expected-skips.yml")) == 0
+    (tmp_path / "b").mkdir()
+    report = write_run(tmp_path / "b", [result("dask.sum", "PASS"), skip], {"dask": {}, "s3": {}})
+    assert judge(report) == 1
+
+
 def test_judge_control_demands_that_the_control_held(tmp_path, capsys):
     held = {
         "held": True,
