@@ -11,7 +11,9 @@ cluster.json ``engines.spark``::
 
     {
       "endpoint": "spark://10.0.0.11:7077",              master URL
-      "master_webui": "http://10.0.0.11:8080",           master web UI (its /json/ lists workers)
+      "master_webui": "https://10.0.0.11:8080",          master web UI (its /json/ lists workers), behind
+                                                         the web gateway: HTTPS from the cluster CA
+      "webui_credentials": "/etc/clusterforge/spark/client/webui.credentials",  user:password of the gateway
       "conf_dir": "/etc/clusterforge/spark/client",      SPARK_CONF_DIR of the driver
       "python": "/opt/clusterforge/venv/bin/python",     optional: executors' Python (default: this one)
       "expected_workers": ["node-2", "node-3"],          worker hosts
@@ -44,7 +46,7 @@ import numpy as np
 from compute_jobs.compare import ratio
 from compute_jobs.context import CheckContext
 from compute_jobs.engines import worker_map
-from compute_jobs.model import FAIL, PASS, Check, CheckError, Metric, Param, Result, register
+from compute_jobs.model import FAIL, PASS, Check, CheckError, Metric, Param, Result, register, register_secret
 
 ENGINE = "spark"
 SUM_OF_SQUARES_1E6 = 333333833333500000
@@ -68,10 +70,38 @@ class ExecutorInfo:
     total_tasks: int
 
 
+# Credentials of the web gateways, by URL prefix: sent with the first request (the gateway of the
+# master and worker UIs answers 401 without them). The cluster CA is in the node's trust store.
+_GATEWAY_PASSWORDS = urllib.request.HTTPPasswordMgrWithPriorAuth()
+
+
+def read_gateway_credentials(path: str) -> tuple[str, str]:
+    """(user, password) from a web gateway credentials file (``user:password``)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            user, sep, password = handle.read().strip().partition(":")
+    except OSError as exc:
+        raise CheckError(
+            f"cannot read the web UI credentials {path}: {exc.strerror}; run as the service account "
+            "(its group may read them) or converge the spark tier (client)"
+        ) from exc
+    if not sep or not user:
+        raise CheckError(f"{path} does not hold user:password: converge the spark tier (client) again")
+    return user, password
+
+
+def use_gateway_credentials(url: str, path: str) -> None:
+    """Send the credentials in ``path`` with every request under ``url``."""
+    user, password = read_gateway_credentials(path)
+    register_secret(password)
+    _GATEWAY_PASSWORDS.add_password(None, url, user, password, is_authenticated=True)
+
+
 def fetch_json(url: str, timeout: float) -> Any:
     """GET a JSON document (the master's /json/, the application's REST API)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(_GATEWAY_PASSWORDS))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with opener.open(url, timeout=timeout) as response:
             return json.loads(response.read().decode("utf-8"))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise CheckError(f"cannot read {url}: {exc}") from exc
@@ -372,7 +402,10 @@ class SparkWorkers(_SparkCheck):
     def run(self, ctx: CheckContext) -> Iterator[Result]:
         workers = expected_workers(ctx)
         name_of = host_names(workers)
-        url = str(ctx.cluster.engines[ENGINE]["master_webui"]).rstrip("/") + "/json/"
+        settings = ctx.cluster.engines[ENGINE]
+        url = str(settings["master_webui"]).rstrip("/") + "/json/"
+        if settings.get("webui_credentials"):
+            use_gateway_credentials(url, str(settings["webui_credentials"]))
         state = FETCH_JSON(url, ctx.bounded(ctx.params.http_timeout))
         rows = state.get("workers", []) if isinstance(state, dict) else []
         alive = [w for w in rows if w.get("state") == "ALIVE"]

@@ -362,3 +362,79 @@ def test_shared_session_is_stopped_at_exit(cj_cluster, fake):
     spark_checks.stop_all()
     assert handles and all(h.stopped for h in handles)
     assert spark_checks._HANDLES == {}
+
+
+# --- the master UI behind the authenticating web gateway ----------------------------------------
+
+
+@contextlib.contextmanager
+def basic_auth_server(user: str, password: str) -> Iterator[str]:
+    """A local HTTP server that answers /json/ only with the right basic-auth credentials."""
+    import base64
+    import http.server
+    import threading
+
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="spark"')
+                self.end_headers()
+                return
+            body = b'{"status": "ALIVE"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_json_sends_the_gateway_credentials_only_where_they_were_registered(tmp_path):
+    credentials = tmp_path / "webui.credentials"
+    credentials.write_text("clusterforge:s3cret\n")
+    with basic_auth_server("clusterforge", "s3cret") as base:
+        with pytest.raises(spark_checks.CheckError, match="401"):
+            spark_checks.fetch_json(base + "/json/", 5.0)
+        spark_checks.use_gateway_credentials(base + "/json/", str(credentials))
+        assert spark_checks.fetch_json(base + "/json/", 5.0) == {"status": "ALIVE"}
+
+
+def test_wrong_gateway_credentials_are_refused(tmp_path):
+    credentials = tmp_path / "webui.credentials"
+    credentials.write_text("clusterforge:wrong\n")
+    with basic_auth_server("clusterforge", "s3cret") as base:
+        spark_checks.use_gateway_credentials(base + "/json/", str(credentials))
+        with pytest.raises(spark_checks.CheckError, match="401"):
+            spark_checks.fetch_json(base + "/json/", 5.0)
+
+
+def test_unreadable_or_malformed_credentials_name_the_file_and_what_to_do(tmp_path):
+    with pytest.raises(spark_checks.CheckError, match="service account"):
+        spark_checks.read_gateway_credentials(str(tmp_path / "missing"))
+    bad = tmp_path / "bad"
+    bad.write_text("no separator")
+    with pytest.raises(spark_checks.CheckError, match="user:password"):
+        spark_checks.read_gateway_credentials(str(bad))
+
+
+def test_workers_check_is_an_error_when_the_gateway_credentials_are_unreadable(cj_cluster, fake, tmp_path):
+    fake()
+    settings = engine(webui_credentials=str(tmp_path / "missing"))
+    results = run(cj_cluster(HOSTS, engines={"spark": settings}), ["spark.workers"])
+    assert results["spark.workers"].status == ERROR
+    assert "webui.credentials" not in results["spark.workers"].reason
+    assert str(tmp_path / "missing") in results["spark.workers"].reason

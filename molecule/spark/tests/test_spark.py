@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
+import sys
 import textwrap
 import time
 
 import pytest
+import testinfra
 import yaml
 
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
@@ -21,6 +23,16 @@ VENV = "/opt/clusterforge/venv"
 PYTHON = f"{VENV}/bin/python"
 USER = "clusterforge"
 CLIENT_CONF = "/etc/clusterforge/spark/client"
+sys.path.insert(0, str(SCENARIO.parent / "_shared"))
+from gateway import assert_gateway_refuses_strangers, assert_ui_listens_on_loopback_only  # noqa: E402
+from services import assert_comes_back_after_a_clean_exit, assert_restart_always, restarts  # noqa: E402
+
+
+def webui_credentials() -> str:
+    """user:password of the web UI gateway, as the head node's client configuration holds it."""
+    return (
+        testinfra.get_host(f"podman://{HEAD}").file(f"{CLIENT_CONF}/webui.credentials").content_string.strip()
+    )
 
 
 def put(host, path: str, content: str, mode: str = "0644") -> None:
@@ -38,7 +50,11 @@ def is_head(host) -> bool:
 
 
 def master_state(host) -> dict:
-    body = host.run("curl -sS --max-time 10 http://%s:8080/json/", address_of(host, HEAD))
+    body = host.run(
+        "curl -sS --fail --max-time 10 -u %s https://%s:8080/json/",
+        webui_credentials(),
+        address_of(host, HEAD),
+    )
     assert body.rc == 0, body.stderr
     return json.loads(body.stdout)
 
@@ -88,12 +104,14 @@ def run_application(host, name: str, conf_dir: str, timeout: int):
     )
 
 
-def test_units_are_active_enabled_and_restart_on_failure(host):
+def test_units_are_active_enabled_and_always_restart(host):
     unit = "spark-master" if is_head(host) else "spark-worker"
     service = host.service(unit)
     assert service.is_running and service.is_enabled
-    props = host.run("systemctl show -p Restart -p User -p ExecStart %s", unit).stdout
-    assert "Restart=on-failure" in props and "User=spark" in props
+    props = host.run("systemctl show -p User -p ExecStart %s", unit).stdout
+    assert "User=spark" in props
+    assert_restart_always(host, unit)
+    assert_restart_always(host, "nginx")
     assert "site-packages/pyspark/bin/spark-class" in props
 
 
@@ -107,16 +125,30 @@ def test_daemons_run_as_their_own_system_account(host):
     assert "org.apache.spark.deploy" in host.file(f"/proc/{pid}/cmdline").content_string
 
 
-def test_every_listening_socket_of_spark_is_on_the_cluster_address(host):
+def test_every_listening_socket_of_spark_is_on_the_cluster_address_or_loopback(host):
     me = address_of(host, host.backend.get_hostname())
+    ui = 8080 if is_head(host) else 8081
     uid = host.user("spark").uid
     lines = host.run("ss -Hltne").stdout.splitlines()
     local = [line.split()[3] for line in lines if f"uid:{uid} " in line]
     assert local, "spark listens on nothing"
     for address in local:
-        assert address.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:") == me, local
+        ip, port = address.rsplit(":", 1)
+        # The web UI alone is on loopback (behind the gateway); RPC on the cluster address.
+        assert ip.strip("[]").removeprefix("::ffff:") == ("127.0.0.1" if int(port) == ui else me), local
     ports = {int(a.rsplit(":", 1)[1]) for a in local}
     assert ports >= ({7077, 8080} if is_head(host) else {7078, 8081})
+
+
+def test_web_ui_is_reached_only_through_the_authenticating_https_gateway(host):
+    """From the other node: anonymous 401, wrong password 401, credentials 200 (TLS from the
+    cluster CA), plain HTTP refused; the UI itself listens on 127.0.0.1 only."""
+    other = testinfra.get_host(f"podman://{WORKER if is_head(host) else HEAD}")
+    me = address_of(host, host.backend.get_hostname())
+    port = 8080 if is_head(host) else 8081
+    assert_ui_listens_on_loopback_only(host, "spark", port)
+    assert_gateway_refuses_strangers(other, me, port, "/json/" if is_head(host) else "/", webui_credentials())
+    assert host.run("runuser -u nobody -- cat %s/webui.credentials", CLIENT_CONF).rc != 0
 
 
 def test_secret_is_readable_by_its_service_and_the_client_group_only(host):
@@ -224,6 +256,18 @@ def test_worker_registers_again_after_the_master_restarts(host):
         pytest.skip("driven from the head node")
     assert host.run("systemctl restart spark-master").rc == 0
     _wait(lambda: len(alive_workers(host)) == 1, 120, "the worker ALIVE on the restarted master")
+
+
+def test_a_worker_that_exits_cleanly_comes_back_and_registers_again(host):
+    """SIGTERM to the worker JVM ends it with 143, a clean stop (SuccessExitStatus): Restart=always
+    starts it again and the master lists it ALIVE."""
+    if not is_head(host):
+        pytest.skip("driven from the head node")
+    worker = testinfra.get_host(f"podman://{WORKER}")
+    before = restarts(worker, "spark-worker")
+    assert worker.run("systemctl kill -s TERM spark-worker").rc == 0
+    assert_comes_back_after_a_clean_exit(worker, "spark-worker", before, timeout=120)
+    _wait(lambda: len(alive_workers(host)) == 1, 120, "the worker ALIVE again")
 
 
 def test_a_crashed_worker_is_restarted_by_systemd_and_registers_again(host):
