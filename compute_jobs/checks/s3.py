@@ -54,6 +54,16 @@ def filesystem(section: Mapping[str, Any]) -> Any:
     return s3fs.S3FileSystem(client_kwargs=client_kwargs, use_listings_cache=False, skip_instance_cache=True)
 
 
+def access_errors() -> tuple[type[BaseException], ...]:
+    """What s3fs and botocore raise when the bucket cannot be used (missing, denied, no credentials)."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return errors
+    return (*errors, BotoCoreError, ClientError)
+
+
 def object_path(section: Mapping[str, Any], target: str, token: str) -> str:
     """bucket/prefix/.clusterforge-check/<target>-<token>."""
     bucket = str(section["bucket"]).strip("/")
@@ -105,7 +115,7 @@ class S3Object(Check):
             fs.pipe_file(path, data)
             listed = [str(entry).rstrip("/") for entry in fs.ls(path.rsplit("/", 1)[0], detail=False)]
             read = fs.cat_file(path)
-        except (OSError, ValueError) as error:  # s3fs raises PermissionError, FileNotFoundError...
+        except access_errors() as error:  # PermissionError, FileNotFoundError, NoCredentialsError...
             # The bucket is declared: that this node cannot use it is the cluster's failure.
             yield ctx.result(
                 f"{self.name}.roundtrip",
@@ -116,7 +126,7 @@ class S3Object(Check):
             )
             return
         finally:
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(*access_errors()):
                 fs.rm_file(path)
         yield ctx.compare(
             hashlib.sha256(data).hexdigest(),

@@ -130,6 +130,8 @@ def test_against_moto_pass_controls_fail_nothing_left_dask_reads(
         cj_token_file,
     )
     denied = run_cases({"cases": {"stranger": {"s3": section}}}, stranger, tmp_path, cj_token_file)
+    # No credentials at all (no instance profile, nothing in the environment or ~/.aws).
+    bare = run_cases({"cases": {"bare": {"s3": section}}}, {}, tmp_path, cj_token_file)
     monkeypatch.undo()
 
     ok = results["ok"]
@@ -141,6 +143,8 @@ def test_against_moto_pass_controls_fail_nothing_left_dask_reads(
         assert failed[0] == "FAIL" and where in failed[1] and "instance profile" in failed[1], (name, failed)
     (stranger_result,) = denied["stranger"].values()
     assert stranger_result[0] == "FAIL" and "credentials" in stranger_result[1], stranger_result
+    (bare_result,) = bare["bare"].values()
+    assert bare_result[0] == "FAIL" and "NoCredentialsError" in bare_result[1], bare_result
     assert results["dask_text"] == ["a,b", "1,2"]
 
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket="cf-data").get("Contents", [])]
