@@ -242,7 +242,11 @@ class SparkHandle:
             for _row in rows:
                 pass
             _time.sleep(sleep_s)
-            yield _os.environ.get("SPARK_LOCAL_IP") or _socket.gethostname()
+            # SPARK_LOCAL_IP is loopback on workers whose UI sits behind the web gateway.
+            local_ip = _os.environ.get("SPARK_LOCAL_IP", "")
+            public = _os.environ.get("SPARK_PUBLIC_DNS", "")
+            names = [n for n in (local_ip, public) if n and not n.startswith("127.")]
+            yield names[0] if names else _socket.gethostname()
 
         return self.sc.parallelize(range(tasks), tasks).mapPartitionsWithIndex(where).collect()
 
