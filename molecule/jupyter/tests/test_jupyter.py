@@ -122,7 +122,7 @@ def test_the_users_server_runs_under_its_limits_as_the_user(head):
     props = dict(line.split("=", 1) for line in shown.splitlines())
     assert props["ActiveState"] == "active"
     assert {k: props[k] for k in LIMITS} == LIMITS
-    assert props["User"] == USER
+    assert props["User"] in (USER, head.user(USER).uid and str(head.user(USER).uid))
     assert head.file(f"/home/{USER}/notebooks/01-dask-array-dataframe.ipynb").user == USER
 
 
