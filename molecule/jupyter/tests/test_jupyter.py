@@ -197,9 +197,9 @@ def run_suite(head, address: str, only: str, inject: str | None = None) -> list[
         ],
         "engines": merged_engines(),
     }
-    head.run("printf '%%s' %s > /tmp/cj/cluster.json && chmod -R a+rX /tmp/cj", json.dumps(cluster))
+    head.run("printf '%%s' %s > /tmp/cj/cluster.json && chown -R clusterforge /tmp/cj", json.dumps(cluster))
     done = head.run(
-        "cd /tmp/cj && timeout 900 runuser -u clusterforge -- env PYTHONPATH=/tmp/cj "
+        "cd /tmp/cj && timeout 1500 runuser -u clusterforge -- env PYTHONPATH=/tmp/cj "
         "/opt/clusterforge/venv/bin/python -m compute_jobs run --cluster /tmp/cj/cluster.json --only %s "
         "--scope cluster --target %s --quiet --json /tmp/cj/out.jsonl"
         + (f" --inject {inject}" if inject else ""),
