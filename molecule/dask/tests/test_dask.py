@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
 import subprocess
+import sys
 import textwrap
 import time
 
 import pytest
+import testinfra
 import yaml
 
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
@@ -22,6 +26,9 @@ CONFIG = "/etc/clusterforge/dask"
 WORKER_PROCESSES = 2
 THREADS = 1
 MEMORY = 512 * 1024 * 1024
+sys.path.insert(0, str(SCENARIO.parent / "_shared"))
+from gateway import assert_gateway_refuses_strangers, assert_ui_listens_on_loopback_only  # noqa: E402
+from services import assert_comes_back_after_a_clean_exit, assert_restart_always, restarts  # noqa: E402
 
 
 def put(host, path: str, content: str, mode: str = "0644") -> None:
@@ -71,12 +78,12 @@ def units(host) -> list[str]:
     return [f"dask-worker@{i}" for i in range(WORKER_PROCESSES)]
 
 
-def test_units_are_active_enabled_and_restart_on_failure(host):
+def test_units_are_active_enabled_and_always_restart(host):
     for unit in units(host):
         service = host.service(unit)
         assert service.is_running and service.is_enabled, unit
-        props = host.run("systemctl show -p Restart -p User %s", unit).stdout
-        assert "Restart=on-failure" in props and "User=dask" in props, props
+        assert "User=dask" in host.run("systemctl show -p User %s", unit).stdout
+        assert_restart_always(host, unit)
 
 
 def test_services_run_under_their_own_system_account(host):
@@ -97,12 +104,54 @@ def test_every_listening_socket_of_dask_is_on_the_cluster_address(host):
     assert sockets, "dask listens on nothing"
     local = [line.split()[3] for line in sockets]
     for address in local:
-        assert address.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:") == me, local
+        ip, port = address.rsplit(":", 1)
+        # The dashboard alone is on loopback (behind the gateway); the rest on the cluster address.
+        expected = "127.0.0.1" if is_head(host) and int(port) == 8787 else me
+        assert ip.strip("[]").removeprefix("::ffff:") == expected, local
     ports = {int(a.rsplit(":", 1)[1]) for a in local}
     if is_head(host):
         assert {8786, 8787} <= ports
     else:
         assert {8790, 8791, 8810, 8811} <= ports
+
+
+def test_service_account_key_is_accepted_from_the_cluster_addresses_only(host):
+    keys = host.file(f"/home/{USER}/.ssh/authorized_keys").content_string.strip().splitlines()
+    assert len(keys) == 1 and keys[0].startswith('from="'), keys
+    allowed = set(keys[0].split('"')[1].split(","))
+    assert allowed == {address_of(host, HEAD), address_of(host, WORKER), "127.0.0.1", "::1"}, allowed
+
+
+def test_a_lost_controller_copy_of_the_secrets_stops_the_run_before_any_change(host, tmp_path):
+    """A controller without this cluster's secrets (lost or another controller's directory) must not
+    generate new ones over the live cluster: the common tier fails first, saying how to restore."""
+    if not is_head(host):
+        pytest.skip("run once, from the controller")
+    inventory = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+    beside = pathlib.Path(sys.executable).with_name("ansible-playbook")
+    playbook = shutil.which("ansible-playbook") or str(beside)
+    lost = tmp_path / "lost-secrets"
+    done = subprocess.run(
+        [
+            playbook,
+            "-i",
+            str(inventory),
+            "playbooks/common.yml",
+            "--tags",
+            "common_guard",
+            "-e",
+            f"cluster_secrets_dir={lost}",
+        ],
+        cwd=SCENARIO.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert "cluster_rotate_secrets=true" in done.stdout, done.stdout[-3000:]
+    assert "scripts/secrets import" in done.stdout
+    assert not any(lost.rglob("*")), "secrets were generated"
 
 
 def test_private_keys_are_readable_by_their_service_only(host):
@@ -212,16 +261,18 @@ def test_tls_client_without_a_cluster_certificate_is_refused(host):
         assert refused.rc != 0 or not refused.stdout.startswith("ACCEPTED"), refused.stdout + refused.stderr
 
 
-def test_dashboard_is_served_over_https_with_the_cluster_ca(host):
+def test_dashboard_is_reached_only_through_the_authenticating_https_gateway(host):
+    """From the worker: anonymous 401, wrong password 401, the client's credentials 200 (TLS from
+    the cluster CA), plain HTTP refused; the dashboard itself listens on 127.0.0.1 only."""
     if not is_head(host):
         pytest.skip("the dashboard runs on the scheduler")
-    me = address_of(host, HEAD)
-    code = host.run(
-        "curl -sS -o /dev/null -w '%%{http_code}' --cacert %s/tls/ca.crt https://%s:8787/status", CONFIG, me
-    )
-    assert code.stdout == "200", code.stderr
-    plain = host.run("curl -sS -o /dev/null -w '%%{http_code}' http://%s:8787/status", me)
-    assert plain.stdout != "200"
+    credentials = host.file(f"{CONFIG}/client/dashboard.credentials")
+    assert credentials.group == USER and credentials.mode == 0o640
+    assert host.run("runuser -u nobody -- cat %s/client/dashboard.credentials", CONFIG).rc != 0
+    assert_ui_listens_on_loopback_only(host, "dask", 8787)
+    worker = testinfra.get_host(f"podman://{WORKER}")
+    secret = credentials.content_string.strip()
+    assert_gateway_refuses_strangers(worker, address_of(host, HEAD), 8787, "/status", secret)
 
 
 def test_client_configuration_is_readable_by_the_service_account_only_where_it_matters(host):
@@ -248,16 +299,10 @@ def _wait(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"{what} within {timeout:.0f} s")
 
 
-def test_workers_come_back_after_the_scheduler_restarts(host):
-    """Workers close themselves when their scheduler goes away; systemd must start them again."""
-    if not is_head(host):
-        pytest.skip("driven from the head node")
-    assert host.run("systemctl restart dask-scheduler").rc == 0
-    _wait(lambda: host.service("dask-scheduler").is_running, 30, "dask-scheduler active again")
-    _wait(lambda: host.run("ss -Hltn 'sport = :8786'").stdout.strip() != "", 30, "the scheduler listening")
-    # The old worker processes may still register and then close while their units restart
-    # them: a client can lose its scheduler connection in that window. Within 2 minutes every
-    # worker process must be back and compute.
+def assert_every_worker_back_and_computing(host) -> None:
+    """After the scheduler came back: within 2 minutes every worker process is registered again
+    and computes. (The old worker processes may still register and then close while their units
+    restart them: a client can lose its scheduler connection in that window.)"""
     deadline = time.monotonic() + 120
     while True:
         result = run_python(host, CLUSTER_STATE % WORKER_PROCESSES)
@@ -267,6 +312,28 @@ def test_workers_come_back_after_the_scheduler_restarts(host):
     assert result.rc == 0, result.stderr[-2000:]
     state = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(state["workers"]) == WORKER_PROCESSES and state["total"] == 500500
+
+
+def test_workers_come_back_after_the_scheduler_restarts(host):
+    """Workers close themselves when their scheduler goes away; systemd must start them again."""
+    if not is_head(host):
+        pytest.skip("driven from the head node")
+    assert host.run("systemctl restart dask-scheduler").rc == 0
+    _wait(lambda: host.service("dask-scheduler").is_running, 30, "dask-scheduler active again")
+    _wait(lambda: host.run("ss -Hltn 'sport = :8786'").stdout.strip() != "", 30, "the scheduler listening")
+    assert_every_worker_back_and_computing(host)
+
+
+def test_scheduler_comes_back_after_a_clean_client_shutdown(host):
+    """Client.shutdown() ends the scheduler with status 0: Restart=always starts it again, and
+    the workers register anew."""
+    if not is_head(host):
+        pytest.skip("driven from the head node")
+    before = restarts(host, "dask-scheduler")
+    # The client may report the closing connection; what counts is what systemd does next.
+    run_python(host, "from distributed import Client\nClient(timeout=30).shutdown()\n")
+    assert_comes_back_after_a_clean_exit(host, "dask-scheduler", before)
+    assert_every_worker_back_and_computing(host)
 
 
 def test_a_crashed_worker_unit_is_restarted_by_systemd(host):
