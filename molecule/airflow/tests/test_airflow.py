@@ -5,12 +5,16 @@ import base64
 import json
 import os
 import pathlib
+import sys
 import textwrap
 
 import pytest
 
 SECRETS = pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "secrets"
 USER = "clusterforge"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "_shared"))
+from services import assert_comes_back_after_a_clean_exit, assert_restart_always, restarts  # noqa: E402
+
 UNITS = [
     "postgresql",
     "airflow-api-server",
@@ -62,6 +66,15 @@ def test_services_are_active(host):
     for unit in UNITS:
         assert host.service(unit).is_running, unit
         assert host.service(unit).is_enabled, unit
+        if unit not in ("postgresql", "nginx"):  # Debian's units, not the roles' own
+            assert_restart_always(host, unit)
+
+
+def test_a_cleanly_stopped_daemon_comes_back(host):
+    """luigid answers SIGTERM with status 0: Restart=always starts it again."""
+    before = restarts(host, "luigid")
+    assert host.run("systemctl kill -s TERM luigid").rc == 0
+    assert_comes_back_after_a_clean_exit(host, "luigid", before)
 
 
 def test_services_bind_where_they_should(host):
@@ -100,6 +113,23 @@ def test_secrets_are_private(host):
         assert (f.user, f.group) == ("root", group), path
     for name in ("db_password", "admin_password", "client_password", "jwt_secret"):
         assert (SECRETS / "airflow" / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_fernet_key_is_32_random_bytes_and_encrypts(host):
+    key = (SECRETS / "airflow" / "fernet_key").read_text().strip()
+    assert len(base64.urlsafe_b64decode(key)) == 32
+    assert (SECRETS / "airflow" / "fernet_key").stat().st_mode & 0o777 == 0o600
+    cfg = host.file("/etc/clusterforge/airflow/airflow.cfg").content_string
+    line = next(x for x in cfg.splitlines() if x.startswith("fernet_key = "))
+    assert line.removeprefix("fernet_key = ").split(",")[0] == key
+
+
+def test_no_world_writable_directory_under_the_roles_paths(host):
+    roots = "/var/tmp /etc/clusterforge /opt/clusterforge /var/lib"
+    found = host.run(f"find {roots} -mindepth 1 -xdev -type d -perm -0002 -print").stdout.split()
+    assert found == [], found
+    work = host.file("/var/tmp/clusterforge-pipeline")
+    assert (work.group, work.mode) == (USER, 0o3770)
 
 
 def test_api_refuses_anonymous_and_wrong_passwords(host):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import sys
 
 import pytest
 import testinfra
@@ -20,6 +21,8 @@ USER = "clusterforge"
 PYTHON = "/opt/clusterforge/venv/bin/python"
 CONFIG = "/etc/clusterforge/celery/celery.json"
 CONCURRENCY = 2
+sys.path.insert(0, str(SCENARIO.parent / "_shared"))
+from services import assert_comes_back_after_a_clean_exit, assert_restart_always, restarts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,7 @@ def test_units_are_active_and_enabled(broker, worker):
         for unit in units:
             service = node.service(unit)
             assert service.is_running and service.is_enabled, f"{unit} on {node.backend.get_hostname()}"
+            assert_restart_always(node, unit)
     distro = broker.run("systemctl is-enabled redis-server.service")
     assert distro.stdout.strip() == "masked"
 
@@ -86,6 +90,17 @@ def test_broker_refuses_clients_without_the_password(broker, worker):
     )
     auth = worker.run("python3 -c %s %s %s", RESP, host, "AUTH " + secret("redis_password"))
     assert auth.stdout.strip() == "+OK"
+
+
+def test_redis_comes_back_after_a_clean_shutdown(broker):
+    """Redis SHUTDOWN (an authenticated client may send it) ends the server with status 0:
+    Restart=always starts it again and it answers the password."""
+    host, password = address(broker), secret("redis_password")
+    before = restarts(broker, "clusterforge-redis")
+    broker.run("redis-cli -h %s -p 6379 --no-auth-warning -a %s shutdown", host, password)
+    assert_comes_back_after_a_clean_exit(broker, "clusterforge-redis", before)
+    ping = broker.run("redis-cli -h %s -p 6379 --no-auth-warning -a %s ping", host, password)
+    assert ping.stdout.strip() == "PONG"
 
 
 def test_flower_requires_basic_auth(broker, worker):
