@@ -25,9 +25,9 @@ ERROR = "ERROR"
 SKIP = "SKIP"
 STATUSES = (PASS, FAIL, ERROR, SKIP)
 
-CATEGORIES = ("inventory", "correctness", "placement", "performance", "resilience")
+CATEGORIES = ("inventory", "correctness", "placement", "performance", "resilience", "security")
 SCOPES = ("node", "cluster")
-CONTROLS = ("wrong-answer", "missing-worker")
+CONTROLS = ("wrong-answer", "missing-worker", "open-door")
 BETTER = ("higher", "lower")
 REFERENCE_KINDS = ("peak", "typical", "baseline")
 

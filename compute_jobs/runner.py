@@ -48,7 +48,7 @@ from compute_jobs.versions import library_versions
 __all__ = ["build_summary", "count_statuses"]
 
 # Which negative control each result category honours.
-CONTROL_OF_CATEGORY = {"correctness": "wrong-answer", "placement": "missing-worker"}
+CONTROL_OF_CATEGORY = {"correctness": "wrong-answer", "placement": "missing-worker", "security": "open-door"}
 
 
 class SelectionError(ValueError):
@@ -399,7 +399,9 @@ class Runner:
             and result.status in (PASS, FAIL)
             and result.control != inject
         ):
-            helper = "ctx.compare()" if control == "wrong-answer" else "ctx.compare_sets()"
+            helper = {"wrong-answer": "ctx.compare()", "missing-worker": "ctx.compare_sets()"}.get(
+                control, f"its {control} control"
+            )
             problems.append(
                 f"{result.category} result not built with {helper}, cannot honour --inject {inject}"
             )

@@ -93,3 +93,18 @@ def cj_validator() -> Callable[[str], Any]:
         return jsonschema.Draft202012Validator(schema)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def cj_own_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
+    """security.listeners judges the test process's own listening sockets, read from the kernel like
+    on a node: the build host's other services are not the unit under test."""
+    from compute_jobs.checks import security
+
+    def own() -> list[Any]:
+        mine = {
+            inode for inode, owner in security.socket_owners().items() if owner.endswith(f"[{os.getpid()}]")
+        }
+        return [listener for listener in security.read_listeners() if listener.inode in mine]
+
+    monkeypatch.setattr(security, "LISTENERS", own)

@@ -232,7 +232,7 @@ def test_cgroup_limits_v2_and_v1(tmp_path):
 
 # --- every registered check honours the controls ------------------------------------------------
 
-CONTROLLED = {"correctness": "wrong-answer", "placement": "missing-worker"}
+CONTROLLED = {"correctness": "wrong-answer", "placement": "missing-worker", "security": "open-door"}
 
 
 @pytest.fixture
