@@ -17,6 +17,9 @@ import textwrap
 import pytest
 import yaml
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "_shared"))
+from playbook import run_playbook
+
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 ROOT = SCENARIO.parents[1]
 CONFIG = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
@@ -189,7 +192,6 @@ REFUSALS = {
         "did not match",
     ),
 }
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _mirror_vars() -> dict:
@@ -210,25 +212,16 @@ def _playbook(workdir: pathlib.Path, extra: dict) -> str:
         }
     }
     (workdir / "hosts.yml").write_text(yaml.safe_dump(inventory))
-    (workdir / "extra.json").write_text(json.dumps(extra))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_CACHE_PLUGIN": "memory",
-        "ANSIBLE_GATHER_SUBSET": "!all,min",
-        "ANSIBLE_NOCOLOR": "True",
-        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
-        "CONTAINERS_CONF": str(ROOT / "lab/containers.conf"),
-    }
-    command = [
-        str(pathlib.Path(sys.executable).parent / "ansible-playbook"),
-        *("-i", str(workdir / "hosts.yml"), str(ROOT / "playbooks/gpu.yml")),
-        *("--tags", "cuda", "-e", f"@{workdir / 'extra.json'}"),
-    ]
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    rc, output = run_playbook(
+        "playbooks/gpu.yml",
+        workdir / "hosts.yml",
+        workdir,
+        extra,
+        args=("--tags", "cuda"),
+        env={"ANSIBLE_GATHER_SUBSET": "!all,min"},
+        timeout=600,
     )
-    return f"rc={done.returncode}\n" + ANSI.sub("", done.stdout + done.stderr)
+    return f"rc={rc}\n{output}"
 
 
 def _node_state() -> str:

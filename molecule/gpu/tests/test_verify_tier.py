@@ -7,19 +7,20 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
 
 import pytest
 import yaml
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "_shared"))
+from playbook import run_playbook
+
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 ROOT = SCENARIO.parents[1]
 CONFIG = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
 (NODE,) = (p["name"] for p in CONFIG["platforms"])
 FACTS = "/etc/ansible/facts.d"
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture(scope="module")
@@ -31,23 +32,8 @@ def run(tmp_path_factory) -> dict:
     reports = tmp_path_factory.mktemp("reports")
     extra = {"verify_only": ["gpu", "opencl"], "verify_fail_on_error": False}
     extra["verify_reports_dir"] = str(reports)
-    (reports / "extra.json").write_text(json.dumps(extra))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_CACHE_PLUGIN": "memory",
-        "ANSIBLE_NOCOLOR": "True",
-        "ANSIBLE_LOCAL_TEMP": str(reports / "tmp"),
-        "CONTAINERS_CONF": str(ROOT / "lab/containers.conf"),
-    }
-    command = [
-        str(pathlib.Path(sys.executable).parent / "ansible-playbook"),
-        *("-i", str(pathlib.Path(ephemeral) / "inventory"), str(ROOT / "playbooks/verify.yml")),
-        *("-e", f"@{reports / 'extra.json'}"),
-    ]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    output = ANSI.sub("", done.stdout + done.stderr)
-    assert done.returncode == 0, output[-4000:]
+    rc, output = run_playbook("playbooks/verify.yml", pathlib.Path(ephemeral) / "inventory", reports, extra)
+    assert rc == 0, output[-4000:]
     latest = reports / "latest"
     results = [json.loads(line) for line in (latest / "results.jsonl").read_text().splitlines()]
     return {
