@@ -173,7 +173,7 @@ def open_door() -> Iterator[int]:
 class SecurityListeners(Check):
     name = "security.listeners"
     category = "security"
-    tags = frozenset({"security", "node"})
+    tags = frozenset({"security"})
     description = (
         "Every listening TCP socket of the node is on loopback or on its cluster address; none on every "
         "address or another interface outside the allowlist; a port a role declares there refuses "
