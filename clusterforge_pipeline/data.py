@@ -100,13 +100,15 @@ def summarize_file(spec_dict: dict[str, int], index: int, path: str) -> dict[str
 
 
 def remove_dir(directory: str) -> dict[str, Any]:
-    """Remove a run directory of generated files; report what was removed."""
+    """Remove a run directory of generated files; report what was removed. Every Dask worker process
+    runs this, and several may share a host: a file another one removed first is not an error."""
     removed = 0
     if os.path.isdir(directory):
         for name in os.listdir(directory):
             if name.startswith("part-"):
-                os.remove(os.path.join(directory, name))
-                removed += 1
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(directory, name))
+                    removed += 1
         with contextlib.suppress(OSError):
             os.rmdir(directory)
     return {"host": socket.gethostname(), "removed": removed}

@@ -248,3 +248,23 @@ def test_the_http_boundary_is_one_module_that_needs_no_pipeline_package():
         text = (REPO / "compute_jobs" / "checks" / f"{name}.py").read_text()
         assert "from compute_jobs.transport import Transport" in text, name
         assert "Transport = " not in text and "urlopen" not in text, name
+
+
+def test_cleanup_on_hosts_with_several_worker_processes_tolerates_files_already_gone(tmp_path, monkeypatch):
+    """Every Dask worker process runs remove_dir; two on one host race for the same files."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for i in range(3):
+        (run / f"part-{i:05d}.u64").write_bytes(b"x")
+    listing = os.listdir
+
+    def listdir_then_a_sibling_removes_one(path):
+        names = listing(path)
+        os.remove(run / "part-00001.u64")  # the other worker process on this host was faster
+        return names
+
+    monkeypatch.setattr(data.os, "listdir", listdir_then_a_sibling_removes_one)
+    assert data.remove_dir(str(run))["removed"] == 2
+    monkeypatch.setattr(data.os, "listdir", listing)
+    assert not run.exists()
+    assert data.remove_dir(str(run))["removed"] == 0
