@@ -149,8 +149,10 @@ def test_a_lost_controller_copy_of_the_secrets_stops_the_run_before_any_change(h
         check=False,
     )
     assert done.returncode != 0, done.stdout[-3000:]
-    assert "cluster_rotate_secrets=true" in done.stdout, done.stdout[-3000:]
-    assert "scripts/secrets import" in done.stdout
+    # ansible-core prints a failed task's message on stderr.
+    output = done.stdout + done.stderr
+    assert "cluster_rotate_secrets=true" in output, output[-3000:]
+    assert "scripts/secrets import" in output
     assert not any(lost.rglob("*")), "secrets were generated"
 
 
