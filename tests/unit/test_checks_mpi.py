@@ -145,6 +145,9 @@ class FakeMpirun:
     def _pingpong(self, hosts: list[str]) -> dict[str, Any]:
         pairs = []
         slow = self.faults.get("slow_link")
+        self.matrices = getattr(self, "matrices", 0) + 1
+        if self.faults.get("slow_once") and self.matrices > 1:
+            slow = None
         for index, pair in enumerate(plan_pairs(hosts)):
             inter = pair["kind"] == "inter"
             latency = 20.0 if inter else 1.5
@@ -287,9 +290,24 @@ def test_slow_link_is_flagged_as_outlier(mpi_cluster, monkeypatch):
     )
     latency = results["mpi.latency.matrix"]
     assert latency.status == FAIL and list(latency.details["outliers"]) == ["n2<->n4"]
+    assert latency.details["remeasured"]["n2<->n4"] == pytest.approx(400.0)
     bandwidth = results["mpi.bandwidth.matrix"]
     assert bandwidth.status == FAIL and list(bandwidth.details["outliers"]) == ["n2<->n4"]
+    assert "in two measurements" in bandwidth.reason
     assert results["mpi.latency.latency_inter[n1<->n2]"].status == PASS
+
+
+def test_one_slow_round_is_remeasured_and_not_judged_a_bad_link(mpi_cluster, monkeypatch):
+    slots = {"n1": 2, "n2": 2, "n3": 2, "n4": 2}
+    fake = FakeMpirun(slots, slow_link=("n2", "n4"), slow_once=True)
+    results = run(mpi_cluster(slots), fake, monkeypatch, ["mpi.latency", "mpi.bandwidth"])
+    for name in ("mpi.latency.matrix", "mpi.bandwidth.matrix"):
+        summary = results[name]
+        assert summary.status == PASS, summary.reason
+        assert summary.details["outliers"] == {}
+        assert summary.details["transient_outliers"] == ["n2<->n4"]
+    # one confirming matrix, shared by both checks
+    assert sum("compute_jobs.services.mpi_jobs.pingpong" in c for c in fake.calls) == 2
 
 
 @pytest.mark.parametrize("control", ["wrong-answer", "missing-worker"])
