@@ -6,7 +6,9 @@ kernels of the ``clusterforge`` kernel spec through the server's API and runs ea
 the account's home, cell after cell. Each notebook ends in a cell that asserts its known answer
 and prints one line ``CLUSTERFORGE_RESULT {"answer": ..., "hosts": [...]}``; the check judges that
 answer against its own table and the hosts against the inventory's workers of the engine the
-notebook uses (its ``metadata.clusterforge.engine``).
+notebook uses (its ``metadata.clusterforge.engine``). A notebook for an engine the inventory does
+not provision, or that ``requires`` one (``metadata.clusterforge.requires``, e.g. ``["storage"]``),
+is SKIPped with the reason.
 
 ``engines.jupyter`` in cluster.json::
 
@@ -50,6 +52,7 @@ KNOWN_ANSWERS: dict[str, Any] = {
     "02-pyspark.ipynb": {"rdd_sum_squares": SUM_SQUARES, "dataframe_counts": [10_000]},
     "03-celery-canvas.ipynb": {"chain": 32, "chord": 338350},
     "04-processes-threads.ipynb": {"loop": SUM_SQUARES, "processes": SUM_SQUARES, "threads": SUM_SQUARES},
+    "05-shared-data.ipynb": {"sum_squares": [333383335000], "same_file_everywhere": True},
 }
 # engines.<engine> keys that name the hosts which must take part (first one present wins).
 WORKER_KEYS = ("workers", "expected_workers")
@@ -431,9 +434,13 @@ class NotebooksRun(_HubCheck):
             )
             return
         notebook = model.get("content") or {}
-        engine = notebook.get("metadata", {}).get("clusterforge", {}).get("engine")
-        if engine and engine not in ctx.cluster.engines:
-            yield ctx.result(label, status=SKIP, reason=f"the inventory provisions no {engine}")
+        meta = notebook.get("metadata", {}).get("clusterforge", {})
+        engine = meta.get("engine")
+        lacking = [e for e in [engine, *meta.get("requires", [])] if e and e not in ctx.cluster.engines]
+        if lacking:
+            yield ctx.result(
+                label, status=SKIP, reason=f"the inventory provisions no {' and no '.join(lacking)}"
+            )
             return
         cells = [
             "".join(c.get("source", "")) for c in notebook.get("cells", []) if c.get("cell_type") == "code"

@@ -122,7 +122,7 @@ def cluster(cj_cluster, tmp_path):
     credentials = tmp_path / "check.json"
     credentials.write_text(json.dumps({"user": USER, "password": PASSWORD}))
 
-    def make(engines: tuple[str, ...] = ("dask", "spark", "celery"), **jupyter: Any) -> Any:
+    def make(engines: tuple[str, ...] = ("dask", "spark", "celery", "storage"), **jupyter: Any) -> Any:
         settings = {
             "url": "https://10.0.0.11:8000",
             "ca_file": "/etc/clusterforge/jupyter/ca.crt",
@@ -141,6 +141,8 @@ def cluster(cj_cluster, tmp_path):
             sections["spark"] = {"expected_workers": HOSTS["spark"]}
         if "celery" in engines:
             sections["celery"] = {"workers": {h: 2 for h in HOSTS["celery"]}}
+        if "storage" in engines:
+            sections["storage"] = {"backend": "sshfs", "server": "a", "data_dir": "/shared/data"}
         return cj_cluster(engines=sections)
 
     return make
@@ -222,6 +224,24 @@ def test_a_notebook_for_an_engine_the_inventory_lacks_is_skipped(fake, cluster):
     assert results[stem("01-dask-array-dataframe.ipynb")].status == PASS
 
 
+def test_a_notebook_that_requires_shared_storage_is_skipped_without_it(fake, cluster):
+    results = run(cluster(engines=("dask", "spark", "celery")), ["notebooks.run"])
+    shared = results[stem("05-shared-data.ipynb")]
+    assert shared.status == SKIP and shared.reason == "the inventory provisions no storage"
+    assert results[stem("01-dask-array-dataframe.ipynb")].status == PASS
+
+
+def test_a_worker_that_cannot_see_the_saved_file_fails_the_shared_data_notebook(fake, cluster):
+    FakeKernel.hosts["dask"] = ["b"]  # c's worker read another file (or none): not among the hosts
+    FakeKernel.answers["05-shared-data.ipynb"] = (
+        "dask",
+        {"sum_squares": [333383335000], "same_file_everywhere": False},
+    )
+    results = run(cluster(), ["notebooks.run"])
+    assert results[stem("05-shared-data.ipynb")].status == FAIL
+    assert results[stem("05-shared-data.ipynb") + ".placement"].missing == ["c"]
+
+
 def test_a_notebook_missing_from_the_home_is_an_error(fake, cluster):
     fake.missing = {"02-pyspark.ipynb"}
     result = run(cluster(), ["notebooks.run"])[stem("02-pyspark.ipynb")]
@@ -238,7 +258,11 @@ def test_unreadable_credentials_are_an_error(fake, cluster):
     [
         ("wrong-answer", "notebooks.hub", {"anonymous", "wrong_password", "kernel", "limits"}),
         ("wrong-answer", "notebooks.run", {n.removesuffix(".ipynb") for n in SHIPPED}),
-        ("missing-worker", "notebooks.run", {n.removesuffix(".ipynb") + ".placement" for n in SHIPPED[:3]}),
+        (
+            "missing-worker",
+            "notebooks.run",
+            {n.removesuffix(".ipynb") + ".placement" for n in SHIPPED if notebook_engine(n)},
+        ),
     ],
 )
 def test_negative_controls(fake, cluster, control, check, failing):

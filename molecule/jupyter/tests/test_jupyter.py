@@ -211,9 +211,10 @@ def test_the_notebooks_checks_pass_through_the_hub_and_their_negative_control_fa
         if s not in ("PASS", "SKIP")
     }
     assert not bad, bad
-    # No Spark or Celery tier in this scenario: their notebooks SKIP here and run in the lab step.
+    # No Spark, Celery or storage tier in this scenario: their notebooks SKIP here and run in the lab step.
     assert statuses["notebooks.run.02-pyspark"] == "SKIP"
     assert statuses["notebooks.run.03-celery-canvas"] == "SKIP"
+    assert statuses["notebooks.run.05-shared-data"] == "SKIP"
     assert statuses["notebooks.run.01-dask-array-dataframe.placement"] == "PASS"
     control = run_suite(head, address, "notebooks.hub", inject="wrong-answer")
     assert {r["name"] for r in control if r["status"] == "FAIL"} >= {
