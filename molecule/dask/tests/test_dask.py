@@ -361,3 +361,72 @@ def test_a_crashed_worker_unit_is_restarted_by_systemd(host):
     _wait(restarted, 90, f"{unit} active again with a new main process")
     state = cluster_state(host)
     assert len(state["workers"]) == WORKER_PROCESSES and state["total"] == 500500
+
+
+def test_a_certificate_inside_the_renewal_window_is_reissued_and_served(host):
+    """A node certificate that expires in 2 days (inside dask_tls_renew_days) is reissued by the next
+    converge, installed, and the restarted scheduler presents the new one; the cluster computes."""
+    if not is_head(host):
+        pytest.skip("run once, from the controller")
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    secrets = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "secrets" / "dask"
+    path = secrets / "nodes" / f"{HEAD}.crt"
+    old = x509.load_pem_x509_certificate(path.read_bytes())
+    ca = x509.load_pem_x509_certificate((secrets / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((secrets / "ca.key").read_bytes(), password=None)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+    )
+    for extension in old.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    expiring = builder.sign(ca_key, hashes.SHA256())
+    path.write_bytes(expiring.public_bytes(serialization.Encoding.PEM))
+    # The node runs the expiring certificate first, as a cluster would after two years.
+    put(host, f"{CONFIG}/tls/scheduler.crt", expiring.public_bytes(serialization.Encoding.PEM).decode())
+    assert host.run("systemctl restart dask-scheduler").rc == 0
+
+    inventory = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+    playbook = shutil.which("ansible-playbook") or str(
+        pathlib.Path(sys.executable).with_name("ansible-playbook")
+    )
+    done = subprocess.run(
+        [playbook, "-i", str(inventory), "playbooks/dask.yml", "--tags", "dask_tls", "--limit", HEAD],
+        cwd=SCENARIO.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    renewed = x509.load_pem_x509_certificate(path.read_bytes())
+    assert renewed.serial_number != expiring.serial_number
+    assert renewed.not_valid_after_utc > now + datetime.timedelta(days=30)
+    installed = x509.load_pem_x509_certificate(host.file(f"{CONFIG}/tls/scheduler.crt").content)
+    assert installed.serial_number == renewed.serial_number
+
+    address = address_of(host, HEAD)
+
+    def served_serial() -> int | None:
+        shown = host.run(
+            "echo | timeout 10 openssl s_client -connect %s:8786 2>/dev/null | openssl x509 -noout -serial",
+            address,
+        )
+        return (
+            int(shown.stdout.strip().split("=", 1)[1], 16) if shown.rc == 0 and "=" in shown.stdout else None
+        )
+
+    _wait(
+        lambda: served_serial() == renewed.serial_number, 60, "the scheduler serving the reissued certificate"
+    )
+    assert_every_worker_back_and_computing(host)
