@@ -42,6 +42,7 @@ class DaskWorker:
 class Dask:
     endpoint: str = ""  # scheduler address, tls://host:8786
     config_dir: str = ""  # the client's DASK_CONFIG directory (TLS material, scheduler address)
+    ca_file: str = ""  # CA of the scheduler's and workers' certificates (TLS only)
     dashboard: str = ""
     expected_workers: Workers = field(default_factory=list)
     workers: dict[str, DaskWorker] = field(default_factory=dict)

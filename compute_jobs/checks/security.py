@@ -1,4 +1,4 @@
-"""Security checks: what each node exposes on the network.
+"""Security checks: what each node exposes on the network, and the certificates its doors present.
 
 ``security.listeners`` runs on every node. Every listening TCP socket must be bound to loopback or
 to this node's cluster address (where the engine checks prove that each service refuses anonymous
@@ -13,18 +13,43 @@ must answer 403 to a request without a signed token.
 
 Negative control: ``--inject open-door`` makes the check open a listener on every address for the
 duration of its scan; the result must then FAIL.
+
+``security.certificates`` runs once for the cluster. Every TLS door the engine sections declare (the
+Dask scheduler, the web gateways of the Dask dashboard and the Spark master UI, the JupyterHub)
+must present a certificate that verifies against the CA that issued it, for the address clients
+dial, and that stays valid longer than the roles' renewal window (``min_days``): a converge inside
+the window reissues it, so a shorter one means the renewal or the restart after it was missed.
+Under ``--inject open-door`` each door is verified against the public trust store instead, which
+did not sign any of them: every result must FAIL, proving that verification is enforced.
+
+``security.anonymous`` runs on every node, workers included: each door of every engine that
+cluster.json declares is tried as a stranger would, with no credential and no client certificate
+(the Dask scheduler, the web gateways of the Dask dashboard and the Spark master UI, Flower, the
+Airflow API, the Luigi scheduler, the JupyterHub API, and the Redis broker named in the Celery
+client configuration), and must refuse: HTTP 401/403, ``-NOAUTH`` from Redis, no TLS session
+without a client certificate. Under ``--inject open-door`` every door is knocked at a door the check
+opens itself on loopback, of the same kind, that lets anyone in; each result must then FAIL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import ipaddress
+import json
 import os
 import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from compute_jobs.context import CheckContext
 from compute_jobs.model import FAIL, PASS, Check, CheckError, Param, Result, register
@@ -235,3 +260,402 @@ class SecurityListeners(Check):
                 },
             },
         )
+
+
+# --- certificates -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsDoor:
+    """One TLS endpoint an engine section declares, and the CA file that must verify it."""
+
+    service: str
+    host: str
+    port: int
+    ca_file: str
+
+
+def tls_doors(ctx: CheckContext, gateway_ca: str) -> list[TlsDoor]:
+    """The TLS endpoints of cluster.json: scheme tls:// or https:// only (plain ones are not doors
+    of this check)."""
+    engines = ctx.cluster.engines
+    declared: list[tuple[str, str, str]] = []
+    dask = engines.get("dask") or {}
+    if dask.get("ca_file"):
+        declared.append(("dask-scheduler", str(dask.get("endpoint") or ""), str(dask["ca_file"])))
+    declared.append(("dask-dashboard", str(dask.get("dashboard") or ""), gateway_ca))
+    spark = engines.get("spark") or {}
+    declared.append(("spark-master-ui", str(spark.get("master_webui") or ""), gateway_ca))
+    jupyter = engines.get("jupyter") or {}
+    declared.append(("jupyterhub", str(jupyter.get("url") or ""), str(jupyter.get("ca_file") or "")))
+    doors = []
+    for service, url, ca_file in declared:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("tls", "https") or not parsed.hostname:
+            continue
+        doors.append(TlsDoor(service, parsed.hostname, parsed.port or 443, ca_file))
+    return doors
+
+
+def peer_certificate(door: TlsDoor, context: ssl.SSLContext, timeout: float) -> dict:
+    """The verified peer certificate of ``door`` (ssl.SSLError when verification fails)."""
+    with (
+        socket.create_connection((door.host, door.port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=door.host) as tls,
+    ):
+        return tls.getpeercert() or {}
+
+
+# The engine boundary of the certificate check: the TLS handshake (tests reach real loopback servers).
+PEER_CERTIFICATE: Callable[[TlsDoor, ssl.SSLContext, float], dict] = peer_certificate
+
+
+@register
+class SecurityCertificates(Check):
+    name = "security.certificates"
+    category = "security"
+    tags = frozenset({"security"})
+    scope = "cluster"
+    description = (
+        "Every TLS door cluster.json declares presents a certificate that verifies against its CA for the "
+        "address clients dial and stays valid longer than the renewal window"
+    )
+    params = (
+        Param(
+            "min_days",
+            float,
+            30.0,
+            "days a certificate must stay valid (the roles' renewal window)",
+            0.0,
+            3650.0,
+        ),
+        Param(
+            "gateway_ca_file",
+            str,
+            "/etc/clusterforge/tls/ca.crt",
+            "CA of the web gateways' host certificates (the common role's cluster CA)",
+        ),
+    )
+    correctness_rule = (
+        "TLS handshake verified against the door's CA with the dialled address as hostname, and "
+        "notAfter - now >= min_days"
+    )
+    timeout = 60.0
+
+    def applies(self, ctx: CheckContext) -> str | None:
+        if not tls_doors(ctx, ctx.params.gateway_ca_file):
+            return "cluster.json declares no TLS door (tls:// or https://)"
+        return None
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        doors = tls_doors(ctx, ctx.params.gateway_ca_file)
+        control = "open-door" if ctx.inject == "open-door" else None
+        for door in doors:
+            name = f"security.certificates[{door.service}]"
+            details = {"endpoint": f"{door.host}:{door.port}", "ca_file": door.ca_file}
+            try:
+                if control:
+                    context = ssl.create_default_context()  # the public trust store did not sign it
+                    details["ca_file"] = "the public trust store (negative control)"
+                else:
+                    context = ssl.create_default_context(cafile=door.ca_file)
+            except OSError as exc:
+                yield ctx.error(f"cannot read the CA file {door.ca_file}: {exc}", name=name, details=details)
+                continue
+            try:
+                certificate = PEER_CERTIFICATE(door, context, ctx.bounded(15))
+            except ssl.SSLCertVerificationError as exc:
+                yield ctx.result(
+                    name,
+                    status=FAIL,
+                    reason=f"{door.host}:{door.port} presents a certificate that does not verify: "
+                    f"{exc.verify_message}",
+                    rule=self.correctness_rule,
+                    control=control,
+                    details=details,
+                )
+                continue
+            except (OSError, ssl.SSLError) as exc:
+                yield ctx.result(
+                    name,
+                    status=FAIL,
+                    reason=f"no verified TLS handshake with {door.host}:{door.port}: {exc}",
+                    rule=self.correctness_rule,
+                    control=control,
+                    details=details,
+                )
+                continue
+            not_after = ssl.cert_time_to_seconds(str(certificate.get("notAfter")))
+            days = (not_after - time.time()) / 86400
+            details.update(
+                {"not_after": certificate.get("notAfter"), "serial": certificate.get("serialNumber")}
+            )
+            short = days < ctx.params.min_days
+            yield ctx.result(
+                name,
+                status=FAIL if short else PASS,
+                reason=(
+                    f"expires in {days:.1f} days, inside the renewal window of {ctx.params.min_days:g}: "
+                    "reconverge the role that issued it"
+                    if short
+                    else ""
+                ),
+                expected=f">= {ctx.params.min_days:g} days valid",
+                observed=f"{days:.0f} days valid",
+                rule=self.correctness_rule,
+                control=control,
+                details=details,
+            )
+
+
+# --- anonymous clients ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Door:
+    """A network door of an engine and how a stranger knocks: http(s) GET, a TLS session, Redis PING."""
+
+    service: str
+    kind: str  # "http", "tls" or "redis"
+    url: str  # http(s)://host:port/path, or host:port
+
+
+def _strip_userinfo(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _join(base: str, path: str) -> str:
+    return _strip_userinfo(base).rstrip("/") + path
+
+
+def engine_doors(ctx: CheckContext) -> list[Door]:
+    """The doors cluster.json declares, each with the request a stranger would make."""
+    engines = ctx.cluster.engines
+    doors: list[Door] = []
+
+    def add(service: str, kind: str, url: Any) -> None:
+        if isinstance(url, str) and url:
+            doors.append(Door(service, kind, url))
+
+    dask = engines.get("dask") or {}
+    endpoint = str(dask.get("endpoint") or "")
+    if endpoint.startswith("tls://"):
+        add("dask-scheduler", "tls", endpoint.removeprefix("tls://"))
+    if dask.get("dashboard"):
+        add("dask-dashboard", "http", _join(str(dask["dashboard"]), "/status"))
+    spark = engines.get("spark") or {}
+    if spark.get("master_webui"):
+        add("spark-master-ui", "http", _join(str(spark["master_webui"]), "/json/"))
+    celery = engines.get("celery") or {}
+    if celery.get("flower_url"):
+        add("flower", "http", _join(str(celery["flower_url"]), "/api/workers"))
+    airflow = engines.get("airflow") or {}
+    if airflow.get("endpoint"):
+        add("airflow-api", "http", _join(str(airflow["endpoint"]), "/api/v2/dags"))
+    luigi = engines.get("luigi") or {}
+    if luigi.get("endpoint"):
+        add("luigi-scheduler", "http", _join(str(luigi["endpoint"]), "/api/task_list"))
+    jupyter = engines.get("jupyter") or {}
+    if jupyter.get("url"):
+        add("jupyterhub-api", "http", _join(str(jupyter["url"]), "/hub/api/users"))
+    broker = redis_broker(str(celery.get("config") or ""))
+    if broker:
+        add("redis-broker", "redis", broker)
+    return doors
+
+
+def redis_broker(config: str) -> str:
+    """host:port of the Redis broker named in the Celery client configuration on this node ("" when
+    this node has no readable configuration or the broker is not Redis)."""
+    try:
+        with open(config, encoding="utf-8") as handle:
+            broker = json.load(handle).get("broker") or {}
+    except (OSError, ValueError):
+        return ""
+    if broker.get("type") != "redis" or not broker.get("address") or not broker.get("port"):
+        return ""
+    return f"{broker['address']}:{int(broker['port'])}"
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(f"//{text}")
+    if not parsed.hostname or not parsed.port:
+        raise CheckError(f"not host:port: {text!r}")
+    return parsed.hostname, parsed.port
+
+
+def knock_http(url: str, timeout: float) -> str:
+    """GET without credentials; TLS certificates are not judged here (security.certificates does)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(url, headers={"User-Agent": "clusterforge-security-probe"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
+            return f"answered HTTP {answer.status} without credentials"
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return f"refused (HTTP {exc.code})"
+        return f"answered HTTP {exc.code} without credentials"
+
+
+def knock_tls(address: str, timeout: float) -> str:
+    """A TLS session without a client certificate: the server must end it before it speaks."""
+    host, port = _host_port(address)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.settimeout(timeout)
+                data = tls.recv(64)
+        except ssl.SSLError as exc:
+            return f"refused (no TLS session without a client certificate: {exc.reason or exc})"
+        except (ConnectionResetError, BrokenPipeError):
+            return "refused (connection reset without a client certificate)"
+        except TimeoutError:
+            return "did not answer (the session stayed open without a client certificate)"
+    if not data:
+        return "refused (closed without a client certificate)"
+    return f"answered {len(data)} bytes to a client without a certificate"
+
+
+def knock_redis(address: str, timeout: float) -> str:
+    host, port = _host_port(address)
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(b"PING\r\n")
+        reply = conn.recv(128).decode("latin-1").strip()
+    if reply.startswith("-NOAUTH") or (reply.startswith("-ERR") and "auth" in reply.lower()):
+        return f"refused ({reply.split()[0]})"
+    return f"answered {reply[:40]!r} without a password"
+
+
+KNOCKS: dict[str, Callable[[str, float], str]] = {"http": knock_http, "tls": knock_tls, "redis": knock_redis}
+
+
+class _OpenHttp(http.server.BaseHTTPRequestHandler):
+    """Answers anyone: the HTTP door of the negative control."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _serve_tcp(answer: Callable[[socket.socket], None], stack: contextlib.ExitStack) -> str:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stack.callback(listener.close)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError, ssl.SSLError):
+                answer(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+def _throwaway_tls_context(directory: str) -> ssl.SSLContext:
+    """A server context with a one-day self-signed certificate made by the openssl CLI."""
+    key, cert = os.path.join(directory, "control.key"), os.path.join(directory, "control.crt")
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    argv += ["-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=clusterforge open-door control"]
+    made = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise CheckError(f"open-door control: openssl could not make a certificate: {made.stderr.strip()}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@contextlib.contextmanager
+def open_doors() -> Iterator[dict[str, str]]:
+    """Doors on loopback that let anyone in, one per kind (the negative control): an HTTP server
+    answering 200, a Redis-speaking server answering +PONG, a TLS server that asks for no client
+    certificate and greets whoever connects."""
+    with contextlib.ExitStack() as stack:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OpenHttp)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        stack.callback(server.server_close)
+        stack.callback(server.shutdown)
+        tls = _throwaway_tls_context(stack.enter_context(tempfile.TemporaryDirectory()))
+
+        def greet(conn: socket.socket) -> None:
+            with tls.wrap_socket(conn, server_side=True) as session:
+                session.sendall(b"welcome")
+                session.recv(1)
+
+        yield {
+            "http": f"http://127.0.0.1:{server.server_address[1]}/api",
+            "redis": _serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
+            "tls": _serve_tcp(greet, stack),
+        }
+
+
+@register
+class SecurityAnonymous(Check):
+    name = "security.anonymous"
+    category = "security"
+    tags = frozenset({"security"})
+    description = (
+        "From every node, each declared door of every engine refuses a client without credentials: "
+        "HTTP 401/403, Redis -NOAUTH, no TLS session without a client certificate"
+    )
+    correctness_rule = "each door's answer to a client without credentials == refused"
+    timeout = 120.0
+
+    def applies(self, ctx: CheckContext) -> str | None:
+        if not engine_doors(ctx):
+            return "cluster.json declares no engine door to try"
+        return None
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        doors = engine_doors(ctx)
+        with contextlib.ExitStack() as stack:
+            control = "open-door" if ctx.inject == "open-door" else None
+            # Under the control every door is knocked at the check's own open door of its kind.
+            opened = stack.enter_context(open_doors()) if control else {}
+            for door in doors:
+                name = f"security.anonymous[{door.service}]"
+                target = opened.get(door.kind, door.url)
+                details = {"door": door.url, "kind": door.kind}
+                if control:
+                    details["knocked"] = f"{target} (the check's own open door, negative control)"
+                try:
+                    answer = KNOCKS[door.kind](target, ctx.bounded(15))
+                except (OSError, CheckError) as exc:
+                    yield ctx.error(f"{door.url}: could not knock ({exc})", name=name, details=details)
+                    continue
+                refused = answer.startswith("refused")
+                yield ctx.result(
+                    name,
+                    status=PASS if refused else FAIL,
+                    reason="" if refused else f"{target} {answer}",
+                    expected="refused",
+                    observed=answer,
+                    rule=self.correctness_rule,
+                    control=control,
+                    details=details,
+                )

@@ -1,17 +1,22 @@
 """security.listeners: /proc/net/tcp decoding, exposure rules, and the open-door control on the
-real kernel (the door is a socket of the test process; conftest narrows the scan to those)."""
+real kernel (the door is a socket of the test process; conftest narrows the scan to those).
+security.certificates: real TLS servers on loopback with certificates of throwaway CAs."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import json
 import socket
+import ssl
 import threading
 from typing import Any
 
 import pytest
+from checkrun import run_checks
 
 from compute_jobs.checks import load_all, security
-from compute_jobs.model import FAIL, PASS, Registry, Result, registry
+from compute_jobs.model import FAIL, PASS, SKIP, Registry, Result, registry
 from compute_jobs.runner import RunConfig, Runner
 
 load_all()
@@ -142,3 +147,297 @@ def test_a_declared_port_on_every_address_must_refuse_an_anonymous_request(cj_cl
         assert f"answered HTTP {status} without credentials" in result.reason
     # Not an Airflow worker: the same listener is an open door whatever it answers.
     assert elsewhere.status == FAIL and elsewhere.details["declared"] == {}
+
+
+# --- security.certificates: real TLS servers on loopback, certificates from a throwaway CA --------
+
+
+def _issue(tmp_path, days: int, name: str) -> tuple[str, str, str]:
+    """A CA and a server certificate for 127.0.0.1 valid ``days``; (ca.crt, server.crt, server.key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = tmp_path / f"{name}-ca.crt", tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return tuple(str(p) for p in paths)
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """Factory: a TLS server on 127.0.0.1 presenting a certificate valid ``days``; (port, ca_file)."""
+    servers: list[socket.socket] = []
+
+    def start(days: int, name: str = "door") -> tuple[int, str]:
+        ca_file, cert, key = _issue(tmp_path, days, name)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        listener = socket.create_server(("127.0.0.1", 0))
+        servers.append(listener)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                try:
+                    with context.wrap_socket(conn, server_side=True) as tls:
+                        tls.recv(1)
+                except (OSError, ssl.SSLError):
+                    pass
+
+        threading.Thread(target=serve, daemon=True).start()
+        return listener.getsockname()[1], ca_file
+
+    yield start
+    for listener in servers:
+        listener.close()
+
+
+def run_certificates(cluster: Any, **config: Any) -> dict[str, Result]:
+    return run_checks(cluster, ["security.certificates"], **config)
+
+
+def test_every_declared_tls_door_verifies_and_outlives_the_renewal_window(cj_cluster, tls_server, tmp_path):
+    hub_port, hub_ca = tls_server(400, "hub")
+    dask_port, dask_ca = tls_server(800, "dask")
+    gateway_port, gateway_ca = tls_server(10, "gateway")  # inside the 30-day window: renewal missed
+    engines = {
+        "dask": {"endpoint": f"tls://127.0.0.1:{dask_port}", "ca_file": dask_ca, "dashboard": ""},
+        "spark": {"master_webui": f"https://127.0.0.1:{gateway_port}"},
+        "jupyter": {"url": f"https://127.0.0.1:{hub_port}", "ca_file": hub_ca, "credentials_file": "x"},
+        "celery": {"flower_url": "http://127.0.0.1:5555"},  # plain HTTP is not a door of this check
+    }
+    cluster = cj_cluster(engines=engines)
+    results = run_certificates(cluster, overrides={"security.certificates": {"gateway_ca_file": gateway_ca}})
+    assert set(results) == {
+        "security.certificates[dask-scheduler]",
+        "security.certificates[spark-master-ui]",
+        "security.certificates[jupyterhub]",
+    }
+    assert results["security.certificates[dask-scheduler]"].status == PASS, results[
+        "security.certificates[dask-scheduler]"
+    ].reason
+    assert results["security.certificates[jupyterhub]"].status == PASS
+    short = results["security.certificates[spark-master-ui]"]
+    assert short.status == FAIL and "inside the renewal window" in short.reason
+
+
+def test_a_certificate_from_another_ca_fails_and_the_control_fails_every_door(cj_cluster, tls_server):
+    port, _ = tls_server(400, "hub")
+    _, stranger_ca = tls_server(400, "stranger")
+    cluster = cj_cluster(
+        engines={
+            "jupyter": {"url": f"https://127.0.0.1:{port}", "ca_file": stranger_ca, "credentials_file": "x"}
+        }
+    )
+    result = run_certificates(cluster)["security.certificates[jupyterhub]"]
+    assert result.status == FAIL and "does not verify" in result.reason
+
+    port, ca_file = tls_server(400, "dask")
+    cluster = cj_cluster(engines={"dask": {"endpoint": f"tls://127.0.0.1:{port}", "ca_file": ca_file}})
+    assert run_certificates(cluster)["security.certificates[dask-scheduler]"].status == PASS
+    controlled = run_certificates(cluster, inject="open-door")["security.certificates[dask-scheduler]"]
+    assert controlled.status == FAIL and controlled.control == "open-door"
+
+
+def test_a_door_that_does_not_answer_fails_and_no_door_at_all_is_skipped(cj_cluster):
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    cluster = cj_cluster(
+        engines={"dask": {"endpoint": f"tls://127.0.0.1:{port}", "ca_file": "/etc/hostname"}}
+    )
+    result = run_certificates(cluster)["security.certificates[dask-scheduler]"]
+    assert result.status in (FAIL, "ERROR") and result.reason
+    nothing = run_certificates(cj_cluster(engines={"celery": {"flower_url": "http://x:5555"}}))
+    assert [r.status for r in nothing.values()] == [SKIP]
+    assert "declares no TLS door" in next(iter(nothing.values())).reason
+
+
+# --- security.anonymous: real loopback servers that refuse strangers, and ones that do not --------
+
+
+class _Http(http.server.BaseHTTPRequestHandler):
+    status = 401
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def doors(tmp_path):
+    """Factory of loopback doors: http (answering ``status``), redis (``reply``), tls (``client_cert``)."""
+    stops: list[Any] = []
+
+    def http_door(status: int) -> str:
+        handler = type("Handler", (_Http,), {"status": status})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        stops.append(lambda: (server.shutdown(), server.server_close()))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    def tcp_door(answer: Any) -> str:
+        listener = socket.create_server(("127.0.0.1", 0))
+        stops.append(listener.close)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn, contextlib.suppress(OSError, ssl.SSLError):
+                    answer(conn)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"127.0.0.1:{listener.getsockname()[1]}"
+
+    def redis_door(reply: bytes) -> str:
+        return tcp_door(lambda conn: (conn.recv(64), conn.sendall(reply)))
+
+    def tls_door(client_cert: bool) -> str:
+        ca_file, cert, key = _issue(tmp_path, 400, f"tls{len(stops)}")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        if client_cert:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(ca_file)
+
+        def answer(conn: socket.socket) -> None:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"handshake: welcome")
+                tls.recv(1)
+
+        return tcp_door(answer)
+
+    yield {"http": http_door, "redis": redis_door, "tls": tls_door}
+    for stop in stops:
+        stop()
+
+
+def _celery_config(tmp_path, address: str) -> str:
+    host, port = address.split(":")
+    path = tmp_path / "celery.json"
+    path.write_text(
+        json.dumps(
+            {"broker_url": "redis://:pw@x/0", "broker": {"type": "redis", "address": host, "port": int(port)}}
+        )
+    )
+    return str(path)
+
+
+def test_every_door_refuses_a_stranger_and_an_open_one_is_named(cj_cluster, doors, tmp_path):
+    engines = {
+        "dask": {"endpoint": f"tls://{doors['tls'](True)}", "dashboard": doors["http"](401)},
+        "spark": {"master_webui": doors["http"](401)},
+        "celery": {
+            "flower_url": doors["http"](200),
+            "config": _celery_config(tmp_path, doors["redis"](b"-NOAUTH Authentication required.\r\n")),
+        },
+        "airflow": {"endpoint": doors["http"](403)},
+        "luigi": {"endpoint": "http://luigi:s3cret@" + doors["http"](401).removeprefix("http://")},
+        "jupyter": {"url": doors["http"](403), "ca_file": "x", "credentials_file": "x"},
+    }
+    results = run_checks(cj_cluster(engines=engines), ["security.anonymous"])
+    statuses = {name.removeprefix("security.anonymous"): r.status for name, r in results.items()}
+    assert statuses == {
+        "[dask-scheduler]": PASS,
+        "[dask-dashboard]": PASS,
+        "[spark-master-ui]": PASS,
+        "[flower]": FAIL,
+        "[airflow-api]": PASS,
+        "[luigi-scheduler]": PASS,
+        "[jupyterhub-api]": PASS,
+        "[redis-broker]": PASS,
+    }
+    flower = results["security.anonymous[flower]"]
+    assert "answered HTTP 200 without credentials" in flower.reason and flower.details["door"].endswith(
+        "/api/workers"
+    )
+    assert "s3cret" not in results["security.anonymous[luigi-scheduler]"].details["door"]
+    assert results["security.anonymous[redis-broker]"].observed == "refused (-NOAUTH)"
+
+
+def test_a_tls_door_without_client_certificates_and_an_open_redis_fail(cj_cluster, doors, tmp_path):
+    engines = {
+        "dask": {"endpoint": f"tls://{doors['tls'](False)}"},
+        "celery": {"config": _celery_config(tmp_path, doors["redis"](b"+PONG\r\n"))},
+    }
+    results = run_checks(cj_cluster(engines=engines), ["security.anonymous"])
+    assert results["security.anonymous[dask-scheduler]"].status == FAIL
+    assert "without a certificate" in results["security.anonymous[dask-scheduler]"].reason
+    assert results["security.anonymous[redis-broker]"].status == FAIL
+    assert "'+PONG' without a password" in results["security.anonymous[redis-broker]"].reason
+
+
+def test_the_open_door_control_fails_every_door_and_nothing_declared_is_skipped(cj_cluster, doors, tmp_path):
+    engines = {
+        "dask": {"endpoint": f"tls://{doors['tls'](True)}"},
+        "spark": {"master_webui": doors["http"](401)},
+        "celery": {
+            "config": _celery_config(tmp_path, doors["redis"](b"-NOAUTH Authentication required.\r\n"))
+        },
+    }
+    results = run_checks(cj_cluster(engines=engines), ["security.anonymous"], inject="open-door")
+    assert set(results) == {
+        "security.anonymous[dask-scheduler]",
+        "security.anonymous[spark-master-ui]",
+        "security.anonymous[redis-broker]",
+    }
+    for result in results.values():
+        assert result.status == FAIL and result.control == "open-door", (result.name, result.reason)
+        assert "negative control" in result.details["knocked"]
+    nothing = run_checks(cj_cluster(engines={"mpi": {"hostfile": "/x"}}), ["security.anonymous"])
+    (only,) = nothing.values()
+    assert only.status == SKIP and "declares no engine door" in only.reason

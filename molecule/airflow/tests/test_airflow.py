@@ -115,6 +115,17 @@ def test_secrets_are_private(host):
         assert (SECRETS / "airflow" / name).stat().st_mode & 0o777 == 0o600
 
 
+def test_no_restart_rule_without_the_resilience_checks(host):
+    """This inventory does not run the resilience checks: the service account may not restart
+    anything, and the role publishes no restart command for a check to try."""
+    if not host.file("/etc/clusterforge/airflow/airflow.cfg").exists:
+        pytest.skip("not the Airflow server")
+    assert not host.file("/etc/sudoers.d/clusterforge-airflow-restart").exists
+    assert host.run("runuser -u %s -- sudo -n -l", USER).rc != 0
+    fact = json.loads(host.file("/etc/ansible/facts.d/clusterforge_engine_airflow.fact").content_string)
+    assert fact.get("restart_commands") == {}
+
+
 def test_fernet_key_is_32_random_bytes_and_encrypts(host):
     key = (SECRETS / "airflow" / "fernet_key").read_text().strip()
     assert len(base64.urlsafe_b64decode(key)) == 32
