@@ -28,6 +28,7 @@ THREADS = 1
 MEMORY = 512 * 1024 * 1024
 sys.path.insert(0, str(SCENARIO.parent / "_shared"))
 from gateway import assert_gateway_refuses_strangers, assert_ui_listens_on_loopback_only  # noqa: E402
+from playbook import run_playbook  # noqa: E402
 from services import assert_comes_back_after_a_clean_exit, assert_restart_always, restarts  # noqa: E402
 
 
@@ -396,19 +397,19 @@ def test_a_certificate_inside_the_renewal_window_is_reissued_and_served(host):
     put(host, f"{CONFIG}/tls/scheduler.crt", expiring.public_bytes(serialization.Encoding.PEM).decode())
     assert host.run("systemctl restart dask-scheduler").rc == 0
 
-    inventory = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
-    playbook = shutil.which("ansible-playbook") or str(
-        pathlib.Path(sys.executable).with_name("ansible-playbook")
-    )
-    done = subprocess.run(
-        [playbook, "-i", str(inventory), "playbooks/dask.yml", "--tags", "dask_tls", "--limit", HEAD],
-        cwd=SCENARIO.parents[1],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    ephemeral = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+    try:
+        rc, output = run_playbook(
+            "playbooks/dask.yml",
+            ephemeral / "inventory",
+            ephemeral / "renewal",
+            {},
+            ("--tags", "dask_tls", "--limit", HEAD),
+            timeout=600,
+        )
+    finally:
+        assert_every_worker_back_and_computing(host)
+    assert rc == 0, output[-3000:]
     renewed = x509.load_pem_x509_certificate(path.read_bytes())
     assert renewed.serial_number != expiring.serial_number
     assert renewed.not_valid_after_utc > now + datetime.timedelta(days=30)
