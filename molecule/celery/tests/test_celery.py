@@ -93,12 +93,45 @@ def test_broker_refuses_clients_without_the_password(broker, worker):
     assert auth.stdout.strip() == "+OK"
 
 
-def test_redis_comes_back_after_a_clean_shutdown(broker):
-    """Redis SHUTDOWN (an authenticated client may send it) ends the server with status 0:
-    Restart=always starts it again and it answers the password."""
+def test_the_clients_account_has_no_admin_or_dangerous_command(broker):
+    """The password opens an account without @admin and @dangerous: it cannot stop, reconfigure,
+    empty or list the broker, and still does what Celery needs."""
+    host, password = address(broker), secret("redis_password")
+
+    def cli(*command: str) -> str:
+        done = broker.run(
+            "redis-cli -h %s -p 6379 --no-auth-warning -a %s " + " ".join(["%s"] * len(command)),
+            host,
+            password,
+            *command,
+        )
+        return (done.stdout + done.stderr).strip()
+
+    for command in (
+        ("FLUSHALL",),
+        ("CONFIG", "SET", "requirepass", "x"),
+        ("SHUTDOWN",),
+        ("KEYS", "*"),
+        ("ACL", "LIST"),
+        ("MONITOR",),
+    ):
+        assert "NOPERM" in cli(*command), command
+    assert cli("SET", "cf-acl-probe", "1") == "OK"
+    assert cli("GET", "cf-acl-probe") == "1"
+    assert cli("DEL", "cf-acl-probe") == "1"
+    assert cli("PUBLISH", "cf-acl-probe", "x") == "0"
+    conf = broker.file("/etc/clusterforge/celery-redis/redis.conf")
+    assert password not in conf.content_string
+
+
+def test_redis_comes_back_after_a_clean_exit(broker):
+    """Redis answers SIGTERM with a clean exit (status 0): Restart=always starts it again and it
+    answers the password. (Clients may not SHUTDOWN it: the test above.)"""
     host, password = address(broker), secret("redis_password")
     before = restarts(broker, "clusterforge-redis")
-    broker.run("redis-cli -h %s -p 6379 --no-auth-warning -a %s shutdown", host, password)
+    pid = broker.run("systemctl show -p MainPID --value clusterforge-redis").stdout.strip()
+    assert pid.isdigit() and pid != "0"
+    assert broker.run("kill -TERM %s", pid).rc == 0
     assert_comes_back_after_a_clean_exit(broker, "clusterforge-redis", before)
     ping = broker.run("redis-cli -h %s -p 6379 --no-auth-warning -a %s ping", host, password)
     assert ping.stdout.strip() == "PONG"
