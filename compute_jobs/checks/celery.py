@@ -9,7 +9,7 @@ cluster.json ``engines.celery``::
     {
       "config": "/etc/clusterforge/celery/celery.json",   client configuration (default: that path)
       "workers": {"node-2": 2, "node-3": 2},               inventory host -> configured concurrency
-      "flower_url": "http://10.0.0.11:5555"                optional, reported only
+      "flower_url": "https://10.0.0.11:5555"                optional, reported only
     }
 
 Without ``workers`` the expected workers are the hosts of group ``celery_workers`` with their cores.

@@ -137,16 +137,34 @@ def test_redis_comes_back_after_a_clean_exit(broker):
     assert ping.stdout.strip() == "PONG"
 
 
-def test_flower_requires_basic_auth(broker, worker):
-    url = f"http://{address(broker)}:5555/api/workers?refresh=true"
-    code = "curl -s -o /dev/null -w '%%{http_code}' %s"
+def test_flower_is_reached_over_https_only_and_requires_basic_auth(broker, worker):
+    host = address(broker)
+    sockets = {s for s in broker.socket.get_listening_sockets() if s.endswith(":5555")}
+    assert sockets == {"tcp://127.0.0.1:5555", f"tcp://{host}:5555"}, sockets
+    flower = broker.run("ss -Hltnp 'sport = :5555'").stdout
+    assert "nginx" in next(line for line in flower.splitlines() if host in line), flower
+    # plain HTTP to the port is refused by the gateway; nothing reaches Flower
+    plain = worker.run("curl -s -o /dev/null -w '%%{http_code}' http://%s:5555/api/workers", host)
+    assert plain.stdout == "400"
+    url = f"https://{host}:5555/api/workers?refresh=true"
+    code = "curl -s --cacert /etc/clusterforge/tls/ca.crt -o /dev/null -w '%%{http_code}' %s"
     assert worker.run(code, url).stdout == "401"
-    assert worker.run("curl -s -o /dev/null -w '%%{http_code}' -u admin:wrong %s", url).stdout == "401"
+    assert (
+        worker.run(
+            "curl -s --cacert /etc/clusterforge/tls/ca.crt -o /dev/null -w '%%{http_code}' -u admin:wrong %s",
+            url,
+        ).stdout
+        == "401"
+    )
     # The worker reconnects to the broker on its own after a broker restart (the test before this
-    # one shuts Redis down): Flower lists it again once it does.
+    # one stops Redis): Flower lists it again once it does.
     deadline = time.monotonic() + 90
     while True:
-        good = worker.run("curl -s -u %s %s", "admin:" + secret("flower_password"), url)
+        good = worker.run(
+            "curl -s --cacert /etc/clusterforge/tls/ca.crt -u %s %s",
+            "admin:" + secret("flower_password"),
+            url,
+        )
         listed = good.rc == 0 and f"celery@{WORKER}" in json.loads(good.stdout or "{}")
         if listed or time.monotonic() > deadline:
             break
