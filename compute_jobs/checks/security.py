@@ -19,8 +19,8 @@ Dask scheduler, the web gateways of the Dask dashboard and the Spark master UI, 
 must present a certificate that verifies against the CA that issued it, for the address clients
 dial, and that stays valid longer than the roles' renewal window (``min_days``): a converge inside
 the window reissues it, so a shorter one means the renewal or the restart after it was missed.
-Under ``--inject open-door`` each door is verified against the public trust store instead, which
-did not sign any of them: every result must FAIL, proving that verification is enforced.
+Under ``--inject open-door`` each door is verified against a throwaway CA of the check's own,
+which signed none of them: every result must FAIL, proving that verification is enforced.
 
 ``security.anonymous`` runs on every node, workers included: each door of every engine that
 cluster.json declares is tried as a stranger would, with no credential and no client certificate
@@ -348,15 +348,22 @@ class SecurityCertificates(Check):
         return None
 
     def run(self, ctx: CheckContext) -> Iterator[Result]:
+        with tempfile.TemporaryDirectory() as scratch:
+            yield from self._judge(ctx, scratch)
+
+    def _judge(self, ctx: CheckContext, scratch: str) -> Iterator[Result]:
         doors = tls_doors(ctx, ctx.params.gateway_ca_file)
         control = "open-door" if ctx.inject == "open-door" else None
+        # The control verifies every door against a CA of its own that signed nothing else (the
+        # system trust store would not do: the common role adds the cluster CA to it).
+        stranger_ca = _throwaway_certificate(scratch)[0] if control else ""
         for door in doors:
             name = f"security.certificates[{door.service}]"
             details = {"endpoint": f"{door.host}:{door.port}", "ca_file": door.ca_file}
             try:
                 if control:
-                    context = ssl.create_default_context()  # the public trust store did not sign it
-                    details["ca_file"] = "the public trust store (negative control)"
+                    context = ssl.create_default_context(cafile=stranger_ca)
+                    details["ca_file"] = "a throwaway CA that signed nothing (negative control)"
                 else:
                     context = ssl.create_default_context(cafile=door.ca_file)
             except OSError as exc:
@@ -571,8 +578,9 @@ def _serve_tcp(answer: Callable[[socket.socket], None], stack: contextlib.ExitSt
     return f"127.0.0.1:{listener.getsockname()[1]}"
 
 
-def _throwaway_tls_context(directory: str) -> ssl.SSLContext:
-    """A server context with a one-day self-signed certificate made by the openssl CLI."""
+def _throwaway_certificate(directory: str) -> tuple[str, str]:
+    """(certificate, key) files of a one-day self-signed certificate made by the openssl CLI: a CA
+    that signed nothing else, for the negative controls."""
     key, cert = os.path.join(directory, "control.key"), os.path.join(directory, "control.crt")
     argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     argv += ["-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=clusterforge open-door control"]
@@ -585,8 +593,13 @@ def _throwaway_tls_context(directory: str) -> ssl.SSLContext:
     )
     if made.returncode != 0:
         raise CheckError(f"open-door control: openssl could not make a certificate: {made.stderr.strip()}")
+    return cert, key
+
+
+def _throwaway_tls_context(directory: str) -> ssl.SSLContext:
+    """A server context with a throwaway self-signed certificate."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context.load_cert_chain(*_throwaway_certificate(directory))
     return context
 
 

@@ -269,7 +269,9 @@ def test_every_declared_tls_door_verifies_and_outlives_the_renewal_window(cj_clu
     assert short.status == FAIL and "inside the renewal window" in short.reason
 
 
-def test_a_certificate_from_another_ca_fails_and_the_control_fails_every_door(cj_cluster, tls_server):
+def test_a_certificate_from_another_ca_fails_and_the_control_fails_every_door(
+    cj_cluster, tls_server, monkeypatch
+):
     port, _ = tls_server(400, "hub")
     _, stranger_ca = tls_server(400, "stranger")
     cluster = cj_cluster(
@@ -283,8 +285,12 @@ def test_a_certificate_from_another_ca_fails_and_the_control_fails_every_door(cj
     port, ca_file = tls_server(400, "dask")
     cluster = cj_cluster(engines={"dask": {"endpoint": f"tls://127.0.0.1:{port}", "ca_file": ca_file}})
     assert run_certificates(cluster)["security.certificates[dask-scheduler]"].status == PASS
+    # The nodes' system trust store holds the cluster CA (the common role adds it): the control
+    # must not lean on it.
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)
     controlled = run_certificates(cluster, inject="open-door")["security.certificates[dask-scheduler]"]
-    assert controlled.status == FAIL and controlled.control == "open-door"
+    assert controlled.status == FAIL and controlled.control == "open-door", controlled.reason
+    assert "does not verify" in controlled.reason
 
 
 def test_a_door_that_does_not_answer_fails_and_no_door_at_all_is_skipped(cj_cluster):
