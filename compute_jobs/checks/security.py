@@ -266,6 +266,40 @@ class SecurityListeners(Check):
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """A door an engine section declares (``engines.<engine>.<key>``, a URL), as both security checks
+    see it: its name and the path a stranger asks for (security.anonymous), and its name and the CA
+    that must verify it (security.certificates; ``ca_key`` None: the gateways' cluster CA)."""
+
+    engine: str
+    key: str
+    door: str
+    probe_path: str
+    certificate: str | None = None
+    ca_key: str | None = None
+    ca_required: bool = False  # no certificate result when engines.<engine>.<ca_key> is empty
+
+
+ENDPOINTS = (
+    Endpoint("dask", "endpoint", "dask-scheduler", "", "dask-scheduler", "ca_file", ca_required=True),
+    Endpoint("dask", "dashboard", "dask-dashboard", "/status", "dask-dashboard"),
+    Endpoint("spark", "master_webui", "spark-master-ui", "/json/", "spark-master-ui"),
+    Endpoint("celery", "flower_url", "flower", "/api/workers"),
+    Endpoint("airflow", "endpoint", "airflow-api", "/api/v2/dags"),
+    Endpoint("luigi", "endpoint", "luigi-scheduler", "/api/task_list"),
+    Endpoint("jupyter", "url", "jupyterhub-api", "/hub/api/users", "jupyterhub", "ca_file"),
+)
+
+
+def declared_endpoints(ctx: CheckContext) -> Iterator[tuple[Endpoint, str]]:
+    """Each ENDPOINTS entry whose engine section names a URL, with that URL."""
+    for endpoint in ENDPOINTS:
+        url = (ctx.cluster.engines.get(endpoint.engine) or {}).get(endpoint.key)
+        if isinstance(url, str) and url:
+            yield endpoint, url
+
+
+@dataclass(frozen=True)
 class TlsDoor:
     """One TLS endpoint an engine section declares, and the CA file that must verify it."""
 
@@ -276,24 +310,22 @@ class TlsDoor:
 
 
 def tls_doors(ctx: CheckContext, gateway_ca: str) -> list[TlsDoor]:
-    """The TLS endpoints of cluster.json: scheme tls:// or https:// only (plain ones are not doors
-    of this check)."""
-    engines = ctx.cluster.engines
-    declared: list[tuple[str, str, str]] = []
-    dask = engines.get("dask") or {}
-    if dask.get("ca_file"):
-        declared.append(("dask-scheduler", str(dask.get("endpoint") or ""), str(dask["ca_file"])))
-    declared.append(("dask-dashboard", str(dask.get("dashboard") or ""), gateway_ca))
-    spark = engines.get("spark") or {}
-    declared.append(("spark-master-ui", str(spark.get("master_webui") or ""), gateway_ca))
-    jupyter = engines.get("jupyter") or {}
-    declared.append(("jupyterhub", str(jupyter.get("url") or ""), str(jupyter.get("ca_file") or "")))
+    """The TLS endpoints of cluster.json (ENDPOINTS with a certificate name): scheme tls:// or
+    https:// only (plain ones are not doors of this check)."""
     doors = []
-    for service, url, ca_file in declared:
+    for endpoint, url in declared_endpoints(ctx):
+        if endpoint.certificate is None:
+            continue
+        if endpoint.ca_key is None:
+            ca_file = gateway_ca
+        else:
+            ca_file = str((ctx.cluster.engines.get(endpoint.engine) or {}).get(endpoint.ca_key) or "")
+            if endpoint.ca_required and not ca_file:
+                continue
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("tls", "https") or not parsed.hostname:
             continue
-        doors.append(TlsDoor(service, parsed.hostname, parsed.port or 443, ca_file))
+        doors.append(TlsDoor(endpoint.certificate, parsed.hostname, parsed.port or 443, ca_file))
     return doors
 
 
@@ -444,38 +476,18 @@ def _join(base: str, path: str) -> str:
 
 
 def engine_doors(ctx: CheckContext) -> list[Door]:
-    """The doors cluster.json declares, each with the request a stranger would make."""
-    engines = ctx.cluster.engines
+    """The doors cluster.json declares (ENDPOINTS, and the Redis broker of the Celery client
+    configuration), each with the request a stranger would make."""
     doors: list[Door] = []
-
-    def add(service: str, kind: str, url: Any) -> None:
-        if isinstance(url, str) and url:
-            doors.append(Door(service, kind, url))
-
-    dask = engines.get("dask") or {}
-    endpoint = str(dask.get("endpoint") or "")
-    if endpoint.startswith("tls://"):
-        add("dask-scheduler", "tls", endpoint.removeprefix("tls://"))
-    if dask.get("dashboard"):
-        add("dask-dashboard", "http", _join(str(dask["dashboard"]), "/status"))
-    spark = engines.get("spark") or {}
-    if spark.get("master_webui"):
-        add("spark-master-ui", "http", _join(str(spark["master_webui"]), "/json/"))
-    celery = engines.get("celery") or {}
-    if celery.get("flower_url"):
-        add("flower", "http", _join(str(celery["flower_url"]), "/api/workers"))
-    airflow = engines.get("airflow") or {}
-    if airflow.get("endpoint"):
-        add("airflow-api", "http", _join(str(airflow["endpoint"]), "/api/v2/dags"))
-    luigi = engines.get("luigi") or {}
-    if luigi.get("endpoint"):
-        add("luigi-scheduler", "http", _join(str(luigi["endpoint"]), "/api/task_list"))
-    jupyter = engines.get("jupyter") or {}
-    if jupyter.get("url"):
-        add("jupyterhub-api", "http", _join(str(jupyter["url"]), "/hub/api/users"))
+    for endpoint, url in declared_endpoints(ctx):
+        if url.startswith("tls://"):
+            doors.append(Door(endpoint.door, "tls", url.removeprefix("tls://")))
+        elif url.startswith(("http://", "https://")):
+            doors.append(Door(endpoint.door, "http", _join(url, endpoint.probe_path)))
+    celery = ctx.cluster.engines.get("celery") or {}
     broker = redis_broker(str(celery.get("config") or ""))
     if broker:
-        add("redis-broker", "redis", broker)
+        doors.append(Door("redis-broker", "redis", broker))
     return doors
 
 
@@ -561,7 +573,9 @@ class _OpenHttp(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _serve_tcp(answer: Callable[[socket.socket], None], stack: contextlib.ExitStack) -> str:
+def serve_tcp(answer: Callable[[socket.socket], None], stack: contextlib.ExitStack) -> str:
+    """A TCP server on 127.0.0.1 that calls ``answer`` on each connection (closed by ``stack``); its
+    host:port."""
     listener = socket.create_server(("127.0.0.1", 0))
     stack.callback(listener.close)
 
@@ -622,8 +636,8 @@ def open_doors() -> Iterator[dict[str, str]]:
 
         yield {
             "http": f"http://127.0.0.1:{server.server_address[1]}/api",
-            "redis": _serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
-            "tls": _serve_tcp(greet, stack),
+            "redis": serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
+            "tls": serve_tcp(greet, stack),
         }
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import itertools
 import json
 import socket
 import ssl
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -209,35 +211,34 @@ def _issue(tmp_path, days: int, name: str) -> tuple[str, str, str]:
 
 
 @pytest.fixture
-def tls_server(tmp_path):
+def loopback() -> Iterator[contextlib.ExitStack]:
+    """Closes the loopback servers a test starts."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def _tls_answer(context: ssl.SSLContext, greeting: bytes = b"") -> Callable[[socket.socket], None]:
+    def answer(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            if greeting:
+                tls.sendall(greeting)
+            tls.recv(1)
+
+    return answer
+
+
+@pytest.fixture
+def tls_server(tmp_path, loopback):
     """Factory: a TLS server on 127.0.0.1 presenting a certificate valid ``days``; (port, ca_file)."""
-    servers: list[socket.socket] = []
 
     def start(days: int, name: str = "door") -> tuple[int, str]:
         ca_file, cert, key = _issue(tmp_path, days, name)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-        listener = socket.create_server(("127.0.0.1", 0))
-        servers.append(listener)
+        address = security.serve_tcp(_tls_answer(context), loopback)
+        return int(address.rsplit(":", 1)[1]), ca_file
 
-        def serve() -> None:
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                try:
-                    with context.wrap_socket(conn, server_side=True) as tls:
-                        tls.recv(1)
-                except (OSError, ssl.SSLError):
-                    pass
-
-        threading.Thread(target=serve, daemon=True).start()
-        return listener.getsockname()[1], ca_file
-
-    yield start
-    for listener in servers:
-        listener.close()
+    return start
 
 
 def run_certificates(cluster: Any, **config: Any) -> dict[str, Result]:
@@ -322,54 +323,31 @@ class _Http(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def doors(tmp_path):
+def doors(tmp_path, loopback):
     """Factory of loopback doors: http (answering ``status``), redis (``reply``), tls (``client_cert``)."""
-    stops: list[Any] = []
+    names = itertools.count()
 
     def http_door(status: int) -> str:
         handler = type("Handler", (_Http,), {"status": status})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        stops.append(lambda: (server.shutdown(), server.server_close()))
+        loopback.callback(server.server_close)
+        loopback.callback(server.shutdown)
         return f"http://127.0.0.1:{server.server_address[1]}"
 
-    def tcp_door(answer: Any) -> str:
-        listener = socket.create_server(("127.0.0.1", 0))
-        stops.append(listener.close)
-
-        def serve() -> None:
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                with conn, contextlib.suppress(OSError, ssl.SSLError):
-                    answer(conn)
-
-        threading.Thread(target=serve, daemon=True).start()
-        return f"127.0.0.1:{listener.getsockname()[1]}"
-
     def redis_door(reply: bytes) -> str:
-        return tcp_door(lambda conn: (conn.recv(64), conn.sendall(reply)))
+        return security.serve_tcp(lambda conn: (conn.recv(64), conn.sendall(reply)), loopback)
 
     def tls_door(client_cert: bool) -> str:
-        ca_file, cert, key = _issue(tmp_path, 400, f"tls{len(stops)}")
+        ca_file, cert, key = _issue(tmp_path, 400, f"tls{next(names)}")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         if client_cert:
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(ca_file)
+        return security.serve_tcp(_tls_answer(context, b"handshake: welcome"), loopback)
 
-        def answer(conn: socket.socket) -> None:
-            with context.wrap_socket(conn, server_side=True) as tls:
-                tls.sendall(b"handshake: welcome")
-                tls.recv(1)
-
-        return tcp_door(answer)
-
-    yield {"http": http_door, "redis": redis_door, "tls": tls_door}
-    for stop in stops:
-        stop()
+    return {"http": http_door, "redis": redis_door, "tls": tls_door}
 
 
 def _celery_config(tmp_path, address: str) -> str:
