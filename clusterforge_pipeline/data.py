@@ -101,10 +101,14 @@ def summarize_file(spec_dict: dict[str, int], index: int, path: str) -> dict[str
 
 def remove_dir(directory: str) -> dict[str, Any]:
     """Remove a run directory of generated files; report what was removed. Every Dask worker process
-    runs this, and several may share a host: a file another one removed first is not an error."""
+    runs this, and several may share a host: a file or the directory another one removed first is not
+    an error."""
     removed = 0
     if os.path.isdir(directory):
-        for name in os.listdir(directory):
+        names: list[str] = []
+        with contextlib.suppress(FileNotFoundError):  # the other process removed the directory itself
+            names = os.listdir(directory)
+        for name in names:
             if name.startswith("part-"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(directory, name))

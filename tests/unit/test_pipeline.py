@@ -268,3 +268,22 @@ def test_cleanup_on_hosts_with_several_worker_processes_tolerates_files_already_
     monkeypatch.setattr(data.os, "listdir", listing)
     assert not run.exists()
     assert data.remove_dir(str(run))["removed"] == 0
+
+
+def test_cleanup_tolerates_the_run_directory_removed_between_its_check_and_its_listing(tmp_path, monkeypatch):
+    """The sibling process may remove the whole directory after this one saw it (seen on the lab:
+    FileNotFoundError from listdir failed the DAG's cleanup task)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "part-00000.u64").write_bytes(b"x")
+    listing = os.listdir
+
+    def sibling_removed_it_first(path):
+        for name in listing(path):
+            os.remove(os.path.join(path, name))
+        os.rmdir(path)
+        return listing(path)  # FileNotFoundError, as the real race gives
+
+    monkeypatch.setattr(data.os, "listdir", sibling_removed_it_first)
+    assert data.remove_dir(str(run))["removed"] == 0
+    assert not run.exists()
