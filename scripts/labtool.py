@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import pathlib
 import re
+import shutil
 import sys
 import threading
 import time
@@ -315,6 +316,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     playbook = ROOT / args.playbook
     work = ROOT / ".cache" / "runner" / args.label
     work.mkdir(parents=True, exist_ok=True)
+    # ansible-runner keeps the arguments of a run in env/ and applies them to the next run that
+    # passes none: a `--no-verify` converge would leave `--skip-tags verify` behind for the next one.
+    shutil.rmtree(work / "env", ignore_errors=True)
     log_path = pathlib.Path(args.log) if args.log else work / "ansible.log"
     cmdline = " ".join(f"--skip-tags {t}" for t in args.skip_tags) + " " + " ".join(args.extra)
     with log_path.open("w") as log:

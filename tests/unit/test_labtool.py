@@ -219,6 +219,28 @@ def test_runner_loads_the_live_line_callback(tmp_path):
     assert "verify localhost" in result.stdout and "node.cpu" in result.stdout, result.stdout + result.stderr
 
 
+def test_a_run_without_arguments_does_not_inherit_the_last_runs_skip_tags(tmp_path):
+    """`lab up --no-verify` then `lab up`: the second converge must run the tagged plays again."""
+    playbook = tmp_path / "tagged.yml"
+    task = {"name": "Say the tagged word", "ansible.builtin.debug": {"msg": "tagged-play-ran"}}
+    play = {"name": "Tagged", "hosts": "localhost", "connection": "local", "gather_facts": False}
+    playbook.write_text(yaml.safe_dump([{**play, "tags": ["verify"], "tasks": [task]}], sort_keys=False))
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    logs = []
+    for run, extra in enumerate((["--skip-tags", "verify"], [])):
+        log = tmp_path / f"ansible-{run}.log"
+        argv = [sys.executable, str(ROOT / "scripts" / "labtool.py"), "run", "--inventory", "localhost,"]
+        argv += ["--label", "unit-tags", "--log", str(log), *extra, str(playbook)]
+        subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env, check=False)
+        logs.append(log.read_text())
+    assert "tagged-play-ran" not in logs[0], logs[0]
+    assert "tagged-play-ran" in logs[1], logs[1]
+
+
 # --- judge: is a verification run green, did its control hold ------------------------------------
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ def converge(tmp_path: Path, **extra: Any) -> tuple[int, str]:
         "__spark_master_url": "spark://127.0.0.1:7077",
         "spark_s3a_jars_dir": str(tmp_path / "jars"),
         "out": str(tmp_path / "spark-defaults.conf"),
+        # The controller's own interpreter: discovery would pick whatever python3 is first on PATH.
+        "ansible_python_interpreter": sys.executable,
         **extra,
     }
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
