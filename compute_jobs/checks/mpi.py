@@ -69,6 +69,9 @@ class JobRun:
         return "\n".join(text.splitlines()[-lines:])
 
 
+TERM_GRACE = 10.0
+
+
 def run_process(argv: list[str], timeout: float) -> JobRun:
     """Run ``argv`` in its own process group; on timeout the whole group (mpirun, ssh) is killed."""
     start = time.monotonic()
@@ -86,9 +89,16 @@ def run_process(argv: list[str], timeout: float) -> JobRun:
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        # SIGTERM first: mpirun then stops its daemons and the ranks on the other hosts; the
+        # group is killed outright only if it has not ended after TERM_GRACE seconds.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            stdout, stderr = proc.communicate(timeout=TERM_GRACE)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
         raise CheckError(
             f"{' '.join(argv[:6])} ... ran past {timeout:.0f} s and was killed; last output:\n"
             + JobRun(argv, -9, stdout, stderr, timeout).tail()

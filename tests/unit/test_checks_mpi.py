@@ -329,6 +329,23 @@ def test_launch_timeout_kills_the_process_group():
     assert time.monotonic() - start < 10
 
 
+def test_launch_timeout_asks_the_launcher_to_stop_before_killing_it(tmp_path):
+    """mpirun stops the ranks on the other hosts on SIGTERM; SIGKILL would leave them running."""
+    said = tmp_path / "said"
+    script = f"trap 'echo TERM > {said}; exit 143' TERM; sleep 30 & wait"
+    with pytest.raises(CheckError, match="ran past"):
+        mpi_checks.run_process(["sh", "-c", script], 0.5)
+    assert said.read_text().strip() == "TERM"
+
+
+def test_a_launcher_that_ignores_sigterm_is_killed(monkeypatch):
+    monkeypatch.setattr(mpi_checks, "TERM_GRACE", 0.5)
+    start = time.monotonic()
+    with pytest.raises(CheckError, match="ran past"):
+        mpi_checks.run_process(["sh", "-c", "trap '' TERM; sleep 30"], 0.5)
+    assert time.monotonic() - start < 10
+
+
 def test_missing_launcher_is_an_error_that_says_what_to_do():
     with pytest.raises(CheckError, match="Open MPI"):
         mpi_checks.run_process(["/nonexistent/mpirun", "--version"], 5)

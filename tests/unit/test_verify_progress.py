@@ -61,3 +61,37 @@ def test_hosts_are_followed_apart_and_the_job_part_is_not_progress():
     assert len(progress.progress_events(out)) == 1
     assert len(follower.lines("n2", progress.progress_events(out), now=0.0)) == 1
     assert len(follower.lines("n3", progress.progress_events(out), now=0.0)) == 1
+
+
+def job_state(tmp_path: Path, content: str | None) -> dict[str, Any]:
+    """What the follow task prints after @@job for an async status file holding `content`."""
+    import subprocess
+
+    import yaml
+
+    code = yaml.safe_load((ROOT / "roles/verify/vars/main.yml").read_text())["__verify_job_state"]
+    status = tmp_path / "job"
+    if content is not None:
+        status.write_text(content)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(status)], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def test_the_follow_task_reduces_the_async_status_to_started_or_done(tmp_path):
+    """A finished job's result may carry serialized module warnings (`__ansible_type: Event`) that
+    the from_json filter refuses: the follow task prints only whether the job still runs."""
+    finished = {
+        "rc": 0,
+        "warnings": [
+            {
+                "event": {"msg": "remote_tmp was created", "__ansible_type": "Event"},
+                "__ansible_type": "WarningSummary",
+            }
+        ],
+    }
+    assert job_state(tmp_path, json.dumps(finished)) == {"done": 1}
+    assert job_state(tmp_path, '{"started": 1, "finished": 0, "ansible_job_id": "j1"}') == {"started": 1}
+    assert job_state(tmp_path, '{"started": 1, "fini') == {"started": 1}
+    assert job_state(tmp_path, None) == {"started": 1}
