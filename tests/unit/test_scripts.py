@@ -172,18 +172,23 @@ def test_an_unreachable_package_cache_is_named_with_its_off_switch(tmp_path):
 
 
 @pytest.mark.parametrize(("changed", "ok"), [(0, True), (2, False)])
-def test_lab_up_prints_the_noop_figure_and_fails_on_changes(changed, ok):
-    summary = ROOT / ".lab" / "noop-noopcheck.json"
+@pytest.mark.parametrize(
+    ("label", "call"), [("noop", "noop_figure 3"), ("check", "changed_figure check 'check run, 3 nodes'")]
+)
+def test_lab_up_prints_the_noop_and_check_figures_and_fails_on_changes(changed, ok, label, call):
+    summary = ROOT / ".lab" / f"{label}-noopcheck.json"
     summary.parent.mkdir(exist_ok=True)
     tasks = [f"cf-noopcheck-1: Task {i}" for i in range(changed)]
     summary.write_text(json.dumps({"elapsed_s": 12.5, "changed": changed, "changed_tasks": tasks}))
     try:
-        script = f"source {LAB}; ensure_venv; ANSIBLE_STRATEGY=mitogen_linear; noop_figure 3"
+        script = f"source {LAB}; ensure_venv; ANSIBLE_STRATEGY=mitogen_linear; {call}"
         result = run(["bash", "-c", script], env={"CF_LAB_NAME": "noopcheck"})
     finally:
         summary.unlink()
-    assert f"3 nodes, mitogen_linear): 12.5 s, changed={changed}" in result.stderr
+    assert (
+        f"3 nodes{', mitogen_linear)' if label == 'noop' else ''}: 12.5 s, changed={changed}" in result.stderr
+    )
     assert (result.returncode == 0) is ok
     if not ok:
         assert "cf-noopcheck-1: Task 1" in result.stderr
-        assert "the re-converge changed 2 things" in result.stderr
+        assert f"the {label} run changed 2 things" in result.stderr

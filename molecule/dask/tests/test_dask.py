@@ -106,8 +106,12 @@ def test_every_listening_socket_of_dask_is_on_the_cluster_address(host):
     local = [line.split()[3] for line in sockets]
     for address in local:
         ip, port = address.rsplit(":", 1)
-        # The dashboard alone is on loopback (behind the gateway); the rest on the cluster address.
-        expected = "127.0.0.1" if is_head(host) and int(port) == 8787 else me
+        # On loopback: the scheduler dashboard (behind the gateway) and each worker's plain HTTP
+        # server (/health, /metrics, on a random port); the rest on the cluster address.
+        if is_head(host):
+            expected = "127.0.0.1" if int(port) == 8787 else me
+        else:
+            expected = me if int(port) in (8790, 8791, 8810, 8811) else "127.0.0.1"
         assert ip.strip("[]").removeprefix("::ffff:") == expected, local
     ports = {int(a.rsplit(":", 1)[1]) for a in local}
     if is_head(host):
