@@ -482,6 +482,10 @@ def engine_doors(ctx: CheckContext) -> list[Door]:
     for endpoint, url in declared_endpoints(ctx):
         if url.startswith("tls://"):
             doors.append(Door(endpoint.door, "tls", url.removeprefix("tls://")))
+        elif url.startswith("tcp://"):
+            # A plain-TCP door (e.g. a Dask scheduler with dask_tls_enabled: false) has nothing to
+            # refuse a stranger with: it fails unless it hangs up before it speaks.
+            doors.append(Door(endpoint.door, "tcp", url.removeprefix("tcp://")))
         elif url.startswith(("http://", "https://")):
             doors.append(Door(endpoint.door, "http", _join(url, endpoint.probe_path)))
     celery = ctx.cluster.engines.get("celery") or {}
@@ -548,6 +552,22 @@ def knock_tls(address: str, timeout: float) -> str:
     return f"answered {len(data)} bytes to a client without a certificate"
 
 
+def knock_tcp(address: str, timeout: float) -> str:
+    """A plain connection that says nothing: a door without authentication greets it (Dask sends
+    its handshake first) or waits for it to speak."""
+    host, port = _host_port(address)
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        try:
+            data = conn.recv(64)
+        except ConnectionResetError:
+            return "refused (connection reset)"
+        except TimeoutError:
+            return "did not answer (the connection stayed open without credentials)"
+    if not data:
+        return "refused (closed before it spoke)"
+    return f"answered {len(data)} bytes over plain TCP without credentials"
+
+
 def knock_redis(address: str, timeout: float) -> str:
     host, port = _host_port(address)
     with socket.create_connection((host, port), timeout=timeout) as conn:
@@ -558,7 +578,12 @@ def knock_redis(address: str, timeout: float) -> str:
     return f"answered {reply[:40]!r} without a password"
 
 
-KNOCKS: dict[str, Callable[[str, float], str]] = {"http": knock_http, "tls": knock_tls, "redis": knock_redis}
+KNOCKS: dict[str, Callable[[str, float], str]] = {
+    "http": knock_http,
+    "tls": knock_tls,
+    "tcp": knock_tcp,
+    "redis": knock_redis,
+}
 
 
 class _OpenHttp(http.server.BaseHTTPRequestHandler):
@@ -621,7 +646,7 @@ def _throwaway_tls_context(directory: str) -> ssl.SSLContext:
 def open_doors() -> Iterator[dict[str, str]]:
     """Doors on loopback that let anyone in, one per kind (the negative control): an HTTP server
     answering 200, a Redis-speaking server answering +PONG, a TLS server that asks for no client
-    certificate and greets whoever connects."""
+    certificate and greets whoever connects, and a plain TCP server that does the same."""
     with contextlib.ExitStack() as stack:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OpenHttp)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -638,6 +663,7 @@ def open_doors() -> Iterator[dict[str, str]]:
             "http": f"http://127.0.0.1:{server.server_address[1]}/api",
             "redis": serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
             "tls": serve_tcp(greet, stack),
+            "tcp": serve_tcp(lambda conn: (conn.sendall(b"welcome"), conn.recv(1)), stack),
         }
 
 

@@ -405,6 +405,26 @@ def test_a_tls_door_without_client_certificates_and_an_open_redis_fail(cj_cluste
     assert "'+PONG' without a password" in results["security.anonymous[redis-broker]"].reason
 
 
+@pytest.mark.parametrize(
+    ("answer", "status", "observed"),
+    [
+        (lambda conn: (conn.sendall(b"\x00\x01dask-handshake"), conn.recv(1)), FAIL, "answered 16 bytes"),
+        (lambda conn: conn.close(), PASS, "refused (closed before it spoke)"),
+    ],
+)
+def test_a_plain_tcp_scheduler_fails_unless_it_hangs_up(cj_cluster, loopback, answer, status, observed):
+    """dask_tls_enabled: false declares tcp://: a scheduler that greets a stranger is an open door."""
+    engines = {"dask": {"endpoint": f"tcp://{security.serve_tcp(answer, loopback)}"}}
+    result = run_checks(cj_cluster(engines=engines), ["security.anonymous"])[
+        "security.anonymous[dask-scheduler]"
+    ]
+    assert result.status == status and result.observed.startswith(observed), (result.status, result.observed)
+    assert result.details["kind"] == "tcp"
+    controlled = run_checks(cj_cluster(engines=engines), ["security.anonymous"], inject="open-door")
+    knocked = controlled["security.anonymous[dask-scheduler]"]
+    assert knocked.status == FAIL and knocked.control == "open-door", (knocked.status, knocked.observed)
+
+
 def test_the_open_door_control_fails_every_door_and_nothing_declared_is_skipped(cj_cluster, doors, tmp_path):
     engines = {
         "dask": {"endpoint": f"tls://{doors['tls'](True)}"},
