@@ -174,6 +174,31 @@ class Jupyter:
     memory_limit: str = ""  # MemoryMax of a user's server (systemd syntax, 2G)
 
 
+@dataclass(frozen=True)
+class MonitoringJob:
+    """One scrape job: its targets; for an engine, the workers it must count and its alert."""
+
+    targets: dict[str, str] = field(default_factory=dict)  # node -> host:port
+    workers: int = 0  # workers the inventory declares (0: not an engine job)
+    workers_query: str = ""  # PromQL that counts the engine's live workers
+    alert: str = ""  # the alert that fires when workers_query stays below workers
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """Prometheus as the checks reach it (through its HTTPS gateway), what it scrapes, and the alert drill."""
+
+    url: str = ""  # https://host:9090
+    ca_file: str = ""
+    credentials_file: str = ""  # user:password of the gateway (the service account's group may read it)
+    scrape_interval: str = ""  # Prometheus durations: 15s, 1m
+    evaluation_interval: str = ""
+    alert_for: str = ""
+    jobs: dict[str, MonitoringJob] = field(default_factory=dict)
+    # The worker-count alert drill: {alert, host, unit, stop: [argv], start: [argv]} ({}: none).
+    drill: dict[str, Any] = field(default_factory=dict)
+
+
 SECTIONS: dict[str, type] = {
     "dask": Dask,
     "spark": Spark,
@@ -186,6 +211,7 @@ SECTIONS: dict[str, type] = {
     "opencl": Opencl,
     "s3": S3,
     "jupyter": Jupyter,
+    "monitoring": Monitoring,
 }
 
 

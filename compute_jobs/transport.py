@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from compute_jobs.model import CheckError
+from compute_jobs.model import CheckError, register_secret
 
 Transport = Callable[[str, str, dict[str, str], bytes | None, float], tuple[int, bytes]]
 
@@ -45,3 +45,21 @@ def https_transport(ca_file: str) -> Transport:
     except OSError as exc:
         raise CheckError(f"cannot read the CA certificate {ca_file}: {exc}") from exc
     return functools.partial(urllib_transport, context=context)
+
+
+def read_user_password(path: str, playbook: str) -> tuple[str, str]:
+    """(user, password) of a web gateway credentials file (``user:password``), the password
+    registered as a secret (redacted wherever it would appear). CheckError naming ``playbook``
+    (what converges the file) when it cannot be read or holds no user:password."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            user, sep, password = handle.read().strip().partition(":")
+    except OSError as exc:
+        raise CheckError(
+            f"cannot read the credentials {path}: {exc.strerror}; run as the service account "
+            f"(its group may read them) or converge {playbook}"
+        ) from exc
+    if not sep or not user:
+        raise CheckError(f"{path} does not hold user:password: converge {playbook} again")
+    register_secret(password)
+    return user, password

@@ -288,6 +288,7 @@ ENDPOINTS = (
     Endpoint("airflow", "endpoint", "airflow-api", "/api/v2/dags"),
     Endpoint("luigi", "endpoint", "luigi-scheduler", "/api/task_list"),
     Endpoint("jupyter", "url", "jupyterhub-api", "/hub/api/users", "jupyterhub", "ca_file"),
+    Endpoint("monitoring", "url", "prometheus", "/api/v1/targets", "prometheus", "ca_file"),
 )
 
 

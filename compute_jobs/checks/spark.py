@@ -47,6 +47,7 @@ from compute_jobs.compare import ratio
 from compute_jobs.context import CheckContext
 from compute_jobs.engines import worker_map
 from compute_jobs.model import FAIL, PASS, Check, CheckError, Metric, Param, Result, register, register_secret
+from compute_jobs.transport import read_user_password
 
 ENGINE = "spark"
 SUM_OF_SQUARES_1E6 = 333333833333500000
@@ -77,17 +78,7 @@ _GATEWAY_PASSWORDS = urllib.request.HTTPPasswordMgrWithPriorAuth()
 
 def read_gateway_credentials(path: str) -> tuple[str, str]:
     """(user, password) from a web gateway credentials file (``user:password``)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            user, sep, password = handle.read().strip().partition(":")
-    except OSError as exc:
-        raise CheckError(
-            f"cannot read the web UI credentials {path}: {exc.strerror}; run as the service account "
-            "(its group may read them) or converge the spark tier (client)"
-        ) from exc
-    if not sep or not user:
-        raise CheckError(f"{path} does not hold user:password: converge the spark tier (client) again")
-    return user, password
+    return read_user_password(path, "the spark tier (client)")
 
 
 def use_gateway_credentials(url: str, path: str) -> None:

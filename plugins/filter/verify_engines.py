@@ -63,6 +63,7 @@ ENGINES: dict[str, dict[str, Any]] = {
         "playbook": "playbooks/dask.yml",
     },
     "jupyter": {"groups": ["jupyter"], "head": False, "playbook": "playbooks/jupyter.yml"},
+    "monitoring": {"groups": ["monitoring"], "head": False, "playbook": "playbooks/monitoring.yml"},
 }
 
 
