@@ -192,3 +192,44 @@ def test_lab_up_prints_the_noop_and_check_figures_and_fails_on_changes(changed, 
     if not ok:
         assert "cf-noopcheck-1: Task 1" in result.stderr
         assert f"the {label} run changed 2 things" in result.stderr
+
+
+SCALE_INVENTORY = (
+    "all:\n  hosts:\n    n1:\n      cluster_address: 10.9.9.1\n    n2:\n      cluster_address: 10.9.9.2\n"
+    "    n3:\n      cluster_address: 10.9.9.3\n"
+    "  children:\n    head:\n      hosts:\n        n1:\n"
+    "    workers:\n      hosts:\n        n2:\n        n3:\n"
+    "    dask_scheduler:\n      hosts:\n        n1:\n"
+    "    dask_workers:\n      children:\n        workers:\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("remove", "message"),
+    [
+        ("", "it is empty"),
+        ("n4", "not in the inventory: n4"),
+        ("n3,n1", "these run a single service of the cluster"),
+        ("n2,n3", "it would leave these groups without hosts: workers, dask_workers"),
+    ],
+)
+def test_scale_refuses_hosts_it_cannot_drain_before_any_change(tmp_path, remove, message):
+    """playbooks/scale.yml stops in its first play (localhost) when scale_remove is not a list of
+    worker-only hosts of the inventory; no node is contacted (the hosts here do not exist)."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(SCALE_INVENTORY)
+    result = run(
+        [
+            str(ROOT / ".venv/bin/ansible-playbook"),
+            "-i",
+            str(inventory),
+            "playbooks/scale.yml",
+            "-e",
+            f"scale_remove={remove}",
+        ],
+        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"},
+    )
+    assert result.returncode != 0
+    assert "scale_remove must name hosts of this inventory" in result.stdout
+    assert message in result.stdout
+    assert "n2 " not in result.stdout.split("PLAY RECAP")[-1], "a node was contacted"

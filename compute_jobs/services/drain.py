@@ -1,0 +1,142 @@
+"""Drain workers before their hosts leave the cluster, and prove that the work in flight survives.
+
+Run on the head node as the service account (``playbooks/scale.yml`` does)::
+
+    python -m compute_jobs.services.drain dask --addresses 10.0.0.13
+        # the Dask workers on these addresses hand their results to the others and take no new
+        # task (retire_workers, left "closing gracefully"); their units are stopped after this
+    python -m compute_jobs.services.drain probe --out /var/tmp/x.json --seconds 30
+        # a Dask computation and a Celery batch of known answers, submitted before the drain and
+        # collected after it: writes <out>.started once both are running, then the verdict to <out>
+
+The probe's verdict: the exact sums, which hosts ran the tasks, and ``ok`` (both sums exact).
+Standard library at import; dask and celery are imported when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+
+def retire_dask(addresses: list[str], timeout: float) -> dict[str, Any]:
+    """Retire every Dask worker listening on one of ADDRESSES (its data moves to the others)."""
+    from distributed import Client
+
+    with Client(timeout=30) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        chosen = sorted(w for w in workers if w.split("://", 1)[-1].rsplit(":", 1)[0] in addresses)
+        start = time.monotonic()
+        if chosen:
+            client.retire_workers(workers=chosen, close_workers=False, remove=False)
+        # Retired workers stay known but take no task; the scheduler lists the others as running.
+        deadline = start + timeout
+        while time.monotonic() < deadline:
+            running = set(client.scheduler_info(n_workers=-1)["workers"]) - set(chosen)
+            if running:
+                break
+            time.sleep(0.5)
+        return {"retired": chosen, "seconds": round(time.monotonic() - start, 2)}
+
+
+def probe(out: str, seconds: float, dask_tasks: int, celery_tasks: int) -> dict[str, Any]:
+    """Submit both workloads, announce them (OUT.started), collect them, write the verdict to OUT."""
+    verdict: dict[str, Any] = {"ok": False}
+    client = app = None
+    futures: list[Any] = []
+    celery_result = None
+    started = time.monotonic()
+    if dask_tasks:
+        from distributed import Client
+
+        # Defined here so that it travels by value: the workers need not import this module.
+        def square_on(i: int, pause: float) -> tuple[int, str]:
+            import socket as _socket
+            import time as _time
+
+            _time.sleep(pause)
+            return i * i, _socket.gethostname()
+
+        client = Client(timeout=30)
+        threads = max(1, sum(client.nthreads().values()))
+        pause = seconds * threads / dask_tasks
+        futures = client.map(square_on, range(dask_tasks), pause=pause, pure=False)
+    if celery_tasks:
+        from celery import group
+
+        from compute_jobs.services import celery_app
+
+        settings = celery_app.load_settings()
+        app = celery_app.create_app(settings)
+        queue = str(settings.get("shared_queue", "clusterforge"))
+        pause = seconds / max(1, celery_tasks // 4)
+        flow = group(
+            app.signature(celery_app.TASK_PREFIX + "slow_double", args=(i, pause), queue=queue)
+            for i in range(celery_tasks)
+        )
+        celery_result = flow.apply_async()
+    with open(out + ".started", "w", encoding="utf-8") as handle:
+        json.dump({"dask_tasks": dask_tasks, "celery_tasks": celery_tasks}, handle)
+    ok = True
+    if client is not None:
+        values = client.gather(futures)
+        total = sum(v for v, _ in values)
+        expected = sum(i * i for i in range(dask_tasks))
+        verdict["dask"] = {
+            "expected": expected,
+            "observed": total,
+            "tasks": dask_tasks,
+            "hosts": sorted({h for _, h in values}),
+        }
+        ok = ok and total == expected
+        client.close()
+    if celery_result is not None:
+        values = celery_result.get(timeout=max(60.0, 10 * seconds))
+        total = sum(v["value"] for v in values)
+        expected = sum(2 * i for i in range(celery_tasks))
+        verdict["celery"] = {
+            "expected": expected,
+            "observed": total,
+            "tasks": celery_tasks,
+            "hosts": sorted({v["host"] for v in values}),
+            "redelivered": sum(bool(v.get("redelivered")) for v in values),
+        }
+        ok = ok and total == expected
+    verdict["ok"] = ok
+    verdict["seconds"] = round(time.monotonic() - started, 2)
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(verdict, handle)
+    os.replace(tmp, out)
+    return verdict
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m compute_jobs.services.drain", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("dask", help="retire the Dask workers on these addresses")
+    d.add_argument("--addresses", required=True, help="comma-separated cluster addresses")
+    d.add_argument("--timeout", type=float, default=120.0)
+    p = sub.add_parser("probe", help="known-answer workloads across the drain")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seconds", type=float, default=30.0, help="about how long each workload runs")
+    p.add_argument("--dask-tasks", type=int, default=0)
+    p.add_argument("--celery-tasks", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "dask":
+        result = retire_dask([a for a in args.addresses.split(",") if a], args.timeout)
+    else:
+        result = probe(args.out, args.seconds, args.dask_tasks, args.celery_tasks)
+    json.dump(result, sys.stdout)
+    print()
+    return 0 if result.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
