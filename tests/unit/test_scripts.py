@@ -233,3 +233,20 @@ def test_scale_refuses_hosts_it_cannot_drain_before_any_change(tmp_path, remove,
     assert "scale_remove must name hosts of this inventory" in result.stdout
     assert message in result.stdout
     assert "n2 " not in result.stdout.split("PLAY RECAP")[-1], "a node was contacted"
+
+
+def test_a_node_created_again_loses_its_cached_facts_and_only_its_own():
+    """The jsonfile fact cache names its files <prefix>_<host>: a recreated node's old SSH host key
+    must not come back from it into the other nodes' known hosts."""
+    facts = ROOT / ".cache" / "facts"
+    facts.mkdir(parents=True, exist_ok=True)
+    names = ["s1_cf-forget-1", "cf-forget-1", "s1_cf-forget-11", "s1_cf-forget-2"]
+    for name in names:
+        (facts / name).write_text("{}")
+    try:
+        result = run(["bash", "-c", f"source {LAB}; forget_facts cf-forget-1"])
+        assert result.returncode == 0, result.stderr
+        assert sorted(p.name for p in facts.glob("*cf-forget-*")) == ["s1_cf-forget-11", "s1_cf-forget-2"]
+    finally:
+        for name in names:
+            (facts / name).unlink(missing_ok=True)
