@@ -46,7 +46,18 @@ import numpy as np
 from compute_jobs.compare import ratio
 from compute_jobs.context import CheckContext
 from compute_jobs.engines import worker_map
-from compute_jobs.model import FAIL, PASS, Check, CheckError, Metric, Param, Result, register, register_secret
+from compute_jobs.model import (
+    FAIL,
+    PASS,
+    Check,
+    CheckError,
+    Metric,
+    Param,
+    Result,
+    SkipCheck,
+    register,
+    register_secret,
+)
 from compute_jobs.transport import read_user_password
 
 ENGINE = "spark"
@@ -725,7 +736,9 @@ class SparkResilience(_SparkCheck):
         workers = expected_workers(ctx)
         handle = handle_for(ctx)
         if len(workers) < 2:
-            raise CheckError("one worker: killing its executor would leave none to finish the stage")
+            raise SkipCheck(
+                "needs two Spark workers: killing the one executor would leave none to finish the stage"
+            )
         partitions = max(2, p.tasks_per_core * sum(w.cores for w in workers))
         exact = p.n * (p.n + 1) * (2 * p.n + 1) // 6
         start = time.perf_counter()

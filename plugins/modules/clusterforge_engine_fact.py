@@ -33,6 +33,13 @@ options:
     description: Local facts directory.
     type: path
     default: /etc/ansible/facts.d
+  replace:
+    description:
+      - The part is the whole fact, nothing of the old one is kept. For an engine with one
+        component per host that publishes maps of other hosts (the monitoring targets), which
+        must shrink with the inventory.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -70,6 +77,7 @@ def main() -> None:
             "engine": {"type": "str", "required": True},
             "part": {"type": "dict", "required": True},
             "fact_dir": {"type": "path", "default": "/etc/ansible/facts.d"},
+            "replace": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -87,7 +95,7 @@ def main() -> None:
             old = loaded if isinstance(loaded, dict) else {}
         except ValueError:
             old = {}
-    fact = merged(old, module.params["part"])
+    fact = dict(module.params["part"]) if module.params["replace"] else merged(old, module.params["part"])
     after = json.dumps(fact, indent=4, sort_keys=True) + "\n"
     changed = after != before
     result: dict[str, Any] = {"changed": changed, "fact": fact, "path": path}

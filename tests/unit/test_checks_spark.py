@@ -438,3 +438,14 @@ def test_workers_check_is_an_error_when_the_gateway_credentials_are_unreadable(c
     assert results["spark.workers"].status == ERROR
     assert "webui.credentials" not in results["spark.workers"].reason
     assert str(tmp_path / "missing") in results["spark.workers"].reason
+
+
+def test_resilience_skips_with_one_worker(cj_cluster, fake):
+    """A 2-node lab has one Spark worker: nothing would be left to finish the stage, so the check
+    says so (SKIP with the reason) instead of killing the only executor."""
+    fake(hosts=["10.0.0.2"])
+    one = engine(
+        expected_workers=["b"], workers={"b": {"address": "10.0.0.2", "cores": 2, "memory_mb": 2048}}
+    )
+    result = run(cj_cluster(HOSTS[:2], engines={"spark": one}), ["spark.resilience"])["spark.resilience"]
+    assert result.status == SKIP and "needs two Spark workers" in result.reason

@@ -293,3 +293,49 @@ def test_published_parts_reach_the_filter_through_ansible_local_facts(tmp_path: 
     assert engines["mpi"]["slots"] == {"n1": 1, "n2": 2}
     published = json.loads((tmp_path / "n1" / "clusterforge_engine_dask.fact").read_text())
     assert published == {k: v for k, v in engines["dask"].items() if k != "workers"}
+
+
+REPLACE_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - clusterforge_engine_fact:
+        engine: probe
+        part: {jobs: {node: {targets: {a: "1", b: "2"}}}}
+        fact_dir: "{{ fact_dir }}"
+    - clusterforge_engine_fact:
+        engine: probe
+        part: {jobs: {node: {targets: {a: "1"}}}}
+        fact_dir: "{{ fact_dir }}"
+        replace: "{{ replace }}"
+"""
+
+
+@pytest.mark.parametrize(("replace", "targets"), [(False, {"a": "1", "b": "2"}), (True, {"a": "1"})])
+def test_a_replacing_part_drops_the_hosts_that_left(tmp_path: Path, replace: bool, targets: dict[str, str]):
+    """Parts merge key by key (several components on one host); a part published with replace
+    is the whole fact, so a map of other hosts (the monitoring targets) shrinks with the inventory."""
+    (tmp_path / "play.yml").write_text(REPLACE_PLAY)
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
+    result = subprocess.run(
+        [
+            str(ROOT / ".venv/bin/ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={os.environ.get('CF_TEST_PYTHON', sys.executable)}",
+            "-e",
+            json.dumps({"fact_dir": str(tmp_path), "replace": replace}),
+            str(tmp_path / "play.yml"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    fact = json.loads((tmp_path / "clusterforge_engine_probe.fact").read_text())
+    assert fact["jobs"]["node"]["targets"] == targets
