@@ -233,6 +233,21 @@ PLAY = """
 """
 
 
+def ansible_playbook(*args: str) -> subprocess.CompletedProcess:
+    """ansible-playbook of the venv with the project's configuration (no fact cache); must succeed."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
+    result = subprocess.run(
+        [str(ROOT / ".venv/bin/ansible-playbook"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return result
+
+
 def test_published_parts_reach_the_filter_through_ansible_local_facts(tmp_path: Path):
     """The module merges the components of one host; setup reads them; the filter assembles."""
     components: dict[str, list[dict[str, Any]]] = {"n1": [], "n2": []}
@@ -265,21 +280,7 @@ def test_published_parts_reach_the_filter_through_ansible_local_facts(tmp_path: 
     ]
     (tmp_path / "hosts.yml").write_text("\n".join(lines) + "\n")
     (tmp_path / "play.yml").write_text(PLAY)
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
-    result = subprocess.run(
-        [
-            str(ROOT / ".venv/bin/ansible-playbook"),
-            "-i",
-            str(tmp_path / "hosts.yml"),
-            str(tmp_path / "play.yml"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    ansible_playbook("-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml"))
     engines = json.loads((tmp_path / "engines.json").read_text())
     assert sorted(engines) == ["dask", "mpi", "s3"]
     assert engines["s3"] == S3
@@ -316,26 +317,11 @@ def test_a_replacing_part_drops_the_hosts_that_left(tmp_path: Path, replace: boo
     """Parts merge key by key (several components on one host); a part published with replace
     is the whole fact, so a map of other hosts (the monitoring targets) shrinks with the inventory."""
     (tmp_path / "play.yml").write_text(REPLACE_PLAY)
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
-    result = subprocess.run(
-        [
-            str(ROOT / ".venv/bin/ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={os.environ.get('CF_TEST_PYTHON', sys.executable)}",
-            "-e",
-            json.dumps({"fact_dir": str(tmp_path), "replace": replace}),
-            str(tmp_path / "play.yml"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    ansible_playbook(
+        *("-i", "localhost,", "-c", "local"),
+        *("-e", f"ansible_python_interpreter={os.environ.get('CF_TEST_PYTHON', sys.executable)}"),
+        *("-e", json.dumps({"fact_dir": str(tmp_path), "replace": replace})),
+        str(tmp_path / "play.yml"),
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     fact = json.loads((tmp_path / "clusterforge_engine_probe.fact").read_text())
     assert fact["jobs"]["node"]["targets"] == targets
