@@ -93,7 +93,13 @@ def _dask_workers(client: Any) -> list[dict[str, Any]]:
     ]
     if not workers:
         raise RuntimeError("the Dask scheduler has no workers")
-    return sorted(workers, key=lambda w: w["address"])
+    # One worker of each host, then a second of each...: round-robin over this list reaches every
+    # host as soon as there are as many files as hosts.
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for worker in sorted(workers, key=lambda w: w["address"]):
+        by_host.setdefault(str(worker["host"]), []).append(worker)
+    rounds = max(len(group) for group in by_host.values())
+    return [group[i] for i in range(rounds) for _, group in sorted(by_host.items()) if i < len(group)]
 
 
 def _accepts_n_workers(client: Any) -> bool:

@@ -287,3 +287,24 @@ def test_cleanup_tolerates_the_run_directory_removed_between_its_check_and_its_l
     monkeypatch.setattr(data.os, "listdir", sibling_removed_it_first)
     assert data.remove_dir(str(run))["removed"] == 0
     assert not run.exists()
+
+
+def test_files_reach_every_host_before_a_second_worker_of_any():
+    """Files go round-robin over the Dask workers, ordered one per host at a time: with as many
+    files as hosts every host gets one (sorted by address, 4 files over 3 hosts of 2 workers each
+    left the third host idle and airflow.resilience.placement FAILed on a 4-node lab)."""
+    from clusterforge_pipeline import engines as pipeline_engines
+
+    class Client:
+        def scheduler_info(self, n_workers: int = 0) -> dict:
+            hosts = {"10.0.0.2": 2, "10.0.0.3": 2, "10.0.0.4": 2}
+            return {
+                "workers": {
+                    f"tls://{h}:{4000 + i}": {"host": h, "name": f"{h}-{i}"}
+                    for h, n in hosts.items()
+                    for i in range(n)
+                }
+            }
+
+    order = [w["host"] for w in pipeline_engines._dask_workers(Client())]
+    assert order == ["10.0.0.2", "10.0.0.3", "10.0.0.4"] * 2
