@@ -148,11 +148,11 @@ class MonitoringTargets(Check):
             if len(up) == len(expected) or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
-        down = {
-            k: health.get(k, ("not a target", ""))[1] or health.get(k, ("not a target",))[0]
-            for k in expected
-            if k not in up
-        }
+        down = {}
+        for key in expected:
+            if key not in up:
+                state, error = health.get(key, ("not a target", ""))
+                down[key] = error or state
         yield ctx.compare_sets(
             sorted(expected),
             up,
@@ -181,7 +181,7 @@ class MonitoringTargets(Check):
         )
         yield ctx.compare_sets(
             nodes,
-            [n for n in exported if n in nodes] + [n for n in exported if n not in nodes],
+            exported,
             name="monitoring.targets.certificates",
             rule="every node exports its certificates' expiry (clusterforge_certificate_not_after_seconds)",
         )
@@ -263,7 +263,12 @@ class MonitoringAlert(Check):
         if before != "inactive":
             return
         host = str(drill["host"])
-        run_on(host, list(drill["stop"]), 60, f"stopping {drill.get('unit', 'the worker')} on {host}")
+        unit = str(drill.get("unit") or "the worker")
+
+        def worker(action: str) -> None:
+            run_on(host, list(drill[action]), 60, f"{action} {unit} on {host}")
+
+        worker("stop")
         stopped = True
         try:
             state, fired = self.wait_state(prom, alert, lambda s: s == "firing", fire_limit, ctx.params.poll)
@@ -272,9 +277,9 @@ class MonitoringAlert(Check):
                 state,
                 name="monitoring.alert.fires",
                 rule=f"{alert} fires within {fire_limit:.0f} s of the stop (for: {window:.0f} s)",
-                details={"seconds": round(fired, 1), "host": host, "unit": drill.get("unit")},
+                details={"seconds": round(fired, 1), "host": host, "unit": unit},
             )
-            run_on(host, list(drill["start"]), 60, f"starting {drill.get('unit', 'the worker')} on {host}")
+            worker("start")
             stopped = False
             state, cleared = self.wait_state(
                 prom, alert, lambda s: s == "inactive", clear_limit, ctx.params.poll
@@ -303,6 +308,4 @@ class MonitoringAlert(Check):
             )
         finally:
             if stopped:
-                run_on(
-                    host, list(drill["start"]), 60, f"starting {drill.get('unit', 'the worker')} on {host}"
-                )
+                worker("start")
