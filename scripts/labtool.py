@@ -3,6 +3,7 @@
     labtool.py inventory --out FILE --prefix P --nodes N --address-base A.B.C ... [--group G=SPEC ...]
     labtool.py address --inventory FILE NODE
     labtool.py strategy
+    labtool.py molecule-steps SCENARIO
     labtool.py run --inventory FILE --label LABEL [--skip-tags T] [--summary FILE] PLAYBOOK
     labtool.py judge --report DIR [--expected-skips FILE] [--control]
 
@@ -159,6 +160,45 @@ def cmd_strategy(_: argparse.Namespace) -> None:
     import ansible_mitogen
 
     print(pathlib.Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
+
+
+# --- molecule steps ----------------------------------------------------------------------------
+
+# Actions whose plays run on the scenario's nodes: these take the lab's strategy (mitogen). create
+# and destroy are the driver's own plays on localhost (async podman jobs), which keep Ansible's
+# linear strategy. A prepare playbook that uses the apt module before the common tier runs the
+# common role's apt_binding entry point first (mitogen cannot respawn the module, see there).
+NODE_ACTIONS = {"prepare", "converge", "idempotence", "check", "side_effect"}
+
+
+def molecule_steps(base: dict[str, Any], scenario: dict[str, Any]) -> list[tuple[str, str]]:
+    """(strategy, molecule command) per action of the scenario's test sequence, in order:
+    strategy is "node" for the actions that run on the nodes and "linear" for the rest."""
+    sequence = (scenario.get("scenario") or {}).get("test_sequence") or (base.get("scenario") or {}).get(
+        "test_sequence"
+    )
+    if not sequence:
+        raise ValueError("no scenario.test_sequence in the scenario or in .config/molecule/config.yml")
+    steps = []
+    for action in sequence:
+        # `molecule check` would run its own sequence (destroy, create, ...): the same converge
+        # playbook in check mode is the check action without it.
+        command = "converge -- --check" if action == "check" else action.replace("_", "-")
+        steps.append(("node" if action in NODE_ACTIONS else "linear", command))
+    return steps
+
+
+def cmd_molecule_steps(args: argparse.Namespace) -> None:
+    path = ROOT / "molecule" / args.scenario / "molecule.yml"
+    if not path.is_file():
+        fail(f"no molecule scenario named {args.scenario}")
+    base = yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text()) or {}
+    try:
+        steps = molecule_steps(base, yaml.safe_load(path.read_text()) or {})
+    except ValueError as exc:
+        fail(str(exc))
+    for strategy, command in steps:
+        print(strategy, command)
 
 
 # --- run -------------------------------------------------------------------------------------
@@ -469,6 +509,9 @@ def main(argv: list[str] | None = None) -> None:
     addr.set_defaults(func=cmd_address)
     strat = sub.add_parser("strategy", help="check the mitogen/ansible-core pair, print the strategy dir")
     strat.set_defaults(func=cmd_strategy)
+    steps = sub.add_parser("molecule-steps", help="print a scenario's test sequence as molecule commands")
+    steps.add_argument("scenario")
+    steps.set_defaults(func=cmd_molecule_steps)
     run = sub.add_parser("run", help="run a playbook through ansible-runner with progress lines")
     run.add_argument("--inventory", required=True)
     run.add_argument("--label", required=True)

@@ -5,6 +5,15 @@ Run on the head node as the service account (``playbooks/scale.yml`` does)::
     python -m compute_jobs.services.drain dask --addresses 10.0.0.13
         # the Dask workers on these addresses hand their results to the others and take no new
         # task (retire_workers, left "closing gracefully"); their units are stopped after this
+    python -m compute_jobs.services.drain rejoin --celery-worker celery@node3
+        # wait until the host's Celery worker answers again (playbooks/upgrade.yml, after a
+        # host's upgrade); --address A --dask-workers N: and until A runs N Dask workers
+    python -m compute_jobs.services.drain idle --timeout 600
+        # wait until the Dask scheduler has no task to run (processing, queued, waiting): Dask
+        # runs one version everywhere, so an upgrade restarts all of it once the work is done
+    python -m compute_jobs.services.drain spark-idle --master-webui https://10.0.0.11:8080 \\
+        --credentials /etc/clusterforge/spark/client/webui.credentials
+        # the same for Spark standalone: until the master lists no running application
     python -m compute_jobs.services.drain probe --out /var/tmp/x.json --seconds 30
         # a Dask computation and a Celery batch of known answers, submitted before the drain and
         # collected after it: writes <out>.started once both are running, then the verdict to <out>
@@ -41,6 +50,95 @@ def retire_dask(addresses: list[str], timeout: float) -> dict[str, Any]:
                 break
             time.sleep(0.5)
         return {"retired": chosen, "seconds": round(time.monotonic() - start, 2)}
+
+
+def dask_running_on(workers: dict[str, dict[str, Any]], address: str) -> list[str]:
+    """The workers of a scheduler's list that listen on ADDRESS and run (not retired, not closing)."""
+    return sorted(
+        w
+        for w, info in workers.items()
+        if w.split("://", 1)[-1].rsplit(":", 1)[0] == address and info.get("status", "running") == "running"
+    )
+
+
+def rejoin(address: str, dask_workers: int, celery_worker: str, timeout: float) -> dict[str, Any]:
+    """Wait until ADDRESS has DASK_WORKERS running Dask workers and CELERY_WORKER answers a ping."""
+    start = time.monotonic()
+    deadline = start + timeout
+    result: dict[str, Any] = {"ok": True}
+    if dask_workers:
+        from distributed import Client
+
+        with Client(timeout=30) as client:
+            running: list[str] = []
+            while time.monotonic() < deadline:
+                running = dask_running_on(client.scheduler_info(n_workers=-1)["workers"], address)
+                if len(running) >= dask_workers:
+                    break
+                time.sleep(1)
+        result["dask"] = {"expected": dask_workers, "running": running}
+        result["ok"] = len(running) >= dask_workers
+    if celery_worker:
+        from compute_jobs.services import celery_app
+
+        app = celery_app.create_app(celery_app.load_settings())
+        answered = False
+        while not answered and time.monotonic() < deadline:
+            answered = bool(app.control.ping(destination=[celery_worker], timeout=2.0))
+        result["celery"] = {"worker": celery_worker, "answered": answered}
+        result["ok"] = result["ok"] and answered
+    result["seconds"] = round(time.monotonic() - start, 2)
+    return result
+
+
+# Task states of work not done yet (tasks held in memory are done: a restart loses them, not work).
+BUSY_STATES = ("processing", "waiting", "queued", "no-worker")
+
+
+def busy_tasks(states: dict[str, int]) -> int:
+    """How many tasks of a scheduler's state counts are still to run."""
+    return sum(states.get(state, 0) for state in BUSY_STATES)
+
+
+def _task_states(dask_scheduler: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for task in dask_scheduler.tasks.values():
+        counts[task.state] = counts.get(task.state, 0) + 1
+    return counts
+
+
+def wait_idle(timeout: float) -> dict[str, Any]:
+    """Wait until the Dask scheduler has nothing to run; the last state counts and whether it did."""
+    from distributed import Client
+
+    start = time.monotonic()
+    with Client(timeout=30) as client:
+        while True:
+            states = client.run_on_scheduler(_task_states)
+            if busy_tasks(states) == 0 or time.monotonic() - start > timeout:
+                break
+            time.sleep(1)
+    return {"ok": busy_tasks(states) == 0, "states": states, "seconds": round(time.monotonic() - start, 2)}
+
+
+def running_apps(status: dict[str, Any]) -> list[str]:
+    """Ids of the applications a Spark master's /json/ lists as active."""
+    return sorted(str(app.get("id", "?")) for app in status.get("activeapps") or [])
+
+
+def wait_spark_idle(master_webui: str, credentials: str, timeout: float) -> dict[str, Any]:
+    """Wait until the Spark master runs no application (its /json/ through the HTTPS gateway)."""
+    from compute_jobs.checks import spark
+
+    url = master_webui.rstrip("/") + "/json/"
+    spark.use_gateway_credentials(master_webui, credentials)
+    start = time.monotonic()
+    while True:
+        apps = running_apps(spark.fetch_json(url, 10.0))
+        if not apps or time.monotonic() - start > timeout:
+            break
+        time.sleep(2)
+    return {"ok": not apps, "running": apps, "seconds": round(time.monotonic() - start, 2)}
 
 
 def probe(out: str, seconds: float, dask_tasks: int, celery_tasks: int) -> dict[str, Any]:
@@ -123,6 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("dask", help="retire the Dask workers on these addresses")
     d.add_argument("--addresses", required=True, help="comma-separated cluster addresses")
     d.add_argument("--timeout", type=float, default=120.0)
+    r = sub.add_parser("rejoin", help="wait until a host's workers are back")
+    r.add_argument("--address", default="", help="the host's cluster address (its Dask workers)")
+    r.add_argument("--dask-workers", type=int, default=0, help="Dask worker processes the host runs")
+    r.add_argument("--celery-worker", default="", help="the host's Celery worker name (celery@HOST)")
+    r.add_argument("--timeout", type=float, default=180.0)
+    i = sub.add_parser("idle", help="wait until the Dask scheduler has no task to run")
+    i.add_argument("--timeout", type=float, default=600.0)
+    si = sub.add_parser("spark-idle", help="wait until the Spark master runs no application")
+    si.add_argument("--master-webui", required=True, help="https://MASTER:8080 (the gateway)")
+    si.add_argument("--credentials", required=True, help="the gateway's user:password file")
+    si.add_argument("--timeout", type=float, default=600.0)
     p = sub.add_parser("probe", help="known-answer workloads across the drain")
     p.add_argument("--out", required=True)
     p.add_argument("--seconds", type=float, default=30.0, help="about how long each workload runs")
@@ -131,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "dask":
         result = retire_dask([a for a in args.addresses.split(",") if a], args.timeout)
+    elif args.command == "idle":
+        result = wait_idle(args.timeout)
+    elif args.command == "spark-idle":
+        result = wait_spark_idle(args.master_webui, args.credentials, args.timeout)
+    elif args.command == "rejoin":
+        result = rejoin(args.address, args.dask_workers, args.celery_worker, args.timeout)
     else:
         result = probe(args.out, args.seconds, args.dask_tasks, args.celery_tasks)
     json.dump(result, sys.stdout)

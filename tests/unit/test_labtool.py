@@ -339,3 +339,53 @@ def test_judge_control_demands_that_the_control_held(tmp_path, capsys):
     (tmp_path / "c").mkdir()
     assert judge(write_run(tmp_path / "c", [result("dask.sum", "PASS")], {}), "--control") == 1
     assert "ran no negative control" in capsys.readouterr().err
+
+
+SEQUENCE = ["destroy", "create", "prepare", "converge", "idempotence", "verify", "destroy"]
+BASE = {"scenario": {"test_sequence": SEQUENCE}}
+
+
+def test_molecule_steps_run_the_node_plays_under_the_lab_strategy():
+    steps = labtool.molecule_steps(BASE, {})
+    assert steps == [
+        ("linear", "destroy"),
+        ("linear", "create"),
+        ("node", "prepare"),
+        ("node", "converge"),
+        ("node", "idempotence"),
+        ("linear", "verify"),
+        ("linear", "destroy"),
+    ]
+
+
+def test_a_scenario_sequence_replaces_the_base_and_check_runs_without_its_own_sequence():
+    scenario = {"scenario": {"test_sequence": ["create", "converge", "check", "side_effect", "destroy"]}}
+    steps = labtool.molecule_steps(BASE, scenario)
+    # `molecule check` would destroy and create the instances again: the converge playbook in
+    # check mode instead, on the converged nodes.
+    assert steps == [
+        ("linear", "create"),
+        ("node", "converge"),
+        ("node", "converge -- --check"),
+        ("node", "side-effect"),
+        ("linear", "destroy"),
+    ]
+
+
+def test_molecule_steps_without_a_sequence_is_an_error():
+    with pytest.raises(ValueError, match="test_sequence"):
+        labtool.molecule_steps({}, {})
+
+
+def test_every_scenario_of_the_repository_has_steps():
+    for scenario in sorted((ROOT / "molecule").glob("*/molecule.yml")):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/labtool.py"), "molecule-steps", scenario.parent.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0] == "linear destroy" and lines[-1] == "linear destroy", lines
+        assert "node converge" in lines and "linear verify" in lines, lines
