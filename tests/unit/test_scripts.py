@@ -250,3 +250,38 @@ def test_a_node_created_again_loses_its_cached_facts_and_only_its_own():
     finally:
         for name in names:
             (facts / name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("upgrade_idle_timeout=soon", "got 'soon'"),
+        ("upgrade_idle_timeout=0", "got '0'"),
+        ("upgrade_prove=maybe", "got 'maybe'"),
+    ],
+)
+def test_upgrade_refuses_bad_input_before_any_change(tmp_path, extra, message):
+    """playbooks/upgrade.yml stops in its first play (localhost) on bad input; no node is
+    contacted (the hosts here do not exist)."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(SCALE_INVENTORY)
+    playbook = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inventory), "playbooks/upgrade.yml"]
+    result = run(
+        [*playbook, "-e", extra],
+        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"},
+    )
+    assert result.returncode != 0
+    assert "upgrade.yml needs exactly one host in group head" in result.stdout
+    assert message in result.stdout
+    assert "n2 " not in result.stdout.split("PLAY RECAP")[-1], "a node was contacted"
+
+
+def test_upgrade_without_a_head_node_is_refused(tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(SCALE_INVENTORY.replace("    head:\n      hosts:\n        n1:\n", ""))
+    result = run(
+        [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inventory), "playbooks/upgrade.yml"],
+        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"},
+    )
+    assert result.returncode != 0
+    assert "found 0" in result.stdout
