@@ -7,7 +7,7 @@ Run on the head node as the service account (``playbooks/scale.yml`` does)::
         # task (retire_workers, left "closing gracefully"); their units are stopped after this
     python -m compute_jobs.services.drain rejoin --celery-worker celery@node3
         # wait until the host's Celery worker answers again (playbooks/upgrade.yml, after a
-        # host's upgrade); --address A --dask-workers N: and until A runs N Dask workers
+        # host's upgrade)
     python -m compute_jobs.services.drain idle --timeout 600
         # wait until the Dask scheduler has no task to run (processing, queued, waiting): Dask
         # runs one version everywhere, so an upgrade restarts all of it once the work is done
@@ -52,43 +52,16 @@ def retire_dask(addresses: list[str], timeout: float) -> dict[str, Any]:
         return {"retired": chosen, "seconds": round(time.monotonic() - start, 2)}
 
 
-def dask_running_on(workers: dict[str, dict[str, Any]], address: str) -> list[str]:
-    """The workers of a scheduler's list that listen on ADDRESS and run (not retired, not closing)."""
-    return sorted(
-        w
-        for w, info in workers.items()
-        if w.split("://", 1)[-1].rsplit(":", 1)[0] == address and info.get("status", "running") == "running"
-    )
+def rejoin(celery_worker: str, timeout: float) -> dict[str, Any]:
+    """Wait until CELERY_WORKER answers a ping."""
+    from compute_jobs.services import celery_app
 
-
-def rejoin(address: str, dask_workers: int, celery_worker: str, timeout: float) -> dict[str, Any]:
-    """Wait until ADDRESS has DASK_WORKERS running Dask workers and CELERY_WORKER answers a ping."""
     start = time.monotonic()
-    deadline = start + timeout
-    result: dict[str, Any] = {"ok": True}
-    if dask_workers:
-        from distributed import Client
-
-        with Client(timeout=30) as client:
-            running: list[str] = []
-            while time.monotonic() < deadline:
-                running = dask_running_on(client.scheduler_info(n_workers=-1)["workers"], address)
-                if len(running) >= dask_workers:
-                    break
-                time.sleep(1)
-        result["dask"] = {"expected": dask_workers, "running": running}
-        result["ok"] = len(running) >= dask_workers
-    if celery_worker:
-        from compute_jobs.services import celery_app
-
-        app = celery_app.create_app(celery_app.load_settings())
-        answered = False
-        while not answered and time.monotonic() < deadline:
-            answered = bool(app.control.ping(destination=[celery_worker], timeout=2.0))
-        result["celery"] = {"worker": celery_worker, "answered": answered}
-        result["ok"] = result["ok"] and answered
-    result["seconds"] = round(time.monotonic() - start, 2)
-    return result
+    app = celery_app.create_app(celery_app.load_settings())
+    answered = False
+    while not answered and time.monotonic() - start < timeout:
+        answered = bool(app.control.ping(destination=[celery_worker], timeout=2.0))
+    return {"ok": answered, "worker": celery_worker, "seconds": round(time.monotonic() - start, 2)}
 
 
 # Task states of work not done yet (tasks held in memory are done: a restart loses them, not work).
@@ -221,10 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("dask", help="retire the Dask workers on these addresses")
     d.add_argument("--addresses", required=True, help="comma-separated cluster addresses")
     d.add_argument("--timeout", type=float, default=120.0)
-    r = sub.add_parser("rejoin", help="wait until a host's workers are back")
-    r.add_argument("--address", default="", help="the host's cluster address (its Dask workers)")
-    r.add_argument("--dask-workers", type=int, default=0, help="Dask worker processes the host runs")
-    r.add_argument("--celery-worker", default="", help="the host's Celery worker name (celery@HOST)")
+    r = sub.add_parser("rejoin", help="wait until a host's Celery worker answers again")
+    r.add_argument("--celery-worker", required=True, help="the host's Celery worker name (celery@HOST)")
     r.add_argument("--timeout", type=float, default=180.0)
     i = sub.add_parser("idle", help="wait until the Dask scheduler has no task to run")
     i.add_argument("--timeout", type=float, default=600.0)
@@ -245,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "spark-idle":
         result = wait_spark_idle(args.master_webui, args.credentials, args.timeout)
     elif args.command == "rejoin":
-        result = rejoin(args.address, args.dask_workers, args.celery_worker, args.timeout)
+        result = rejoin(args.celery_worker, args.timeout)
     else:
         result = probe(args.out, args.seconds, args.dask_tasks, args.celery_tasks)
     json.dump(result, sys.stdout)
