@@ -176,12 +176,18 @@ class Jupyter:
 
 @dataclass(frozen=True)
 class MonitoringJob:
-    """One scrape job: its targets; for an engine, the workers it must count and its alert."""
+    """One scrape job: its targets; for an engine, the workers it must count and its alert; its health."""
 
     targets: dict[str, str] = field(default_factory=dict)  # node -> host:port
     workers: int = 0  # workers the inventory declares (0: not an engine job)
     workers_query: str = ""  # PromQL that counts the engine's live workers
     alert: str = ""  # the alert that fires when workers_query stays below workers
+    # A service exporter's health: name -> PromQL that must answer 1 (the exporter reaches its service).
+    health: dict[str, str] = field(default_factory=dict)
+    alerts: list[str] = field(default_factory=list)  # the job's other alert rules
+    # How Prometheus logs in: "certificate" (the exporter demands a client certificate of the
+    # cluster CA: a door of its own) or "password" (through the engine's HTTPS gateway).
+    auth: str = ""
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ class MonitoringTargets(Check):
         "Prometheus scrapes every declared node and engine, counts each engine's workers, loads the alerts"
     )
     correctness_rule = (
-        "every declared target is up; each engine's worker count equals the inventory's; every node "
+        "every declared target is up; each engine's worker count equals the inventory's; each service "
+        "exporter reaches its service (and Airflow's scheduler heartbeat is fresh); every node "
         "exports the certificate expiry metric; every alert rule is loaded; a request without "
         "credentials gets 401"
     )
@@ -172,6 +173,17 @@ class MonitoringTargets(Check):
                 rule=f"{spec['workers_query']} equals the workers the inventory declares",
                 details={"query": spec["workers_query"]},
             )
+        for job, spec in sorted(jobs.items()):
+            for what, expr in sorted((spec.get("health") or {}).items()):
+                series = prom.query(expr)
+                answer: Any = series[0][1] if series else "no series: the exporter exports nothing for it"
+                yield ctx.compare(
+                    1,
+                    int(answer) if isinstance(answer, float) and answer == answer else answer,
+                    name=f"monitoring.targets.{job}.{what}",
+                    rule=f"{expr} answers 1",
+                    details={"query": expr},
+                )
         nodes = sorted(jobs.get("node", {}).get("targets", {}))
         exported = sorted(
             {
@@ -187,7 +199,11 @@ class MonitoringTargets(Check):
         )
         rules = prom.get("/api/v1/rules", type="alert")
         loaded = sorted({r.get("name") for g in rules.get("groups", []) for r in g.get("rules", [])})
-        wanted = sorted(set(BASE_ALERTS) | {s["alert"] for s in jobs.values() if s.get("alert")})
+        wanted = sorted(
+            set(BASE_ALERTS)
+            | {s["alert"] for s in jobs.values() if s.get("alert")}
+            | {a for s in jobs.values() for a in s.get("alerts") or []}
+        )
         yield ctx.compare_sets(
             wanted,
             [a for a in loaded if a in wanted],

@@ -489,6 +489,13 @@ def engine_doors(ctx: CheckContext) -> list[Door]:
             doors.append(Door(endpoint.door, "tcp", url.removeprefix("tcp://")))
         elif url.startswith(("http://", "https://")):
             doors.append(Door(endpoint.door, "http", _join(url, endpoint.probe_path)))
+    # Exporters that Prometheus reaches with its client certificate (node_exporter on every node,
+    # the service exporters): each is a door of its own.
+    jobs = (ctx.cluster.engines.get("monitoring") or {}).get("jobs") or {}
+    for job, spec in sorted(jobs.items()):
+        if isinstance(spec, dict) and spec.get("auth") == "certificate":
+            for node, target in sorted((spec.get("targets") or {}).items()):
+                doors.append(Door(f"{job}-exporter@{node}", "tls", str(target)))
     celery = ctx.cluster.engines.get("celery") or {}
     broker = redis_broker(str(celery.get("config") or ""))
     if broker:

@@ -14,6 +14,10 @@ Run on the head node as the service account (``playbooks/scale.yml`` does)::
     python -m compute_jobs.services.drain spark-idle --master-webui https://10.0.0.11:8080 \\
         --credentials /etc/clusterforge/spark/client/webui.credentials
         # the same for Spark standalone: until the master lists no running application
+    python -m compute_jobs.services.drain spark-decommission --master-webui https://10.0.0.11:8080 \\
+        --credentials /etc/clusterforge/spark/client/webui.credentials --workers 10.0.0.13:7078
+        # after SIGPWR to those workers: until the master lists them DECOMMISSIONED (it starts no
+        # executor there) with no core in use (their executors finished and handed over their blocks)
     python -m compute_jobs.services.drain probe --out /var/tmp/x.json --seconds 30
         # a Dask computation and a Celery batch of known answers, submitted before the drain and
         # collected after it: writes <out>.started once both are running, then the verdict to <out>
@@ -114,6 +118,52 @@ def wait_spark_idle(master_webui: str, credentials: str, timeout: float) -> dict
     return {"ok": not apps, "running": apps, "seconds": round(time.monotonic() - start, 2)}
 
 
+def spark_workers(status: dict[str, Any], endpoints: list[str]) -> dict[str, dict[str, Any]]:
+    """The live entry (not DEAD) of each worker ``host:port`` of ENDPOINTS that the master's /json/ lists."""
+    found: dict[str, dict[str, Any]] = {}
+    for worker in status.get("workers") or []:
+        key = f"{worker.get('host')}:{worker.get('port')}"
+        if key in endpoints and str(worker.get("state")) != "DEAD":
+            found[key] = worker
+    return found
+
+
+def undrained(workers: dict[str, dict[str, Any]], endpoints: list[str]) -> list[str]:
+    """ENDPOINTS still to wait for: listed and not DECOMMISSIONED yet, or still running executors
+    (a worker the master no longer lists runs nothing)."""
+    return [
+        key
+        for key in endpoints
+        if key in workers
+        and (workers[key].get("state") != "DECOMMISSIONED" or int(workers[key].get("coresused") or 0) > 0)
+    ]
+
+
+def wait_spark_decommissioned(
+    master_webui: str, credentials: str, endpoints: list[str], timeout: float
+) -> dict[str, Any]:
+    """Wait until the master lists every worker of ENDPOINTS as DECOMMISSIONED with no core in use."""
+    from compute_jobs.checks import spark
+
+    url = master_webui.rstrip("/") + "/json/"
+    spark.use_gateway_credentials(master_webui, credentials)
+    start = time.monotonic()
+    while True:
+        workers = spark_workers(spark.fetch_json(url, 10.0), endpoints)
+        waiting = undrained(workers, endpoints)
+        if not waiting or time.monotonic() - start > timeout:
+            break
+        time.sleep(1)
+    return {
+        "ok": not waiting,
+        "waiting": waiting,
+        "workers": {
+            key: {"state": w.get("state"), "coresused": w.get("coresused")} for key, w in workers.items()
+        },
+        "seconds": round(time.monotonic() - start, 2),
+    }
+
+
 def probe(out: str, seconds: float, dask_tasks: int, celery_tasks: int) -> dict[str, Any]:
     """Submit both workloads, announce them (OUT.started), collect them, write the verdict to OUT."""
     verdict: dict[str, Any] = {"ok": False}
@@ -203,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     si.add_argument("--master-webui", required=True, help="https://MASTER:8080 (the gateway)")
     si.add_argument("--credentials", required=True, help="the gateway's user:password file")
     si.add_argument("--timeout", type=float, default=600.0)
+    sd = sub.add_parser(
+        "spark-decommission", help="wait until the master lists these workers decommissioned and idle"
+    )
+    sd.add_argument("--master-webui", required=True, help="https://MASTER:8080 (the gateway)")
+    sd.add_argument("--credentials", required=True, help="the gateway's user:password file")
+    sd.add_argument("--workers", required=True, help="comma-separated host:port of the workers (RPC port)")
+    sd.add_argument("--timeout", type=float, default=300.0)
     p = sub.add_parser("probe", help="known-answer workloads across the drain")
     p.add_argument("--out", required=True)
     p.add_argument("--seconds", type=float, default=30.0, help="about how long each workload runs")
@@ -215,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         result = wait_idle(args.timeout)
     elif args.command == "spark-idle":
         result = wait_spark_idle(args.master_webui, args.credentials, args.timeout)
+    elif args.command == "spark-decommission":
+        endpoints = [w for w in args.workers.split(",") if w]
+        result = wait_spark_decommissioned(args.master_webui, args.credentials, endpoints, args.timeout)
     elif args.command == "rejoin":
         result = rejoin(args.celery_worker, args.timeout)
     else:

@@ -64,6 +64,8 @@ class FakePrometheus:
         self.stopped_at: float | None = None
         self.started_at: float | None = None
         self.commands: list[tuple[str, list[str]]] = []
+        self.jobs = JOBS
+        self.health: dict[str, str | None] = {}  # query -> its answer (None: no series)
 
     def run_on(self, host: str, command: list[str], timeout: float, what: str, hint: str = "") -> float:
         self.commands.append((host, command))
@@ -97,7 +99,7 @@ class FakePrometheus:
         path = parts.path
         if path == "/api/v1/targets":
             active = []
-            for job, spec in JOBS.items():
+            for job, spec in self.jobs.items():
                 for node, instance in spec["targets"].items():
                     key = f"{job}/{node}"
                     active.append(
@@ -114,6 +116,9 @@ class FakePrometheus:
                 result = [{"metric": {"node": n}, "value": [0, "3"]} for n in self.certificate_nodes]
             elif "dask_scheduler_workers" in expr:
                 result = [{"metric": {}, "value": [0, str(self.workers)]}] if self.exports_workers else []
+            elif expr in self.health:
+                answer = self.health[expr]
+                result = [] if answer is None else [{"metric": {}, "value": [0, answer]}]
             else:
                 result = []
             data = {"resultType": "vector", "result": result}
@@ -222,6 +227,65 @@ def test_a_missing_rule_fails(fake, cluster):
     fake.rules = ["TargetDown", "DiskAlmostFull", "CertificateExpiring"]
     result = run_checks(cluster(), ["monitoring.targets"])["monitoring.targets.rules"]
     assert result.status == FAIL and result.missing == ["DaskWorkersBelowDeclared"]
+
+
+PG_UP = 'min(pg_up{job="postgresql"})'
+HEARTBEAT = '(time() - max(airflow_scheduler_heartbeat_timestamp_seconds{job="postgresql"})) < bool 60'
+WITH_POSTGRESQL = JOBS | {
+    "postgresql": {
+        "targets": {"a": "10.0.0.11:9187"},
+        "workers": 0,
+        "workers_query": "",
+        "alert": "",
+        "health": {"reachable": PG_UP, "airflow_scheduler_heartbeat": HEARTBEAT},
+        "alerts": ["PostgreSQLDown", "AirflowSchedulerHeartbeatMissing"],
+    }
+}
+
+
+@pytest.fixture
+def with_postgresql(fake):
+    fake.jobs = WITH_POSTGRESQL
+    fake.health = {PG_UP: "1", HEARTBEAT: "1"}
+    fake.rules = [*fake.rules, "PostgreSQLDown", "AirflowSchedulerHeartbeatMissing"]
+    return fake
+
+
+def test_a_service_exporter_is_up_and_healthy(with_postgresql, cluster):
+    results = run_checks(cluster(jobs=WITH_POSTGRESQL), ["monitoring.targets"])
+    assert statuses(results) == {
+        "monitoring.targets.anonymous": PASS,
+        "monitoring.targets.up": PASS,
+        "monitoring.targets.dask.workers": PASS,
+        "monitoring.targets.postgresql.airflow_scheduler_heartbeat": PASS,
+        "monitoring.targets.postgresql.reachable": PASS,
+        "monitoring.targets.certificates": PASS,
+        "monitoring.targets.rules": PASS,
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "answer", "name", "observed"),
+    [
+        (PG_UP, "0", "reachable", 0),  # the exporter answers, PostgreSQL does not
+        (HEARTBEAT, "0", "airflow_scheduler_heartbeat", 0),  # the scheduler stopped beating
+        (HEARTBEAT, None, "airflow_scheduler_heartbeat", "no series: the exporter exports nothing for it"),
+        (PG_UP, "NaN", "reachable", "NaN"),
+    ],
+)
+def test_an_unhealthy_service_fails_and_says_which(with_postgresql, cluster, query, answer, name, observed):
+    with_postgresql.health[query] = answer
+    result = run_checks(cluster(jobs=WITH_POSTGRESQL), ["monitoring.targets"])[
+        f"monitoring.targets.postgresql.{name}"
+    ]
+    assert result.status == FAIL
+    assert result.observed == observed or (observed == "NaN" and result.observed != result.observed)
+
+
+def test_a_service_alert_rule_missing_fails(with_postgresql, cluster):
+    with_postgresql.rules = [r for r in with_postgresql.rules if r != "AirflowSchedulerHeartbeatMissing"]
+    result = run_checks(cluster(jobs=WITH_POSTGRESQL), ["monitoring.targets"])["monitoring.targets.rules"]
+    assert result.status == FAIL and result.missing == ["AirflowSchedulerHeartbeatMissing"]
 
 
 def test_unreadable_credentials_are_an_error(fake, cluster):

@@ -405,6 +405,19 @@ def test_a_tls_door_without_client_certificates_and_an_open_redis_fail(cj_cluste
     assert "'+PONG' without a password" in results["security.anonymous[redis-broker]"].reason
 
 
+def test_every_certificate_exporter_is_a_door_and_one_without_client_certificates_fails(cj_cluster, doors):
+    jobs = {
+        "node": {"auth": "certificate", "targets": {"a": doors["tls"](True), "b": doors["tls"](False)}},
+        "postgresql": {"auth": "certificate", "targets": {"a": doors["tls"](True)}},
+        # Reached through the Dask dashboard's gateway, a door of the dask section: not knocked twice.
+        "dask": {"auth": "password", "targets": {"a": "10.255.255.1:8787"}},
+    }
+    results = run_checks(cj_cluster(engines={"monitoring": {"jobs": jobs}}), ["security.anonymous"])
+    statuses = {name.removeprefix("security.anonymous"): r.status for name, r in results.items()}
+    assert statuses == {"[node-exporter@a]": PASS, "[node-exporter@b]": FAIL, "[postgresql-exporter@a]": PASS}
+    assert "without a certificate" in results["security.anonymous[node-exporter@b]"].reason
+
+
 @pytest.mark.parametrize(
     ("answer", "status", "observed"),
     [

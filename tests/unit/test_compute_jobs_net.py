@@ -257,6 +257,49 @@ def test_outliers_are_fail_with_the_reason():
     assert rates[3].details["outlier"] is True and rates[0].details["outlier"] is False
 
 
+def _scripted_measures(monkeypatch, script: dict[int, list[float]]) -> dict[int, int]:
+    """Make net.pairs take latency figures from SCRIPT (port -> one median per measure, last repeats)."""
+    calls: dict[int, int] = {}
+
+    def fake(ctx, client, nbytes):
+        port = int(client.endpoint.rsplit(":", 1)[1])
+        figures = script[port]
+        calls[port] = calls.get(port, 0) + 1
+        latency = figures[min(calls[port], len(figures)) - 1]
+        return [latency] * 5, [1000.0] * 5
+
+    monkeypatch.setattr(registry.get("net.pairs"), "_measure", staticmethod(fake))
+    return calls
+
+
+def test_a_peer_slow_for_a_moment_is_remeasured_and_passes(cj_cluster, cj_netservers, monkeypatch):
+    servers = cj_netservers(3)
+    ports = {name: s.port for name, s in zip("bcd", servers, strict=True)}
+    calls = _scripted_measures(
+        monkeypatch, {ports["b"]: [100.0], ports["c"]: [110.0], ports["d"]: [900.0, 120.0]}
+    )
+    results = run_pairs(cj_cluster(hosts(ports)), params={"outlier_factor": 3.0, "outlier_retries": 2})
+    d = results["net.pairs.latency[d]"]
+    assert d.status == PASS and d.value == 120.0 and d.details["remeasured"] == 1
+    assert calls == {ports["b"]: 1, ports["c"]: 1, ports["d"]: 2}
+    assert results["net.pairs.latency[b]"].details["remeasured"] == 0
+
+
+def test_a_peer_that_stays_slow_fails_after_its_retries(cj_cluster, cj_netservers, monkeypatch):
+    servers = cj_netservers(3)
+    ports = {name: s.port for name, s in zip("bcd", servers, strict=True)}
+    calls = _scripted_measures(monkeypatch, {ports["b"]: [100.0], ports["c"]: [110.0], ports["d"]: [900.0]})
+    results = run_pairs(cj_cluster(hosts(ports)), params={"outlier_factor": 3.0, "outlier_retries": 2})
+    d = results["net.pairs.latency[d]"]
+    assert d.status == FAIL and d.details["remeasured"] == 2 and calls[ports["d"]] == 3
+    assert "outlier: latency 900 us > 3 x median over peers 110" in d.reason
+    none = run_pairs(cj_cluster(hosts(ports)), params={"outlier_factor": 3.0, "outlier_retries": 0})
+    assert (
+        none["net.pairs.latency[d]"].status == FAIL
+        and none["net.pairs.latency[d]"].details["remeasured"] == 0
+    )
+
+
 # --- the netserver command ----------------------------------------------------------------------
 
 
