@@ -192,15 +192,21 @@ def _worse(value: float, middle: float, metric: str, factor: float) -> bool:
     return value > factor * middle if metric == "latency" else value * factor < middle
 
 
+def _peer_median(values: list[float]) -> float | None:
+    """The median over the peers' figures, the yardstick of an outlier (None: fewer than two, or not > 0)."""
+    if len(values) < 2:
+        return None
+    middle = statistics.median(values)
+    return middle if middle > 0 else None
+
+
 def _suspects(measured: dict[str, tuple[list[float], list[float]]], factor: float) -> list[str]:
     """Peers whose median latency or throughput is an outlier by the rule of ``_flag_outliers``."""
     found: set[str] = set()
     for position, metric in enumerate(("latency", "throughput")):
         values = {name: statistics.median(samples[position]) for name, samples in measured.items()}
-        if len(values) < 2:
-            continue
-        middle = statistics.median(values.values())
-        if middle > 0:
+        middle = _peer_median(list(values.values()))
+        if middle is not None:
             found.update(name for name, value in values.items() if _worse(value, middle, metric, factor))
     return sorted(found)
 
@@ -216,13 +222,12 @@ def _best(
 
 def _flag_outliers(results: list[Result], metric: str, factor: float) -> None:
     """Mark a peer FAIL when its figure is ``factor`` times worse than the median over all peers."""
-    values = [r.value for r in results if r.value is not None]
-    if len(values) < 2:
+    middle = _peer_median([r.value for r in results if r.value is not None])
+    if middle is None:
         return
-    middle = statistics.median(values)
     for result in results:
         value = result.value
-        if value is None or middle <= 0:
+        if value is None:
             continue
         lower_is_better = metric == "latency"
         worse = _worse(value, middle, metric, factor)

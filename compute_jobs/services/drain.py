@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -103,19 +104,32 @@ def running_apps(status: dict[str, Any]) -> list[str]:
     return sorted(str(app.get("id", "?")) for app in status.get("activeapps") or [])
 
 
-def wait_spark_idle(master_webui: str, credentials: str, timeout: float) -> dict[str, Any]:
-    """Wait until the Spark master runs no application (its /json/ through the HTTPS gateway)."""
+def watch_spark_master(
+    master_webui: str,
+    credentials: str,
+    timeout: float,
+    pause: float,
+    waiting_for: Callable[[dict[str, Any]], list[str]],
+) -> tuple[list[str], dict[str, Any], float]:
+    """Read the master's /json/ through its HTTPS gateway every PAUSE s until WAITING_FOR(status) is
+    empty or TIMEOUT s have passed: (what is still waited for, the last status, the seconds waited)."""
     from compute_jobs.checks import spark
 
     url = master_webui.rstrip("/") + "/json/"
     spark.use_gateway_credentials(master_webui, credentials)
     start = time.monotonic()
     while True:
-        apps = running_apps(spark.fetch_json(url, 10.0))
-        if not apps or time.monotonic() - start > timeout:
-            break
-        time.sleep(2)
-    return {"ok": not apps, "running": apps, "seconds": round(time.monotonic() - start, 2)}
+        status = spark.fetch_json(url, 10.0)
+        waiting = waiting_for(status)
+        if not waiting or time.monotonic() - start > timeout:
+            return waiting, status, round(time.monotonic() - start, 2)
+        time.sleep(pause)
+
+
+def wait_spark_idle(master_webui: str, credentials: str, timeout: float) -> dict[str, Any]:
+    """Wait until the Spark master runs no application."""
+    apps, _, seconds = watch_spark_master(master_webui, credentials, timeout, 2.0, running_apps)
+    return {"ok": not apps, "running": apps, "seconds": seconds}
 
 
 def spark_workers(status: dict[str, Any], endpoints: list[str]) -> dict[str, dict[str, Any]]:
@@ -143,24 +157,17 @@ def wait_spark_decommissioned(
     master_webui: str, credentials: str, endpoints: list[str], timeout: float
 ) -> dict[str, Any]:
     """Wait until the master lists every worker of ENDPOINTS as DECOMMISSIONED with no core in use."""
-    from compute_jobs.checks import spark
-
-    url = master_webui.rstrip("/") + "/json/"
-    spark.use_gateway_credentials(master_webui, credentials)
-    start = time.monotonic()
-    while True:
-        workers = spark_workers(spark.fetch_json(url, 10.0), endpoints)
-        waiting = undrained(workers, endpoints)
-        if not waiting or time.monotonic() - start > timeout:
-            break
-        time.sleep(1)
+    waiting, status, seconds = watch_spark_master(
+        master_webui, credentials, timeout, 1.0, lambda s: undrained(spark_workers(s, endpoints), endpoints)
+    )
+    workers = spark_workers(status, endpoints)
     return {
         "ok": not waiting,
         "waiting": waiting,
         "workers": {
             key: {"state": w.get("state"), "coresused": w.get("coresused")} for key, w in workers.items()
         },
-        "seconds": round(time.monotonic() - start, 2),
+        "seconds": seconds,
     }
 
 

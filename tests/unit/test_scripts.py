@@ -205,16 +205,16 @@ SCALE_INVENTORY = (
 
 
 @pytest.mark.parametrize(
-    ("remove", "message"),
+    ("remove", "extra", "message"),
     [
-        ("", "it is empty"),
-        ("n4", "not in the inventory: n4"),
-        ("n3,n1", "these run a single service of the cluster"),
-        ("n2,n3", "it would leave these groups without hosts: workers, dask_workers"),
-        ("n3 -e scale_spark_drain_timeout=soon", "scale_spark_drain_timeout must be a whole number"),
+        ("", [], "it is empty"),
+        ("n4", [], "not in the inventory: n4"),
+        ("n3,n1", [], "these run a single service of the cluster"),
+        ("n2,n3", [], "it would leave these groups without hosts: workers, dask_workers"),
+        ("n3", ["-e", "scale_spark_drain_timeout=soon"], "scale_spark_drain_timeout must be a whole number"),
     ],
 )
-def test_scale_refuses_hosts_it_cannot_drain_before_any_change(tmp_path, remove, message):
+def test_scale_refuses_hosts_it_cannot_drain_before_any_change(tmp_path, remove, extra, message):
     """playbooks/scale.yml stops in its first play (localhost) when scale_remove is not a list of
     worker-only hosts of the inventory; no node is contacted (the hosts here do not exist)."""
     inventory = tmp_path / "hosts.yml"
@@ -226,8 +226,8 @@ def test_scale_refuses_hosts_it_cannot_drain_before_any_change(tmp_path, remove,
             str(inventory),
             "playbooks/scale.yml",
             "-e",
-            f"scale_remove={remove.split(' -e ')[0]}",
-            *(["-e", remove.split(" -e ")[1]] if " -e " in remove else []),
+            f"scale_remove={remove}",
+            *extra,
         ],
         env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"},
     )
