@@ -528,6 +528,23 @@ def param_table(cls: type[Check]) -> list[dict[str, Any]]:
 registry = Registry()
 register: Callable[[type[Check]], type[Check]] = registry.register
 
+# Sessions that checks of one engine share across checks and that hold cluster resources (the
+# shared SparkSession holds every Spark core): engine -> a function that releases them. The runner
+# calls the others' before a check of another engine runs one by one, so that an Airflow or Luigi
+# pipeline that starts a Spark application of its own is not left waiting for cores.
+SHARED_SESSIONS: dict[str, Callable[[], None]] = {}
+
+
+def register_shared_session(engine: str, release: Callable[[], None]) -> None:
+    SHARED_SESSIONS[engine] = release
+
+
+def release_shared_sessions(keep: str | None = None) -> None:
+    """Release every engine's shared sessions but KEEP's."""
+    for engine, release in SHARED_SESSIONS.items():
+        if engine != keep:
+            release()
+
 
 # --- result sets and summaries (standard library: the controller's report uses them) -----------
 

@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from compute_jobs.model import (
     SkipCheck,
     build_summary,
     count_statuses,
+    release_shared_sessions,
     utc_now,
 )
 from compute_jobs.model import (
@@ -71,8 +73,18 @@ class RunConfig:
 
 
 # Engines whose checks share the same services run in one lane: the Airflow and Luigi pipelines
-# compute on the Dask and Spark clusters, so their checks queue behind Dask's and Spark's.
-LANE_OF_ENGINE = {"airflow": "dataflow", "luigi": "dataflow", "dask": "dataflow", "spark": "dataflow"}
+# and the notebooks compute on the Dask and Spark clusters, so their checks queue behind Dask's
+# and Spark's.
+LANE_OF_ENGINE = {
+    "airflow": "dataflow",
+    "luigi": "dataflow",
+    "dask": "dataflow",
+    "spark": "dataflow",
+    "jupyter": "dataflow",
+}
+# Lanes that run at once, the longest first: on small nodes more lanes made the Airflow API miss
+# its request timeouts (measured on the 2-core lab, README "Verification speed").
+LANES_AT_ONCE = 2
 
 
 def _lost(cls: type[Check], config: RunConfig) -> Result:
@@ -454,15 +466,13 @@ class Runner:
             progress.finished(done[cls.name])
 
         lanes, serial = plan_lanes(checks) if config.lanes else ([], checks)
-        threads = [
-            threading.Thread(target=lambda lane=lane: [run_one(c) for c in lane], name=f"lane:{lane[0].name}")
-            for lane in lanes
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        if lanes:
+            with ThreadPoolExecutor(max_workers=LANES_AT_ONCE, thread_name_prefix="lane") as pool:
+                for lane in sorted(lanes, key=len, reverse=True):
+                    pool.submit(lambda lane=lane: [run_one(c) for c in lane])
         for cls in serial:
+            # One by one: an engine's shared session (every Spark core) does not outlive its checks.
+            release_shared_sessions(keep=cls.engine or cls.name.split(".")[0])
             run_one(cls)
         for cls in checks:  # results in the order of the checks, however they ran
             results.extend(done.get(cls.name) or [_lost(cls, config)])

@@ -42,6 +42,8 @@ VERBATIM_TIERS = {"verify"}
 # A task still running after this many seconds gets a line, and again at each multiple.
 SLOW_TASK_S = 30
 TIER_KEYS = ("plays", "tasks", "changed", "failed", "s")
+# The fast re-converge's own plays (playbooks/tier_state/): they run whether the tier converges or not.
+STATE_PLAYS = ("Compare with the last converge:", "Record the converge:")
 
 
 def fail(message: str) -> None:
@@ -209,7 +211,11 @@ def tier_of_plays(playbook: pathlib.Path) -> dict[str, str]:
     tiers: dict[str, str] = {}
     for entry in yaml.safe_load(playbook.read_text()) or []:
         imported = entry.get("ansible.builtin.import_playbook") or entry.get("import_playbook")
-        if imported:
+        tier = (entry.get("vars") or {}).get("tier_state_tier")
+        if imported and tier:  # the fast re-converge's plays, named after the tier that imports them
+            for name in tier_of_plays(playbook.parent / imported):
+                tiers[name.replace("{{ tier_state_tier }}", tier)] = playbook.stem
+        elif imported:
             tiers.update(tier_of_plays(playbook.parent / imported))
         elif entry.get("name"):
             tiers[entry["name"]] = playbook.stem
@@ -246,6 +252,7 @@ class Progress:
     warned_at: int = 0
     per_tier: dict[str, dict[str, float]] = field(default_factory=dict)
     changed_tasks: list[str] = field(default_factory=list)
+    converged: dict[str, str] = field(default_factory=dict)  # tier -> why it converged (fast path)
     stats: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -319,6 +326,11 @@ class Progress:
         if play is None:
             return
         play.hosts.add(host)
+        res = data.get("res") or {}
+        if kind == "runner_on_ok" and res.get("fresh") is False and play.tier not in self.converged:
+            # The first host that keeps a tier from being skipped, and why (the tier converges on all).
+            self.converged[play.tier] = f"{host}: {res.get('reason', '')}"
+            self.say(f"{play.tier:<13} converges ({self.converged[play.tier]})")
         if kind == "runner_on_ok":
             play.ok += 1
             if (data.get("res") or {}).get("changed"):
@@ -395,6 +407,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         "changed": changed,
         "failed": failed,
         "changed_tasks": progress.changed_tasks,
+        "converged_tiers": progress.converged,
         "tiers": progress.per_tier,
         "log": str(log_path),
     }

@@ -57,6 +57,7 @@ from compute_jobs.model import (
     SkipCheck,
     register,
     register_secret,
+    register_shared_session,
 )
 from compute_jobs.transport import read_user_password
 
@@ -329,6 +330,9 @@ def stop_all() -> None:
         for handle in _HANDLES.values():
             handle.stop()
         _HANDLES.clear()
+
+
+register_shared_session(ENGINE, stop_all)
 
 
 # --- inventory mapping --------------------------------------------------------------------------

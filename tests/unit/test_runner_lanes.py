@@ -64,8 +64,16 @@ def test_lanes_run_side_by_side_then_the_serial_checks_one_by_one(cj_cluster):
     assert [r.name for r in outcome.results] == [c.name for c in CHECKS]  # the checks' order
     assert {r.status for r in outcome.results} == {PASS}
     times = {(name, edge): at for name, edge, at in LOG}
-    # the three lanes overlap: mpi.pi starts before celery.canvas ends
-    assert times[("mpi.pi", "start")] < times[("celery.canvas", "end")]
+    # two lanes at once, the longest first: the Dask/Spark and the MPI lanes overlap, the Celery
+    # lane waits for one of them
+    assert times[("mpi.pi", "start")] < times[("dask.known_answer", "end")]
+    lane_checks = [c.name for c in CHECKS if c.category not in ("performance", "resilience")]
+    for name in lane_checks:
+        at = times[(name, "start")]
+        running = [n for n in lane_checks if times[(n, "start")] <= at < times[(n, "end")]]
+        assert len(running) <= 2, (name, running)
+    first_free = min(times[("dask.known_answer", "end")], times[("mpi.pi", "end")])
+    assert times[("celery.canvas", "start")] >= first_free
     # performance and resilience start only once every lane is done, and one at a time
     lanes_done = max(
         at
@@ -84,3 +92,32 @@ def test_without_lanes_every_check_runs_alone(cj_cluster):
     Runner(local).run(RunConfig(cluster=cj_cluster(), target="a", scope="cluster"))
     edges = [edge for _, edge, _ in LOG]
     assert edges == ["start", "end"] * 3
+
+
+def test_a_shared_session_is_released_before_another_engine_runs_one_by_one(cj_cluster):
+    """The shared SparkSession holds every Spark core: an Airflow check that runs a Spark stage of
+    its own after the Spark checks must not wait for cores the run itself keeps."""
+    from compute_jobs import model
+
+    spark = _check("spark.performance", "performance")
+    airflow = _check("airflow.resilience", "resilience")
+    local = Registry()
+    for cls in (spark, airflow):
+        local.register(cls)
+    LOG.clear()
+    saved = dict(model.SHARED_SESSIONS)
+    model.SHARED_SESSIONS.clear()
+    released = ("spark session", "released", 0.0)
+    model.register_shared_session("spark", lambda: LOG.append(released))
+    try:
+        Runner(local).run(RunConfig(cluster=cj_cluster(), target="a", scope="cluster", lanes=True))
+    finally:
+        model.SHARED_SESSIONS.clear()
+        model.SHARED_SESSIONS.update(saved)
+    assert [(name, edge) for name, edge, _ in LOG] == [
+        ("spark.performance", "start"),
+        ("spark.performance", "end"),
+        ("spark session", "released"),
+        ("airflow.resilience", "start"),
+        ("airflow.resilience", "end"),
+    ]

@@ -194,6 +194,31 @@ def test_lab_up_prints_the_noop_and_check_figures_and_fails_on_changes(changed, 
         assert f"the {label} run changed 2 things" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("converged", "ok"),
+    [
+        ({}, True),
+        ({"common": "cf-noopcheck-1: cluster_fast_converge is off"}, True),
+        ({"dask": "cf-noopcheck-2: the node changed since the last converge (/etc/x: changed, ...)"}, False),
+    ],
+)
+def test_the_noop_fails_when_a_tier_converges_again(converged, ok):
+    """Right after a converge, the fast path must find every tier unchanged (unless it is off)."""
+    summary = ROOT / ".lab" / "noop-noopfast.json"
+    summary.parent.mkdir(exist_ok=True)
+    summary.write_text(
+        json.dumps({"elapsed_s": 9.5, "changed": 0, "changed_tasks": [], "converged_tiers": converged})
+    )
+    try:
+        script = f"source {LAB}; ensure_venv; ANSIBLE_STRATEGY=mitogen_linear; noop_figure 3"
+        result = run(["bash", "-c", script], env={"CF_LAB_NAME": "noopfast"})
+    finally:
+        summary.unlink()
+    assert (result.returncode == 0) is ok, result.stderr
+    if not ok:
+        assert "converged tiers again: dask (cf-noopcheck-2: the node changed" in result.stderr
+
+
 SCALE_INVENTORY = (
     "all:\n  hosts:\n    n1:\n      cluster_address: 10.9.9.1\n    n2:\n      cluster_address: 10.9.9.2\n"
     "    n3:\n      cluster_address: 10.9.9.3\n"

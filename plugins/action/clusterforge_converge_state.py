@@ -1,0 +1,217 @@
+# Copyright: clusterforge maintainers
+# Apache-2.0
+"""Controller side of clusterforge_converge_state: the digest of a tier's inputs, and when to skip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+from ansible.utils.vars import load_extra_vars
+
+display = Display()
+
+ROOT = Path(__file__).resolve().parents[2]
+# What a converge is made of on the controller: the tiers, the roles and everything they deploy.
+PROJECT = (
+    "ansible.cfg",
+    "site.yml",
+    "playbooks",
+    "roles",
+    "plugins",
+    "compute_jobs",
+    "clusterforge_pipeline",
+    "dags",
+    "notebooks",
+    "requirements",
+)
+# Skipping these tags still runs every task of a tier (no tier task carries them): the fast path
+# stays allowed. molecule skips its own two on every run.
+NEUTRAL_SKIP_TAGS = {"verify", "molecule-notest", "notest"}
+# Written by the verification tier (its own token), not read by any converging tier.
+SECRETS_NOT_INPUTS = {"verify"}
+# Extra vars that choose how to converge, not what: they are not inputs.
+NOT_INPUTS = {"cluster_fast_converge"}
+BOOLEANS = {
+    **dict.fromkeys(("true", "yes", "on", "1"), True),
+    **dict.fromkeys(("false", "no", "off", "0"), False),
+}
+# What the roles write on a node, as far as a tier's state goes (README "Fast re-converge").
+DEFAULT_PATHS = [
+    "/etc/clusterforge",
+    "/etc/systemd/system",
+    "/etc/systemd/timesyncd.conf.d",
+    "/etc/sudoers.d",
+    "/etc/ansible/facts.d",
+    "/etc/hosts",
+    "/etc/hosts.allow",
+    "/etc/hosts.deny",
+    "/etc/ssh",
+    "/etc/apt/sources.list.d",
+    "/etc/apt/apt.conf.d",
+    "/etc/apt/preferences.d",
+    "/etc/apt-cacher-ng",
+    "/etc/default",
+    "/etc/fstab",
+    "/etc/exports",
+    "/etc/exports.d",
+    "/etc/nfs.conf.d",
+    "/etc/nginx",
+    "/etc/openmpi",
+    "/etc/postgresql",
+    "/etc/profile.d",
+    "/etc/prometheus",
+    "/etc/rabbitmq",
+    "/etc/redis",
+    "/usr/local/share/ca-certificates",
+    "/opt/clusterforge/lib",
+    "/opt/clusterforge/pipeline",
+    "/opt/clusterforge/airflow-dags",
+]
+DEFAULT_VENVS = [
+    "/opt/clusterforge/*/lib/python3*/site-packages",
+    "/opt/clusterforge/*/*/lib/python3*/site-packages",
+]
+# Units whose being active counts: the engines' and the services they run on.
+DEFAULT_UNITS = [
+    "clusterforge-",
+    "dask-",
+    "spark-",
+    "celery-",
+    "airflow-",
+    "luigid",
+    "jupyterhub",
+    "nginx",
+    "redis",
+    "postgresql",
+    "prometheus",
+    "rabbitmq",
+    "ssh",
+    "nfs-",
+    "apt-cacher-ng",
+]
+# Not part of what the tiers left: the verification tier's own unit (its network test server) and
+# the byte code Python writes next to the deployed sources when they run.
+DEFAULT_IGNORE = [
+    "/etc/systemd/system/clusterforge-verify-*",
+    "clusterforge-verify-*",
+    "*/__pycache__",
+    "*/__pycache__/*",
+    "*.pyc",
+]
+
+
+def _walk(hasher: Any, path: Path) -> None:
+    """Add the names and contents of the regular files below PATH, in a stable order."""
+    if path.is_file():
+        hasher.update(f"{path}\0".encode())
+        hasher.update(path.read_bytes())
+        return
+    if not path.is_dir():
+        hasher.update(f"{path} absent\0".encode())
+        return
+    for directory, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith((".pyc", ".retry")):
+                continue
+            full = Path(directory, name)
+            hasher.update(f"{full.relative_to(path)}\0".encode())
+            try:
+                hasher.update(full.read_bytes())
+            except OSError as exc:
+                hasher.update(f"unreadable {exc.errno}".encode())
+
+
+def inputs_digest(task_vars: dict[str, Any], loader: Any, secrets_dir: str | None) -> str:
+    """sha256 of what a tier converges from: project files, inventory, extra vars and secrets."""
+    hasher = hashlib.sha256()
+    for name in PROJECT:
+        _walk(hasher, ROOT / name)
+    for source in task_vars.get("ansible_inventory_sources") or []:
+        source_path = Path(source)
+        _walk(hasher, source_path)
+        if source_path.is_file():  # group_vars and host_vars beside an inventory file
+            for sibling in ("group_vars", "host_vars"):
+                _walk(hasher, source_path.parent / sibling)
+    extra = {k: v for k, v in load_extra_vars(loader).items() if k not in NOT_INPUTS}
+    hasher.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    groups = {
+        k: sorted(v) for k, v in (task_vars.get("groups") or {}).items() if not k.startswith("cf_converge_")
+    }
+    hasher.update(json.dumps(groups, sort_keys=True).encode())
+    hostvars = task_vars.get("hostvars") or {}
+    hosts = {}
+    for host in groups.get("all", []):
+        try:
+            hosts[host] = str(hostvars[host].get("ansible_host", host))
+        except Exception:  # an unresolvable host counts as itself
+            hosts[host] = host
+    hasher.update(json.dumps(hosts, sort_keys=True).encode())
+    if secrets_dir and Path(secrets_dir).is_dir():
+        for entry in sorted(Path(secrets_dir).iterdir()):
+            if entry.name not in SECRETS_NOT_INPUTS:
+                _walk(hasher, entry)
+    return hasher.hexdigest()
+
+
+def restricted_tags(task_vars: dict[str, Any]) -> str:
+    """Why the run's tags keep it from the fast path ("" when they do not)."""
+    run_tags = set(task_vars.get("ansible_run_tags") or ["all"])
+    skip_tags = set(task_vars.get("ansible_skip_tags") or [])
+    skipped = sorted(skip_tags - NEUTRAL_SKIP_TAGS)
+    if run_tags != {"all"}:
+        return f"the run selects tags ({', '.join(sorted(run_tags))}): every task runs"
+    if skipped:
+        return f"the run skips tags ({', '.join(skipped)}): every task runs"
+    return ""
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("tier", "mode", "paths", "venvs", "units", "ignore", "max_age", "state_dir"))
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        args = dict(self._task.args)
+        mode = args.get("mode")
+        if mode not in ("check", "record"):
+            return {**result, "failed": True, "msg": f"mode must be check or record (got {mode!r})"}
+        enabled = self._templar.template(task_vars.get("cluster_fast_converge", True))
+        if isinstance(enabled, str) and enabled.strip().lower() in BOOLEANS:
+            enabled = BOOLEANS[enabled.strip().lower()]
+        if not isinstance(enabled, bool):
+            msg = f"cluster_fast_converge must be true or false (got {enabled!r})"
+            return {**result, "failed": True, "msg": msg}
+        tags = restricted_tags(task_vars)
+        if mode == "check" and (tags or not enabled):
+            reason = tags or "cluster_fast_converge is off"
+            return {**result, "changed": False, "fresh": False, "reason": reason, "drifted": []}
+        if mode == "record" and (tags or self._task.check_mode):
+            reason = tags or "check mode records nothing"
+            return {**result, "changed": False, "skipped": True, "skip_reason": reason}
+        secrets = task_vars.get("cluster_secrets_dir")
+        secrets_dir = self._templar.template(secrets) if secrets else None
+        args["inputs"] = inputs_digest(task_vars, self._loader, secrets_dir)
+        args.setdefault(
+            "paths", self._templar.template(task_vars.get("cluster_fast_converge_paths", DEFAULT_PATHS))
+        )
+        args.setdefault("venvs", DEFAULT_VENVS)
+        args.setdefault("units", DEFAULT_UNITS)
+        args.setdefault("ignore", DEFAULT_IGNORE)
+        args.setdefault(
+            "max_age", self._templar.template(task_vars.get("cluster_fast_converge_max_age", 86400))
+        )
+        outcome = self._execute_module(
+            module_name="clusterforge_converge_state", module_args=args, task_vars=task_vars
+        )
+        if mode == "check" and outcome.get("fresh") is False:
+            host = task_vars.get("inventory_hostname", "?")
+            display.display(f"{host}: the {args.get('tier')} tier converges: {outcome.get('reason', '')}")
+        return {**result, **outcome}

@@ -1,0 +1,303 @@
+#!/usr/bin/python
+# Copyright: clusterforge maintainers
+# Apache-2.0
+"""Compare a node with the state its tiers left it in, or record that state (the fast re-converge)."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import json
+import os
+import re
+import subprocess
+import time
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: clusterforge_converge_state
+short_description: Decide whether a tier must converge on this node, or record that it did
+description:
+  - Keeps, in I(state_dir), one marker per tier (the digest of the inputs it converged with) and
+    the node's state after the last tier that converged here (C(node.json)), made of the metadata
+    of every file under I(paths), the distributions in every venv matched by I(venvs), the active
+    units whose names start with one of I(units), the processor count, memory and IPv4 addresses.
+  - C(mode=check) compares. A node whose state differs from the record has drifted (a file edited,
+    a unit stopped, a package removed from a venv) and every tier marker is dropped (not in check
+    mode), so every tier converges here in this run. A tier is fresh when its marker holds I(inputs)
+    and the node has not drifted.
+  - C(mode=record) writes the tier's marker and the node's state. This is bookkeeping of the
+    converge that just ran, never reported as a change.
+  - Normally called through the action plugin of the same name, which computes I(inputs) on the
+    controller.
+options:
+  tier:
+    description: Tier name (lower-case letters, digits, C(_)).
+    type: str
+    required: true
+  mode:
+    description: C(check) or C(record).
+    type: str
+    required: true
+    choices: [check, record]
+  inputs:
+    description: Digest of everything the tier converges from (project files, inventory, secrets).
+    type: str
+    required: true
+  paths:
+    description:
+      - Files and directories whose metadata (mode, owner, size, modification time) make up the
+        node's state.
+    type: list
+    elements: path
+    required: true
+  venvs:
+    description:
+      - Glob patterns of venv site-packages directories; their distributions (names, versions) count.
+    type: list
+    elements: str
+    default: []
+  units:
+    description: Name prefixes of the systemd units whose being active counts.
+    type: list
+    elements: str
+    default: []
+  ignore:
+    description:
+      - Shell patterns of paths and unit names that do not count (what the verification tier
+        itself installs and starts).
+    type: list
+    elements: str
+    default: []
+  max_age:
+    description:
+      - Seconds after which a tier's marker no longer counts, whatever else holds. The tier then
+        converges fully again, which renews what only time changes (certificates near expiry).
+    type: int
+    default: 86400
+  state_dir:
+    description: Where the markers and the node's state are kept (root only).
+    type: path
+    default: /var/lib/clusterforge/converge
+"""
+
+EXAMPLES = r"""
+- name: Compare the node with the last converge of the dask tier
+  clusterforge_converge_state:
+    tier: dask
+    mode: check
+    inputs: 5f0c...
+    paths: [/etc/clusterforge, /etc/systemd/system]
+    venvs: [/opt/clusterforge/*/lib/python3*/site-packages]
+    units: [clusterforge-]
+"""
+
+RETURN = r"""
+fresh:
+  description: The tier converged here with these inputs and the node has not changed since (check).
+  returned: always
+  type: bool
+reason:
+  description: Why the tier is not fresh, in words ("" when it is).
+  returned: always
+  type: str
+drifted:
+  description:
+    - Up to 20 entries of the node's state that differ from the record, each naming the entry
+      and whether it changed, is new or is gone.
+  returned: always
+  type: list
+"""
+
+TIER = re.compile(r"[a-z][a-z0-9_]*")
+MAX_DRIFT = 20
+
+
+def file_entries(roots: list[str]) -> dict[str, str]:
+    """Metadata of every entry below ROOTS, keyed by path (symlinks by target, not followed)."""
+    out: dict[str, str] = {}
+
+    def one(path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if os.path.islink(path):
+            out[path] = f"link {os.readlink(path)}"
+        elif os.path.isdir(path):  # its entries count one by one, its own times not
+            out[path] = f"dir {st.st_mode:o} {st.st_uid}:{st.st_gid}"
+        else:
+            out[path] = f"{st.st_mode:o} {st.st_uid}:{st.st_gid} {st.st_size} {st.st_mtime_ns}"
+
+    for root in roots:
+        if not os.path.lexists(root):
+            out[root] = "absent"
+            continue
+        one(root)
+        if os.path.isdir(root) and not os.path.islink(root):
+            for directory, dirs, files in os.walk(root):
+                dirs.sort()
+                for name in sorted(dirs) + sorted(files):
+                    one(os.path.join(directory, name))
+    return out
+
+
+def venv_entries(patterns: list[str]) -> dict[str, str]:
+    """The distributions (dist-info directory names carry name and version) of each venv."""
+    out: dict[str, str] = {}
+    for pattern in patterns:
+        for site in sorted(glob.glob(pattern)):
+            try:
+                names = sorted(n for n in os.listdir(site) if n.endswith(".dist-info"))
+            except OSError:
+                continue
+            out[f"venv {site}"] = " ".join(names)
+    return out
+
+
+def unit_entries(prefixes: list[str], ignore: list[str]) -> dict[str, str]:
+    """Every active unit whose name starts with one of PREFIXES."""
+    if not prefixes:
+        return {}
+    try:
+        done = subprocess.run(
+            ["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager", "--full"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return {"units active": "no systemctl"}
+    active = []
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or fields[2] != "active" or matches(fields[0], ignore):
+            continue
+        if fields[0].startswith(tuple(prefixes)):
+            active.append(fields[0])
+    return {"units active": " ".join(sorted(active))}
+
+
+def host_entries() -> dict[str, str]:
+    """What the roles' templates read from the host's facts: processors, memory, addresses."""
+    out = {"processors": str(os.cpu_count())}
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            out["memory"] = next((line.split()[1] for line in handle if line.startswith("MemTotal:")), "")
+    except OSError:
+        out["memory"] = ""
+    try:
+        done = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=False)
+    except OSError:
+        return {**out, "addresses": "no ip command"}
+    fields = [line.split() for line in done.stdout.splitlines()]
+    out["addresses"] = " ".join(sorted(f"{f[1]}={f[3]}" for f in fields if len(f) > 3))
+    return out
+
+
+def node_state(params: dict[str, Any]) -> dict[str, str]:
+    ignore = params["ignore"]
+    files = {k: v for k, v in file_entries(params["paths"]).items() if not matches(k, ignore)}
+    return {
+        **host_entries(),
+        **files,
+        **venv_entries(params["venvs"]),
+        **unit_entries(params["units"], ignore),
+    }
+
+
+def matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def differences(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """The entries of OLD and NEW that differ, in words, at most MAX_DRIFT."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key):
+            continue
+        if key not in old:
+            out.append(f"{key}: new")
+        elif key not in new:
+            out.append(f"{key}: gone")
+        else:
+            out.append(f"{key}: changed")
+        if len(out) >= MAX_DRIFT:
+            break
+    return out
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def write_json(module: AnsibleModule, path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+    module.atomic_move(tmp, path)
+    os.chmod(path, 0o600)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "tier": {"type": "str", "required": True},
+            "mode": {"type": "str", "required": True, "choices": ["check", "record"]},
+            "inputs": {"type": "str", "required": True},
+            "paths": {"type": "list", "elements": "path", "required": True},
+            "venvs": {"type": "list", "elements": "str", "default": []},
+            "units": {"type": "list", "elements": "str", "default": []},
+            "ignore": {"type": "list", "elements": "str", "default": []},
+            "max_age": {"type": "int", "default": 86400},
+            "state_dir": {"type": "path", "default": "/var/lib/clusterforge/converge"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    if not TIER.fullmatch(p["tier"]):
+        module.fail_json(msg=f"tier {p['tier']!r}: use lower-case letters, digits and _")
+    state_dir = p["state_dir"]
+    node_file = os.path.join(state_dir, "node.json")
+    marker_file = os.path.join(state_dir, f"{p['tier']}.json")
+    now = node_state(p)
+
+    if p["mode"] == "record":
+        if not module.check_mode:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            write_json(module, marker_file, {"inputs": p["inputs"], "at": time.time()})
+            write_json(module, node_file, {"state": now})
+        module.exit_json(changed=False, fresh=True, reason="", drifted=[])
+
+    recorded = read_json(node_file)
+    drifted = differences(recorded.get("state") or {}, now) if recorded else []
+    if recorded is None:
+        fresh, reason = False, "no converge recorded on this node"
+    elif drifted:
+        fresh, reason = False, f"the node changed since the last converge ({drifted[0]}, ...)"
+        if not module.check_mode:  # every tier converges here in this run
+            for name in os.listdir(state_dir):
+                if name.endswith(".json") and name != "node.json":
+                    os.unlink(os.path.join(state_dir, name))
+    else:
+        marker = read_json(marker_file)
+        if marker is None:
+            fresh, reason = False, f"no converge of the {p['tier']} tier recorded since the node changed"
+        elif marker.get("inputs") != p["inputs"]:
+            fresh, reason = False, "its inputs changed (project files, inventory, extra vars or secrets)"
+        elif not 0 <= time.time() - float(marker.get("at") or 0) <= p["max_age"]:
+            fresh, reason = False, f"its last full converge here is more than {p['max_age']} s old"
+        else:
+            fresh, reason = True, ""
+    module.exit_json(changed=False, fresh=fresh, reason=reason, drifted=drifted)
+
+
+if __name__ == "__main__":
+    main()

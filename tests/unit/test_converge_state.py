@@ -1,0 +1,200 @@
+"""The fast re-converge: clusterforge_converge_state decides when a tier may be skipped.
+
+The module is run as Ansible runs it (its arguments in a JSON file); the action plugin through a
+real ansible-playbook on localhost, with the state and the watched files in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = ROOT / "plugins/modules/clusterforge_converge_state.py"
+sys.path.insert(0, str(ROOT / "plugins/filter"))
+from converge_hosts import clusterforge_converge_hosts  # noqa: E402
+
+
+def module(tmp_path: Path, check_mode: bool = False, **args: Any) -> dict[str, Any]:
+    """Run the module with ARGS (state and paths under TMP_PATH unless given); its JSON answer."""
+    args.setdefault("state_dir", str(tmp_path / "state"))
+    args.setdefault("paths", [str(tmp_path / "etc")])
+    args.setdefault("units", [])
+    args.setdefault("inputs", "digest-1")
+    args.setdefault("tier", "dask")
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}))
+    done = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True)
+    answer = json.loads(done.stdout)
+    assert not answer.get("failed"), answer
+    return answer
+
+
+@pytest.fixture
+def etc(tmp_path: Path) -> Path:
+    (tmp_path / "etc/dask").mkdir(parents=True)
+    (tmp_path / "etc/dask/scheduler.yaml").write_text("a: 1\n")
+    return tmp_path / "etc"
+
+
+def test_a_tier_is_fresh_only_after_it_recorded_the_same_inputs(tmp_path, etc):
+    first = module(tmp_path, mode="check")
+    assert (first["fresh"], first["reason"]) == (False, "no converge recorded on this node")
+    record = module(tmp_path, mode="record")
+    assert record["changed"] is False  # bookkeeping, never a change
+    assert oct((tmp_path / "state/dask.json").stat().st_mode & 0o777) == "0o600"
+    assert module(tmp_path, mode="check")["fresh"] is True
+    other = module(tmp_path, mode="check", inputs="digest-2")
+    assert other["fresh"] is False and "inputs changed" in other["reason"]
+    # Another tier on the same unchanged node has not converged yet.
+    assert module(tmp_path, mode="check", tier="spark")["fresh"] is False
+
+
+def test_a_changed_file_makes_every_tier_converge_again(tmp_path, etc):
+    module(tmp_path, mode="record")
+    module(tmp_path, mode="record", tier="spark")
+    config = etc / "dask/scheduler.yaml"
+    config.write_text("a: 2 # edited by hand\n")
+    os.utime(config, ns=(1, 1))
+    drift = module(tmp_path, mode="check", tier="spark")
+    assert drift["fresh"] is False
+    assert drift["drifted"] == [f"{config}: changed"]
+    # Every marker went: the dask tier converges too, though the spark tier noticed.
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["node.json"]
+    assert module(tmp_path, mode="check")["fresh"] is False
+    module(tmp_path, mode="record")  # the dask tier converged and recorded the repaired node
+    assert module(tmp_path, mode="check")["fresh"] is True
+    assert module(tmp_path, mode="check", tier="spark")["fresh"] is False
+
+
+def test_check_mode_reports_drift_and_keeps_the_markers(tmp_path, etc):
+    module(tmp_path, mode="record")
+    (etc / "dask/new.yaml").write_text("b: 1\n")
+    answer = module(tmp_path, check_mode=True, mode="check")
+    assert answer["fresh"] is False and answer["drifted"] == [f"{etc / 'dask/new.yaml'}: new"]
+    assert (tmp_path / "state/dask.json").exists()
+    module(tmp_path, check_mode=True, mode="record")  # check mode records nothing either
+    recorded = json.loads((tmp_path / "state/node.json").read_text())["state"]
+    assert str(etc / "dask/new.yaml") not in recorded
+
+
+def test_a_removed_distribution_of_a_venv_is_drift(tmp_path, etc):
+    site = tmp_path / "venv/lib/python3.13/site-packages"
+    (site / "dask-2026.8.0.dist-info").mkdir(parents=True)
+    (site / "distributed-2026.8.0.dist-info").mkdir()
+    venvs = [str(tmp_path / "venv/lib/python3*/site-packages")]
+    module(tmp_path, mode="record", venvs=venvs)
+    assert module(tmp_path, mode="check", venvs=venvs)["fresh"] is True
+    (site / "distributed-2026.8.0.dist-info").rmdir()
+    answer = module(tmp_path, mode="check", venvs=venvs)
+    assert answer["fresh"] is False and answer["drifted"] == [f"venv {site}: changed"]
+
+
+def test_an_old_marker_and_ignored_entries(tmp_path, etc):
+    module(tmp_path, mode="record")
+    assert module(tmp_path, mode="check", max_age=3600)["fresh"] is True
+    marker = tmp_path / "state/dask.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "at": 0}))
+    old = module(tmp_path, mode="check", max_age=3600)
+    assert old["fresh"] is False and "more than 3600 s old" in old["reason"]
+    module(tmp_path, mode="record", ignore=[str(etc / "verify-*")])
+    (etc / "verify-net.service").write_text("[Unit]\n")
+    assert module(tmp_path, mode="check", ignore=[str(etc / "verify-*")])["fresh"] is True
+    assert module(tmp_path, mode="check")["drifted"] == [f"{etc / 'verify-net.service'}: new"]
+
+
+def test_the_tier_plays_match_no_host_unless_the_tier_converges():
+    assert clusterforge_converge_hosts("dask_workers", "dask", {"all": ["a"]}) == []
+    groups = {"all": ["a"], "cf_converge_dask": ["a"]}
+    assert clusterforge_converge_hosts("dask_workers", "dask", groups) == "dask_workers"
+    assert clusterforge_converge_hosts("spark_workers", "spark", groups) == []
+
+
+PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Record
+      clusterforge_converge_state:
+        tier: dask
+        mode: record
+        paths: ["{{ etc }}"]
+        units: []
+        state_dir: "{{ state }}"
+      when: lookup('env', 'CF_TEST_ACTION') == 'record'
+    - name: Check
+      clusterforge_converge_state:
+        tier: dask
+        mode: check
+        paths: ["{{ etc }}"]
+        units: []
+        state_dir: "{{ state }}"
+      register: answer
+      when: lookup('env', 'CF_TEST_ACTION') == 'check'
+    - name: Keep the answer
+      ansible.builtin.copy:
+        content: "{{ answer | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+      when: lookup('env', 'CF_TEST_ACTION') == 'check'
+"""
+
+
+def playbook(tmp_path: Path, action: str, *args: str) -> dict[str, Any]:
+    """Run the action plugin once on localhost (ACTION record or check); the check's answer."""
+    (tmp_path / "play.yml").write_text(PLAYBOOK)
+    inventory = tmp_path / "inventory/hosts.yml"
+    if not inventory.exists():
+        inventory.parent.mkdir()
+        hosts = {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}
+        inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
+    out = tmp_path / "answer.json"
+    out.unlink(missing_ok=True)
+    extra = {"etc": str(tmp_path / "etc"), "state": str(tmp_path / "state"), "out": str(out)}
+    extra["cluster_secrets_dir"] = str(tmp_path / "secrets")
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
+    env["CF_TEST_ACTION"] = action  # not an extra var: those are inputs
+    command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inventory), str(tmp_path / "play.yml")]
+    done = subprocess.run(
+        [*command, "-e", json.dumps(extra), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return json.loads(out.read_text()) if action == "check" else {}
+
+
+def test_the_action_digests_extra_vars_secrets_and_the_inventory(tmp_path, etc):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets/broker_password").write_text("one\n")
+    playbook(tmp_path, "record")
+    assert playbook(tmp_path, "check")["fresh"] is True
+    # How to converge is not an input; tags that pick tasks never take the fast path.
+    assert playbook(tmp_path, "check", "-e", "cluster_fast_converge=true")["fresh"] is True
+    off = playbook(tmp_path, "check", "-e", "cluster_fast_converge=false")
+    assert (off["fresh"], off["reason"]) == (False, "cluster_fast_converge is off")
+    tagged = playbook(tmp_path, "check", "--tags", "all,dask_configure")
+    assert tagged["fresh"] is False and "selects tags" in tagged["reason"]
+    # What to converge is: an extra var, a secret, the inventory.
+    assert "inputs changed" in playbook(tmp_path, "check", "-e", "dask_worker_nthreads=4")["reason"]
+    (tmp_path / "secrets/broker_password").write_text("two\n")
+    assert "inputs changed" in playbook(tmp_path, "check")["reason"]
+    playbook(tmp_path, "record")
+    (tmp_path / "inventory/group_vars").mkdir()
+    (tmp_path / "inventory/group_vars/all.yml").write_text("dask_worker_nthreads: 2\n")
+    assert "inputs changed" in playbook(tmp_path, "check")["reason"]
+
+
+def test_the_action_rejects_a_switch_that_is_not_a_boolean(tmp_path, etc):
+    (tmp_path / "play.yml").write_text(PLAYBOOK)
+    with pytest.raises(AssertionError, match="cluster_fast_converge must be true or false"):
+        playbook(tmp_path, "check", "-e", "cluster_fast_converge=sometimes")
