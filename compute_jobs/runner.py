@@ -83,7 +83,7 @@ LANE_OF_ENGINE = {
     "jupyter": "dataflow",
 }
 # Lanes that run at once, the longest first: on small nodes more lanes made the Airflow API miss
-# its request timeouts (measured on the 2-core lab, README "Verification speed").
+# its request timeouts (measured on the 2-core lab, README "Verification").
 LANES_AT_ONCE = 2
 
 
