@@ -42,8 +42,6 @@ VERBATIM_TIERS = {"verify"}
 # A task still running after this many seconds gets a line, and again at each multiple.
 SLOW_TASK_S = 30
 TIER_KEYS = ("plays", "tasks", "changed", "failed", "s")
-# The fast re-converge's own plays (playbooks/tier_state/): they run whether the tier converges or not.
-STATE_PLAYS = ("Compare with the last converge:", "Record the converge:")
 
 
 def fail(message: str) -> None:

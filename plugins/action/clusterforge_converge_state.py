@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible.utils.vars import load_extra_vars
@@ -37,11 +38,7 @@ NEUTRAL_SKIP_TAGS = {"verify", "molecule-notest", "notest"}
 SECRETS_NOT_INPUTS = {"verify"}
 # Extra vars that choose how to converge, not what: they are not inputs.
 NOT_INPUTS = {"cluster_fast_converge"}
-BOOLEANS = {
-    **dict.fromkeys(("true", "yes", "on", "1"), True),
-    **dict.fromkeys(("false", "no", "off", "0"), False),
-}
-# What the roles write on a node, as far as a tier's state goes (README "Fast re-converge").
+# What the roles write on a node, as far as a tier's state goes (README "Re-converging").
 DEFAULT_PATHS = [
     "/etc/clusterforge",
     "/etc/systemd/system",
@@ -183,11 +180,11 @@ class ActionModule(ActionBase):
         mode = args.get("mode")
         if mode not in ("check", "record"):
             return {**result, "failed": True, "msg": f"mode must be check or record (got {mode!r})"}
-        enabled = self._templar.template(task_vars.get("cluster_fast_converge", True))
-        if isinstance(enabled, str) and enabled.strip().lower() in BOOLEANS:
-            enabled = BOOLEANS[enabled.strip().lower()]
-        if not isinstance(enabled, bool):
-            msg = f"cluster_fast_converge must be true or false (got {enabled!r})"
+        switch = self._templar.template(task_vars.get("cluster_fast_converge", True))
+        try:
+            enabled = boolean(switch, strict=True)
+        except TypeError:
+            msg = f"cluster_fast_converge must be true or false (got {switch!r})"
             return {**result, "failed": True, "msg": msg}
         tags = restricted_tags(task_vars)
         if mode == "check" and (tags or not enabled):
