@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -84,3 +85,46 @@ def test_cleanup_never_deletes_through_a_mount(rootfs_with_bind_mount, tmp_path)
     assert clean.returncode == 0, clean.stderr
     assert not rootfs.exists()
     assert (outside / "host-secret").read_text() == "must never be archived or deleted\n"
+
+
+def copy_of_layer_inputs(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The files a layer's hash reads, in a root of their own that a test may edit."""
+    root = tmp_path / "root"
+    for part in ("lab/node-image.recipe", "lab/ssh-hostkeys.service", "lab/node-layer.yml"):
+        (root / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / part, root / part)
+    for role in ("common", "dask"):
+        shutil.copytree(ROOT / "roles" / role, root / "roles" / role)
+    return root
+
+
+def layer_hash(root: pathlib.Path, tmp_path: pathlib.Path) -> str:
+    result = lab_shell(f"CF_ROOT={root}\nlayer_hash debian13 common", tmp_path)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_common_layer_is_rebuilt_when_its_role_or_playbook_changes_only(tmp_path):
+    root = copy_of_layer_inputs(tmp_path)
+    first = layer_hash(root, tmp_path)
+    assert len(first) == 16 and first == layer_hash(root, tmp_path)
+
+    (root / "roles" / "dask" / "defaults" / "main.yml").write_text("---\ndask_other: 1\n")
+    assert layer_hash(root, tmp_path) == first, "another role's files are not part of the layer"
+
+    defaults = root / "roles" / "common" / "defaults" / "main.yml"
+    defaults.write_text(defaults.read_text() + "# a changed pin\n")
+    second = layer_hash(root, tmp_path)
+    assert second != first
+
+    (root / "lab" / "node-layer.yml").write_text("---\n[]\n")
+    assert layer_hash(root, tmp_path) not in (first, second)
+
+
+def test_an_unknown_layer_is_refused_before_anything_is_built(tmp_path):
+    result = subprocess.run(
+        [str(LAB), "image", "--layer", "spark"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode != 0
+    assert "unknown layer 'spark' (layers: common)" in result.stderr
+    assert "building" not in result.stdout + result.stderr
