@@ -53,7 +53,9 @@ class AirflowApi:
         base_url: str,
         username: str,
         password: str,
-        timeout: float = 15.0,
+        # One API call's limit: on a loaded host (checks side by side, other work beside the
+        # cluster) the API server has answered in more than 15 s.
+        timeout: float = 45.0,
         transport: Transport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -195,7 +197,7 @@ class AirflowHealth(Check):
         "dag_processor as healthy with heartbeats younger than max_heartbeat_age; "
         "GET /api/v2/dags without a token is 401/403"
     )
-    timeout = 30.0
+    timeout = 100.0
 
     def run(self, ctx: CheckContext) -> Iterator[Result]:
         api = connect(ctx)
