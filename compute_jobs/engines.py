@@ -106,6 +106,7 @@ class Airflow:
 class Luigi:
     endpoint: str = ""
     client_config: str = ""
+    ca_file: str = ""  # CA certificate of the proxy's certificate (an https endpoint)
     pipeline_config: str = ""
     python: str = ""
     pipeline_backends: dict[str, str] = field(default_factory=dict)

@@ -3,8 +3,9 @@
 ``engines.luigi`` in cluster.json::
 
     {
-      "endpoint": "http://10.0.0.11:8082",                  # luigid behind its authenticating proxy
+      "endpoint": "https://10.0.0.11:8082",                 # luigid behind its authenticating proxy
       "client_config": "/etc/clusterforge/luigi/client.cfg", # [core] scheduler_url with credentials
+      "ca_file": "/etc/clusterforge/tls/ca.crt",            # CA of the proxy's certificate (https)
       "pipeline_config": "/etc/clusterforge/luigi/pipeline.json",
       "python": "/opt/clusterforge/luigi-venv/bin/python",   # the Luigi venv (imports clusterforge_pipeline)
       "pipeline_backends": {"generate": "dask", "process": "dask", "aggregate": "spark"},
@@ -29,7 +30,7 @@ from clusterforge_pipeline.spec import Spec
 from compute_jobs.checks._pipeline import judge_pipeline
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Param, Result, register
-from compute_jobs.transport import Transport, urllib_transport
+from compute_jobs.transport import Transport, https_transport, urllib_transport
 
 TASKS = ("Generate", "Process", "Aggregate", "Verify")
 
@@ -119,9 +120,12 @@ class LuigiPipeline(Check):
                 raise CheckError(f"{ctx.cluster.source}: engines.luigi needs {key}")
         spec = Spec(files=ctx.params.files, mib=ctx.params.mib, seed=ctx.params.seed)
         base, auth = split_credentials(scheduler_url(settings["client_config"]))
-        anon_status, _ = self.transport(
-            "GET", settings["endpoint"].rstrip("/") + "/api/task_list", {}, None, 10.0
-        )
+        transport, ca_file = self.transport, str(settings.get("ca_file") or "")
+        if settings["endpoint"].startswith("https://"):
+            if not ca_file:
+                raise CheckError(f"{ctx.cluster.source}: engines.luigi needs ca_file for an https endpoint")
+            transport = https_transport(ca_file)
+        anon_status, _ = transport("GET", settings["endpoint"].rstrip("/") + "/api/task_list", {}, None, 10.0)
         yield ctx.compare(
             "refused",
             "refused" if anon_status == 401 else f"answered HTTP {anon_status}",
@@ -133,6 +137,9 @@ class LuigiPipeline(Check):
         env = dict(os.environ)
         env["LUIGI_CONFIG_PATH"] = settings["client_config"]
         env["CLUSTERFORGE_PIPELINE_CONFIG"] = settings["pipeline_config"]
+        if ca_file:
+            # Luigi's client sends its requests through the requests library, which trusts this CA.
+            env["REQUESTS_CA_BUNDLE"] = ca_file
         command = [settings["python"], "-m", "clusterforge_pipeline.luigi_tasks", "--run-id", run_id]
         command += ["--files", str(spec.files), "--mib", str(spec.mib), "--seed", str(spec.seed)]
         try:
@@ -161,7 +168,7 @@ class LuigiPipeline(Check):
             "luigi_status": outcome.get("luigi_status"),
             "hosts": (outcome.get("verify") or {}).get("hosts"),
         }
-        status, names = done_tasks(base, auth, run_id, self.transport)
+        status, names = done_tasks(base, auth, run_id, transport)
         yield ctx.compare(
             sorted(TASKS),
             names if status == 200 else f"task_list answered HTTP {status}",

@@ -35,9 +35,12 @@ class FakeLuigi:
         self.exit_without_result = False
         self.run_ids: list[str] = []
         self.commands: list[list[str]] = []
+        self.envs: list[dict[str, str]] = []
+        self.ca_files: list[str] = []  # what https_transport was asked to trust
 
     def runner(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
         self.commands.append(command)
+        self.envs.append(kwargs["env"])
         assert kwargs["env"]["LUIGI_CONFIG_PATH"].endswith("client.cfg")
         run_id = command[command.index("--run-id") + 1]
         self.run_ids.append(run_id)
@@ -85,14 +88,19 @@ class FakeLuigi:
                     }
         return 200, json.dumps({"response": tasks}).encode()
 
+    def https_transport(self, ca_file: str):
+        self.ca_files.append(ca_file)
+        return self.transport
 
-SCHEDULER_URL = "http://clusterforge:p%40ss@10.0.0.11:8082/"
+
+SCHEDULER_URL = "https://clusterforge:p%40ss@10.0.0.11:8082/"
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeLuigi:
     server = FakeLuigi()
     monkeypatch.setattr(lg, "urllib_transport", server.transport)
+    monkeypatch.setattr(lg, "https_transport", server.https_transport)
     monkeypatch.setattr(lg, "run_subprocess", server.runner)
     return server
 
@@ -104,8 +112,9 @@ def cluster(cj_cluster, tmp_path):
 
     def make(**engine: Any) -> Any:
         settings = {
-            "endpoint": "http://10.0.0.11:8082",
+            "endpoint": "https://10.0.0.11:8082",
             "client_config": str(client_cfg),
+            "ca_file": "/etc/clusterforge/tls/ca.crt",
             "pipeline_config": "/etc/clusterforge/luigi/pipeline.json",
             "python": "/opt/clusterforge/luigi-venv/bin/python",
             "pipeline_backends": {"generate": "dask", "process": "dask", "aggregate": "spark"},
@@ -123,7 +132,7 @@ def run(cluster: Any, **config: Any) -> dict[str, Result]:
 
 def test_credentials_come_out_of_the_scheduler_url():
     plain, header = lg.split_credentials(SCHEDULER_URL)
-    assert plain == "http://10.0.0.11:8082/"
+    assert plain == "https://10.0.0.11:8082/"
     assert header == "Basic Y2x1c3RlcmZvcmdlOnBAc3M="  # clusterforge:p@ss
     assert lg.split_credentials("http://10.0.0.11:8082/") == ("http://10.0.0.11:8082/", None)
 
@@ -139,6 +148,9 @@ def test_pipeline_passes_through_the_scheduler(fake, cluster, cj_validator):
         "luigi.pipeline": PASS,
         "luigi.pipeline.placement": PASS,
     }
+    # Both doors are HTTPS: this check's own requests and the Luigi client's trust the cluster CA.
+    assert fake.ca_files == ["/etc/clusterforge/tls/ca.crt"]
+    assert fake.envs[0]["REQUESTS_CA_BUNDLE"] == "/etc/clusterforge/tls/ca.crt"
     command = fake.commands[0]
     assert command[:3] == [
         "/opt/clusterforge/luigi-venv/bin/python",
@@ -194,3 +206,9 @@ def test_a_client_without_result_is_an_error(fake, cluster):
 def test_missing_client_config_is_an_error(fake, cluster):
     result = run(cluster(client_config="/nonexistent.cfg"))["luigi.pipeline"]
     assert result.status == ERROR and "converge the airflow tier" in result.reason
+
+
+def test_an_https_scheduler_without_its_ca_is_an_error(fake, cluster):
+    result = run(cluster(ca_file=""))["luigi.pipeline"]
+    assert result.status == ERROR and "engines.luigi needs ca_file for an https endpoint" in result.reason
+    assert fake.commands == [], "nothing runs before the check knows whom to trust"

@@ -294,6 +294,19 @@ def test_a_certificate_from_another_ca_fails_and_the_control_fails_every_door(
     assert "does not verify" in controlled.reason
 
 
+def test_the_luigi_scheduler_over_https_is_a_door_of_the_cluster_ca(cj_cluster, tls_server):
+    port, cluster_ca = tls_server(400, "luigi")
+    _, stranger_ca = tls_server(400, "stranger")
+    cluster = cj_cluster(engines={"luigi": {"endpoint": f"https://u:pw@127.0.0.1:{port}"}})
+    name = "security.certificates[luigi-scheduler]"
+    trusted = run_certificates(cluster, overrides={"security.certificates": {"gateway_ca_file": cluster_ca}})
+    assert trusted[name].status == PASS, trusted[name].reason
+    foreign = run_certificates(cluster, overrides={"security.certificates": {"gateway_ca_file": stranger_ca}})
+    assert foreign[name].status == FAIL and "does not verify" in foreign[name].reason
+    plain = cj_cluster(engines={"luigi": {"endpoint": f"http://127.0.0.1:{port}"}})
+    assert name not in run_certificates(plain), "a plain-HTTP scheduler is no TLS door"
+
+
 def test_a_door_that_does_not_answer_fails_and_no_door_at_all_is_skipped(cj_cluster):
     closed = socket.create_server(("127.0.0.1", 0))
     port = closed.getsockname()[1]

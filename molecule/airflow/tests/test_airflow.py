@@ -209,12 +209,24 @@ def test_pipeline_dag_gives_the_known_answer(trigger):
 
 
 def test_luigi_refuses_anonymous_and_runs_the_pipeline(host):
+    """The scheduler's door is HTTPS with the cluster CA: plain HTTP is refused, so is a request
+    without the password, and a client that trusts the cluster CA runs the pipeline through it."""
     address = host.interface.default().addresses[0]
-    anonymous = host.run("curl -s -o /dev/null -w '%%{http_code}' http://%s:8082/api/task_list", address)
+    url = f"https://{address}:8082/api/task_list"
+    status = "curl -s -o /dev/null -w '%%{http_code}' "
+    anonymous = host.run(status + "--cacert /etc/clusterforge/tls/ca.crt %s", url)
     assert anonymous.stdout == "401"
+    plain = host.run(status + "http://%s:8082/api/task_list", address)
+    assert plain.stdout == "400", "nginx answers plain HTTP on its TLS port with 400"
+    # One public root CA (Debian's bundle): the scheduler's certificate must not verify against it.
+    untrusted = host.run(
+        'curl -s -o /dev/null --cacert "$(ls /usr/share/ca-certificates/mozilla/*.crt | head -1)" %s', url
+    )
+    assert untrusted.rc == 60, (untrusted.rc, untrusted.stderr)
     out = as_user(
         host,
         "env LUIGI_CONFIG_PATH=/etc/clusterforge/luigi/client.cfg "
+        "REQUESTS_CA_BUNDLE=/etc/clusterforge/tls/ca.crt "
         "CLUSTERFORGE_PIPELINE_CONFIG=/etc/clusterforge/luigi/pipeline.json "
         "/opt/clusterforge/luigi-venv/bin/python -m clusterforge_pipeline.luigi_tasks "
         "--run-id molecule-1 --files 2 --mib 1",
