@@ -64,12 +64,18 @@ def test_every_unit_runs_after_the_upgrade(name):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict:
-    """One verification run of the Dask and Celery checks through the real tier; its report."""
+    """One verification run of the Dask and Celery checks through the real tier; its report. The
+    correctness and placement checks: the performance and resilience ones are the dask and celery
+    scenarios' and the lab's, and would only repeat them here."""
     ephemeral = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY")
     if ephemeral is None:
         pytest.skip("runs under molecule verify, against the upgraded nodes")
     reports = tmp_path_factory.mktemp("reports")
-    extra = {"verify_only": ["dask", "celery"], "verify_reports_dir": str(reports)}
+    extra = {
+        "verify_only": ["dask", "celery"],
+        "verify_skip": ["performance", "resilience"],
+        "verify_reports_dir": str(reports),
+    }
     rc, output = run_playbook("playbooks/verify.yml", pathlib.Path(ephemeral) / "inventory", reports, extra)
     latest = reports / "latest"
     results = [json.loads(line) for line in (latest / "results.jsonl").read_text().splitlines()]
