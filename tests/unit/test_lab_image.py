@@ -90,16 +90,17 @@ def test_cleanup_never_deletes_through_a_mount(rootfs_with_bind_mount, tmp_path)
 def copy_of_layer_inputs(tmp_path: pathlib.Path) -> pathlib.Path:
     """The files a layer's hash reads, in a root of their own that a test may edit."""
     root = tmp_path / "root"
-    for part in ("lab/node-image.recipe", "lab/ssh-hostkeys.service", "lab/node-layer.yml"):
+    lab = ("node-image.recipe", "ssh-hostkeys.service", "node-layer.yml", "node-layer-engines.yml")
+    for part in (f"lab/{name}" for name in lab):
         (root / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / part, root / part)
-    for role in ("common", "dask"):
+    for role in ("common", "dask", "airflow", "monitoring"):
         shutil.copytree(ROOT / "roles" / role, root / "roles" / role)
     return root
 
 
-def layer_hash(root: pathlib.Path, tmp_path: pathlib.Path) -> str:
-    result = lab_shell(f"CF_ROOT={root}\nlayer_hash debian13 common", tmp_path)
+def layer_hash(root: pathlib.Path, tmp_path: pathlib.Path, layer: str = "common") -> str:
+    result = lab_shell(f"CF_ROOT={root}\nlayer_hash debian13 {layer}", tmp_path)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -121,10 +122,35 @@ def test_the_common_layer_is_rebuilt_when_its_role_or_playbook_changes_only(tmp_
     assert layer_hash(root, tmp_path) not in (first, second)
 
 
+def test_the_engines_layer_follows_the_pins_and_the_layer_below_not_the_tasks(tmp_path):
+    root = copy_of_layer_inputs(tmp_path)
+    first = layer_hash(root, tmp_path, "engines")
+    assert len(first) == 16 and first != layer_hash(root, tmp_path, "common")
+
+    tasks = root / "roles" / "dask" / "tasks" / "main.yml"
+    tasks.write_text(tasks.read_text() + "# a changed task\n")
+    (root / "roles" / "monitoring" / "defaults" / "main.yml").write_text("---\nmonitoring_other: 1\n")
+    assert layer_hash(root, tmp_path, "engines") == first, "tasks and other roles are not part of it"
+
+    closure = root / "roles" / "dask" / "files" / "closure-py3.13.txt"
+    closure.write_text(closure.read_text() + "extra==1.0\n")
+    second = layer_hash(root, tmp_path, "engines")
+    assert second != first
+
+    constraints = next((root / "roles" / "airflow" / "files").glob("constraints-*.txt"))
+    constraints.write_text(constraints.read_text() + "extra==1.0\n")
+    third = layer_hash(root, tmp_path, "engines")
+    assert third not in (first, second)
+
+    defaults = root / "roles" / "common" / "defaults" / "main.yml"
+    defaults.write_text(defaults.read_text() + "# a changed pin below\n")
+    assert layer_hash(root, tmp_path, "engines") not in (first, second, third), "the common layer is below it"
+
+
 def test_an_unknown_layer_is_refused_before_anything_is_built(tmp_path):
     result = subprocess.run(
         [str(LAB), "image", "--layer", "spark"], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert result.returncode != 0
-    assert "unknown layer 'spark' (layers: common)" in result.stderr
+    assert "unknown layer 'spark' (layers: common engines)" in result.stderr
     assert "building" not in result.stdout + result.stderr

@@ -18,7 +18,7 @@ SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 ROOT = SCENARIO.parents[1]
 CONFIG = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
 NAMES = [p["name"] for p in CONFIG["platforms"]]
-HEAD, WORKERS = NAMES[0], NAMES[1:]
+HEAD = NAMES[0]
 PYTHON = "/opt/clusterforge/venv/bin/python"
 sys.path.insert(0, str(SCENARIO.parent / "_shared"))
 from playbook import run_playbook  # noqa: E402
@@ -57,7 +57,8 @@ def test_every_node_holds_the_current_pins(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_unit_runs_after_the_upgrade(name):
     host = testinfra.get_host(f"podman://{name}")
-    units = ["dask-scheduler", "celery-flower"] if name == HEAD else ["dask-worker@0", "celery-worker"]
+    # Every node is a worker; the head node also runs the scheduler and Flower.
+    units = ["dask-worker@0", "celery-worker"] + (["dask-scheduler", "celery-flower"] if name == HEAD else [])
     for unit in units:
         assert host.service(unit).is_running, unit
 
