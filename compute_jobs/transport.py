@@ -20,6 +20,11 @@ from compute_jobs.model import CheckError, register_secret
 Transport = Callable[[str, str, dict[str, str], bytes | None, float], tuple[int, bytes]]
 
 
+class NoAnswer(CheckError):
+    """The server did not answer within the call's limit (a busy server, not a refusal): a read
+    may be asked again."""
+
+
 def urllib_transport(
     method: str,
     url: str,
@@ -35,7 +40,9 @@ def urllib_transport(
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
     except (urllib.error.URLError, OSError) as exc:
-        raise CheckError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from exc
+        reason = getattr(exc, "reason", exc)
+        kind = NoAnswer if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError) else CheckError
+        raise kind(f"{method} {url}: {reason}") from exc
 
 
 def https_transport(ca_file: str) -> Transport:

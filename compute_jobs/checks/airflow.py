@@ -30,7 +30,7 @@ from compute_jobs.checks._pipeline import judge_pipeline
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
 from compute_jobs.remote import run_on
-from compute_jobs.transport import Transport, urllib_transport
+from compute_jobs.transport import NoAnswer, Transport, urllib_transport
 
 COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 FANOUT_DAG = "clusterforge_fanout"
@@ -57,12 +57,16 @@ class AirflowApi:
         # cluster) the API server has answered in more than 15 s.
         timeout: float = 45.0,
         transport: Transport | None = None,
+        # A read that got no answer in time is asked again this many times (reads change nothing;
+        # a write is never repeated: a second trigger would start a second run).
+        read_retries: int = 2,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.password = password
         self.timeout = timeout
         self.transport = transport or urllib_transport
+        self.read_retries = read_retries
         self._token: str | None = None
 
     def call(self, method: str, path: str, body: Any = None, auth: bool = True) -> tuple[int, Any]:
@@ -73,7 +77,14 @@ class AirflowApi:
             data = json.dumps(body).encode()
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
-        status, raw = self.transport(method, self.base_url + path, headers, data, self.timeout)
+        attempts = 1 + (self.read_retries if method == "GET" else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                status, raw = self.transport(method, self.base_url + path, headers, data, self.timeout)
+                break
+            except NoAnswer as exc:
+                if attempt == attempts:
+                    raise NoAnswer(f"{exc} ({attempts} tries of {self.timeout:g} s)") from exc
         try:
             payload = json.loads(raw.decode() or "null")
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -257,7 +268,7 @@ class AirflowDagRun(Check):
     )
     correctness_rule = "run and every task instance succeeded; XCom total of task 'total' == n(n-1)/2 exactly"
     placement_rule = "hostnames of the partial_sum task instances == engines.airflow.expected_workers"
-    timeout = 150.0
+    timeout = 240.0
 
     def run(self, ctx: CheckContext) -> Iterator[Result]:
         settings = engine_settings(ctx)

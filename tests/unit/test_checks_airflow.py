@@ -17,6 +17,7 @@ from checkrun import run_checks
 
 from clusterforge_pipeline import data
 from clusterforge_pipeline.spec import Spec, range_sum, split_ranges
+from compute_jobs import transport
 from compute_jobs.checks import airflow as af
 from compute_jobs.checks import load_all
 from compute_jobs.model import ERROR, FAIL, PASS, Result
@@ -404,3 +405,62 @@ def test_resilience_rides_out_the_api_outage_while_the_database_restarts(fake, c
     results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
     assert results["airflow.resilience"].status == PASS
     assert calls["n"] == 4, "three refused polls, then the finished run"
+
+
+def test_a_read_without_an_answer_is_asked_again_and_a_write_never(fake, cluster, monkeypatch):
+    """A busy API server that lets a poll time out twice does not fail the DAG run check; a
+    trigger (a write) that times out is not repeated (a second one would start a second run)."""
+    misses = {"GET": 2, "POST": 0}
+
+    def busy(method, url, headers, body, timeout):
+        if "/dagRuns" in url and misses.get(method, 0) > 0:
+            misses[method] -= 1
+            raise transport.NoAnswer(f"{method} {url}: timed out")
+        return fake(method, url, headers, body, timeout)
+
+    monkeypatch.setattr(af, "urllib_transport", busy)
+    results = run(cluster(), ["airflow.dag_run"])
+    assert results["airflow.dag_run"].status == PASS, results["airflow.dag_run"].reason
+    assert misses["GET"] == 0
+
+    api = af.AirflowApi("http://a:8090", "checks", "s3cret", transport=busy)
+    misses["POST"] = 1
+    triggers = sum(1 for method, path in fake.calls if method == "POST" and path.endswith("/dagRuns"))
+    with pytest.raises(transport.NoAnswer):
+        api.trigger(af.FANOUT_DAG, {})
+    assert sum(1 for method, path in fake.calls if method == "POST" and path.endswith("/dagRuns")) == triggers
+
+
+def test_a_read_that_never_gets_an_answer_says_how_often_it_asked(fake):
+    def silent(method, url, headers, body, timeout):
+        if method == "GET":
+            raise transport.NoAnswer(f"{method} {url}: timed out")
+        return fake(method, url, headers, body, timeout)
+
+    api = af.AirflowApi("http://a:8090", "checks", "s3cret", transport=silent, timeout=1.0)
+    with pytest.raises(transport.NoAnswer, match=r"timed out \(3 tries of 1 s\)"):
+        api.run(af.FANOUT_DAG, "manual__x")
+
+
+def test_a_socket_timeout_is_no_answer_and_a_refusal_is_not(monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def opener(error):
+        def urlopen(*args, **kwargs):
+            raise error
+
+        return urlopen
+
+    monkeypatch.setattr(urllib.request, "urlopen", opener(urllib.error.URLError(TimeoutError("timed out"))))
+    with pytest.raises(transport.NoAnswer):
+        transport.urllib_transport("GET", "http://a/x", {}, None, 1.0)
+    monkeypatch.setattr(urllib.request, "urlopen", opener(TimeoutError("timed out")))
+    with pytest.raises(transport.NoAnswer):
+        transport.urllib_transport("GET", "http://a/x", {}, None, 1.0)
+    monkeypatch.setattr(
+        urllib.request, "urlopen", opener(urllib.error.URLError(ConnectionRefusedError(111, "refused")))
+    )
+    with pytest.raises(af.CheckError) as refused:
+        transport.urllib_transport("GET", "http://a/x", {}, None, 1.0)
+    assert not isinstance(refused.value, transport.NoAnswer)
