@@ -26,7 +26,8 @@ which signed none of them: every result must FAIL, proving that verification is 
 cluster.json declares is tried as a stranger would, with no credential and no client certificate
 (the Dask scheduler, the web gateways of the Dask dashboard and the Spark master UI, Flower, the
 Airflow API, the Luigi scheduler, the JupyterHub API, and the Redis broker named in the Celery
-client configuration), and must refuse: HTTP 401/403, ``-NOAUTH`` from Redis, no TLS session
+client configuration), and must refuse: HTTP 401/403; from a Redis that serves TLS, no answer to
+plain text and ``-NOAUTH`` inside a TLS session (``-NOAUTH`` from a plain-TCP Redis); no TLS session
 without a client certificate. Under ``--inject open-door`` every door is knocked at a door the check
 opens itself on loopback, of the same kind, that lets anyone in; each result must then FAIL.
 """
@@ -456,7 +457,7 @@ class Door:
     """A network door of an engine and how a stranger knocks: http(s) GET, a TLS session, Redis PING."""
 
     service: str
-    kind: str  # "http", "tls" or "redis"
+    kind: str  # "http", "tls", "tcp", "redis" (plain TCP) or "rediss" (TLS only)
     url: str  # http(s)://host:port/path, or host:port
 
 
@@ -499,21 +500,22 @@ def engine_doors(ctx: CheckContext) -> list[Door]:
     celery = ctx.cluster.engines.get("celery") or {}
     broker = redis_broker(str(celery.get("config") or ""))
     if broker:
-        doors.append(Door("redis-broker", "redis", broker))
+        doors.append(broker)
     return doors
 
 
-def redis_broker(config: str) -> str:
-    """host:port of the Redis broker named in the Celery client configuration on this node ("" when
-    this node has no readable configuration or the broker is not Redis)."""
+def redis_broker(config: str) -> Door | None:
+    """The Redis broker named in the Celery client configuration on this node (None when this node
+    has no readable configuration or the broker is not Redis): kind "rediss" where it serves TLS."""
     try:
         with open(config, encoding="utf-8") as handle:
             broker = json.load(handle).get("broker") or {}
     except (OSError, ValueError):
-        return ""
+        return None
     if broker.get("type") != "redis" or not broker.get("address") or not broker.get("port"):
-        return ""
-    return f"{broker['address']}:{int(broker['port'])}"
+        return None
+    kind = "rediss" if broker.get("tls") else "redis"
+    return Door("redis-broker", kind, f"{broker['address']}:{int(broker['port'])}")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -576,14 +578,46 @@ def knock_tcp(address: str, timeout: float) -> str:
     return f"answered {len(data)} bytes over plain TCP without credentials"
 
 
+def _redis_refusal(reply: str) -> str | None:
+    if reply.startswith("-NOAUTH") or (reply.startswith("-ERR") and "auth" in reply.lower()):
+        return reply.split()[0]
+    return None
+
+
 def knock_redis(address: str, timeout: float) -> str:
     host, port = _host_port(address)
     with socket.create_connection((host, port), timeout=timeout) as conn:
         conn.sendall(b"PING\r\n")
         reply = conn.recv(128).decode("latin-1").strip()
-    if reply.startswith("-NOAUTH") or (reply.startswith("-ERR") and "auth" in reply.lower()):
-        return f"refused ({reply.split()[0]})"
+    if refusal := _redis_refusal(reply):
+        return f"refused ({refusal})"
     return f"answered {reply[:40]!r} without a password"
+
+
+def knock_rediss(address: str, timeout: float) -> str:
+    """A Redis that serves TLS only: a plain-text PING gets no Redis answer at all (the password
+    would cross in clear text), and a PING inside a TLS session without the password gets -NOAUTH."""
+    host, port = _host_port(address)
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(b"PING\r\n")
+        try:
+            plain = conn.recv(128).decode("latin-1").strip()
+        except (ConnectionResetError, TimeoutError):
+            plain = ""
+    if plain[:1] in ("+", "-", "$", ":", "*"):
+        return f"answered {plain[:40]!r} over plain TCP (no TLS)"
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        tls.sendall(b"PING\r\n")
+        reply = tls.recv(128).decode("latin-1").strip()
+    if refusal := _redis_refusal(reply):
+        return f"refused (no plain-text session; over TLS {refusal})"
+    return f"answered {reply[:40]!r} over TLS without a password"
 
 
 KNOCKS: dict[str, Callable[[str, float], str]] = {
@@ -591,6 +625,7 @@ KNOCKS: dict[str, Callable[[str, float], str]] = {
     "tls": knock_tls,
     "tcp": knock_tcp,
     "redis": knock_redis,
+    "rediss": knock_rediss,
 }
 
 
@@ -670,6 +705,7 @@ def open_doors() -> Iterator[dict[str, str]]:
         yield {
             "http": f"http://127.0.0.1:{server.server_address[1]}/api",
             "redis": serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
+            "rediss": serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
             "tls": serve_tcp(greet, stack),
             "tcp": serve_tcp(lambda conn: (conn.sendall(b"welcome"), conn.recv(1)), stack),
         }
@@ -682,7 +718,8 @@ class SecurityAnonymous(Check):
     tags = frozenset({"security"})
     description = (
         "From every node, each declared door of every engine refuses a client without credentials: "
-        "HTTP 401/403, Redis -NOAUTH, no TLS session without a client certificate"
+        "HTTP 401/403, Redis: no plain-text answer and -NOAUTH over TLS, "
+        "no TLS session without a client certificate"
     )
     correctness_rule = "each door's answer to a client without credentials == refused"
     timeout = 120.0

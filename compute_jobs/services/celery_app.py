@@ -5,8 +5,9 @@ celery checks and users import it on the head node. Connection settings come fro
 node, never from this code: ``$CLUSTERFORGE_CELERY_CONFIG``, else ``/etc/clusterforge/celery/celery.json``
 (mode 0640, group ``celery``; the service account is a member). Its keys::
 
-    broker_url          redis://:PASSWORD@10.0.0.11:6379/0   (or amqp://celery:PASSWORD@host:5672/vhost)
-    result_backend      redis://:PASSWORD@10.0.0.11:6379/1
+    broker_url          rediss://:PASSWORD@10.0.0.11:6379/0  (or amqp://celery:PASSWORD@host:5672/vhost)
+    result_backend      rediss://:PASSWORD@10.0.0.11:6379/1  (redis:// where the broker serves plain TCP)
+    tls_ca_file         CA file that must verify a rediss:// server (the cluster CA)
     shared_queue        queue every worker consumes (default "clusterforge")
     worker_queue_prefix own queue of each worker is <prefix><inventory hostname> (default "worker.")
     visibility_timeout  s before Redis redelivers an unacknowledged task (default 300)
@@ -24,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -65,10 +67,26 @@ def load_settings(path: str | None = None) -> dict[str, Any]:
     return settings
 
 
+def redis_tls(url: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The SSL options of a ``rediss://`` URL: the server's certificate must verify against the
+    cluster CA (``tls_ca_file``) for the address dialled; None for any other URL."""
+    if not url.startswith("rediss://"):
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
+    if settings.get("tls_ca_file"):
+        options["ssl_ca_certs"] = settings["tls_ca_file"]
+    return options
+
+
 def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Celery configuration from the node settings (the reliability choices live here)."""
     visibility = int(settings.get("visibility_timeout", 300))
-    return {
+    tls: dict[str, Any] = {}
+    if broker_ssl := redis_tls(settings["broker_url"], settings):
+        tls["broker_use_ssl"] = broker_ssl
+    if backend_ssl := redis_tls(settings["result_backend"], settings):
+        tls["redis_backend_use_ssl"] = backend_ssl
+    return tls | {
         "broker_url": settings["broker_url"],
         "result_backend": settings["result_backend"],
         "task_default_queue": settings.get("shared_queue", "clusterforge"),

@@ -363,15 +363,68 @@ def doors(tmp_path, loopback):
     return {"http": http_door, "redis": redis_door, "tls": tls_door}
 
 
-def _celery_config(tmp_path, address: str) -> str:
+def _celery_config(tmp_path, address: str, tls: bool = False) -> str:
     host, port = address.split(":")
     path = tmp_path / "celery.json"
+    broker = {"type": "redis", "address": host, "port": int(port), "tls": tls}
     path.write_text(
-        json.dumps(
-            {"broker_url": "redis://:pw@x/0", "broker": {"type": "redis", "address": host, "port": int(port)}}
-        )
+        json.dumps({"broker_url": "rediss://:pw@x/0" if tls else "redis://:pw@x/0", "broker": broker})
     )
     return str(path)
+
+
+def _tls_redis(context: ssl.SSLContext, reply: bytes) -> Callable[[socket.socket], None]:
+    """A Redis that serves TLS only: a client that does not start a TLS session gets nothing; inside
+    one, the first command gets ``reply``."""
+
+    def answer(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(64)
+            tls.sendall(reply)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "observed"),
+    [
+        (b"-NOAUTH Authentication required.\r\n", PASS, "refused (no plain-text session; over TLS -NOAUTH)"),
+        (b"+PONG\r\n", FAIL, "answered '+PONG' over TLS without a password"),
+    ],
+)
+def test_a_tls_redis_must_ignore_plain_text_and_want_the_password_inside_tls(
+    cj_cluster, tmp_path, loopback, reply, status, observed
+):
+    _ca_file, cert, key = _issue(tmp_path, 400, "redis")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    door = security.serve_tcp(_tls_redis(context, reply), loopback)
+    engines = {"celery": {"config": _celery_config(tmp_path, door, tls=True)}}
+    result = run_checks(cj_cluster(engines=engines), ["security.anonymous"])[
+        "security.anonymous[redis-broker]"
+    ]
+    assert (result.status, result.observed) == (status, observed)
+    assert result.details["kind"] == "rediss"
+
+
+def test_a_tls_redis_that_answers_plain_text_fails(cj_cluster, doors, tmp_path):
+    """The broker's configuration says TLS but the port speaks Redis in clear text: the password
+    would cross the network readable."""
+    engines = {
+        "celery": {
+            "config": _celery_config(
+                tmp_path, doors["redis"](b"-NOAUTH Authentication required.\r\n"), tls=True
+            )
+        }
+    }
+    result = run_checks(cj_cluster(engines=engines), ["security.anonymous"])[
+        "security.anonymous[redis-broker]"
+    ]
+    assert result.status == FAIL
+    assert result.observed == "answered '-NOAUTH Authentication required.' over plain TCP (no TLS)"
+    controlled = run_checks(cj_cluster(engines=engines), ["security.anonymous"], inject="open-door")
+    knocked = controlled["security.anonymous[redis-broker]"]
+    assert knocked.status == FAIL and knocked.control == "open-door", (knocked.status, knocked.observed)
 
 
 def test_every_door_refuses_a_stranger_and_an_open_one_is_named(cj_cluster, doors, tmp_path):

@@ -22,6 +22,9 @@ USER = "clusterforge"
 PYTHON = "/opt/clusterforge/venv/bin/python"
 CONFIG = "/etc/clusterforge/celery/celery.json"
 CONCURRENCY = 2
+CA = "/etc/clusterforge/tls/ca.crt"
+# redis-cli over TLS with the cluster CA (the broker has no plain-TCP port)
+CLI = "redis-cli --tls --cacert " + CA + " -h %s -p 6379"
 sys.path.insert(0, str(SCENARIO.parent / "_shared"))
 from services import assert_comes_back_after_a_clean_exit, assert_restart_always, restarts  # noqa: E402
 
@@ -67,29 +70,50 @@ def test_redis_listens_on_the_cluster_address_and_loopback_only(broker):
     assert sockets == {f"tcp://{address(broker)}:6379", "tcp://127.0.0.1:6379"}, sockets
 
 
+# A raw RESP client: argv host, command, and "tls" (a session verified against the cluster CA for
+# the address dialled) or "plain"; prints the first answer ("" when the broker sent nothing).
 RESP = (
-    "import socket, sys\n"
+    "import socket, ssl, sys\n"
     "s = socket.create_connection((sys.argv[1], 6379), timeout=5)\n"
+    "if sys.argv[3] == 'tls':\n"
+    "    s = ssl.create_default_context(cafile='" + CA + "').wrap_socket(s, server_hostname=sys.argv[1])\n"
     "s.sendall(sys.argv[2].encode() + b'\\r\\n')\n"
-    "print(s.recv(200).decode().strip())\n"
+    "try:\n"
+    "    print(s.recv(200).decode('latin-1').strip())\n"
+    "except ConnectionResetError:\n"
+    "    print('')\n"
 )
+
+
+def test_broker_serves_tls_only_with_a_certificate_of_the_cluster_ca(broker, worker):
+    """No plain-text Redis answer on the cluster address: the password never crosses in clear text.
+    The certificate verifies against the cluster CA for the broker's address."""
+    host = address(broker)
+    plain = worker.run("python3 -c %s %s %s plain", RESP, host, "PING")
+    assert plain.rc == 0 and plain.stdout.strip()[:1] not in ("+", "-", "$"), plain.stdout
+    assert worker.run("python3 -c %s %s %s tls", RESP, host, "PING").stdout.startswith("-NOAUTH")
+    settings = json.loads(broker.file(CONFIG).content_string)
+    assert settings["broker_url"].startswith("rediss://") and settings["result_backend"].startswith(
+        "rediss://"
+    )
+    assert settings["tls_ca_file"] == CA and settings["broker"]["tls"] is True
 
 
 def test_broker_refuses_clients_without_the_password(broker, worker):
     host = address(broker)
     # redis-cli on the broker host, through the cluster address
-    anonymous = broker.run("redis-cli -h %s -p 6379 ping", host)
+    anonymous = broker.run(CLI + " ping", host)
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr
-    wrong = broker.run("redis-cli -h %s -p 6379 --no-auth-warning -a %s ping", host, "not-the-password")
+    wrong = broker.run(CLI + " --no-auth-warning -a %s ping", host, "not-the-password")
     assert "WRONGPASS" in wrong.stdout + wrong.stderr and "PONG" not in wrong.stdout
-    right = broker.run("redis-cli -h %s -p 6379 --no-auth-warning -a %s ping", host, secret("redis_password"))
+    right = broker.run(CLI + " --no-auth-warning -a %s ping", host, secret("redis_password"))
     assert right.stdout.strip() == "PONG"
-    # a raw RESP client on the worker host, over the cluster network
-    assert worker.run("python3 -c %s %s %s", RESP, host, "PING").stdout.startswith("-NOAUTH")
-    assert worker.run("python3 -c %s %s %s", RESP, host, "AUTH not-the-password").stdout.startswith(
+    # a raw RESP client on the worker host, over the cluster network and TLS
+    assert worker.run("python3 -c %s %s %s tls", RESP, host, "PING").stdout.startswith("-NOAUTH")
+    assert worker.run("python3 -c %s %s %s tls", RESP, host, "AUTH not-the-password").stdout.startswith(
         "-WRONGPASS"
     )
-    auth = worker.run("python3 -c %s %s %s", RESP, host, "AUTH " + secret("redis_password"))
+    auth = worker.run("python3 -c %s %s %s tls", RESP, host, "AUTH " + secret("redis_password"))
     assert auth.stdout.strip() == "+OK"
 
 
@@ -100,7 +124,7 @@ def test_the_clients_account_has_no_admin_or_dangerous_command(broker):
 
     def cli(*command: str) -> str:
         done = broker.run(
-            "redis-cli -h %s -p 6379 --no-auth-warning -a %s " + " ".join(["%s"] * len(command)),
+            CLI + " --no-auth-warning -a %s " + " ".join(["%s"] * len(command)),
             host,
             password,
             *command,
@@ -133,7 +157,7 @@ def test_redis_comes_back_after_a_clean_exit(broker):
     assert pid.isdigit() and pid != "0"
     assert broker.run("kill -TERM %s", pid).rc == 0
     assert_comes_back_after_a_clean_exit(broker, "clusterforge-redis", before)
-    ping = broker.run("redis-cli -h %s -p 6379 --no-auth-warning -a %s ping", host, password)
+    ping = broker.run(CLI + " --no-auth-warning -a %s ping", host, password)
     assert ping.stdout.strip() == "PONG"
 
 
