@@ -89,6 +89,7 @@ class Celery:
 @dataclass(frozen=True)
 class Airflow:
     endpoint: str = ""
+    ca_file: str = ""  # CA certificate of the API server's certificate (an https endpoint)
     credentials_file: str = ""
     executor: str = ""
     expected_workers: Workers = field(default_factory=list)

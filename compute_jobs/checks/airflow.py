@@ -30,7 +30,7 @@ from compute_jobs.checks._pipeline import judge_pipeline
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
 from compute_jobs.remote import run_on
-from compute_jobs.transport import NoAnswer, Transport, urllib_transport
+from compute_jobs.transport import NoAnswer, Transport, https_transport, urllib_transport
 
 COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 FANOUT_DAG = "clusterforge_fanout"
@@ -170,6 +170,11 @@ def connect(ctx: CheckContext, transport: Transport | None = None) -> AirflowApi
             f"cannot read the Airflow credentials {path}: {exc}; "
             "converge the airflow tier (client on the head node)"
         ) from exc
+    if transport is None and str(endpoint).startswith("https://"):
+        # The API server's certificate must verify against the cluster CA for the address dialled.
+        if not settings.get("ca_file"):
+            raise CheckError(f"{ctx.cluster.source}: engines.airflow has an https endpoint and no ca_file")
+        transport = https_transport(str(settings["ca_file"]))
     return AirflowApi(endpoint, creds["username"], creds["password"], transport=transport)
 
 

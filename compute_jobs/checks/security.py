@@ -286,7 +286,7 @@ ENDPOINTS = (
     Endpoint("dask", "dashboard", "dask-dashboard", "/status", "dask-dashboard"),
     Endpoint("spark", "master_webui", "spark-master-ui", "/json/", "spark-master-ui"),
     Endpoint("celery", "flower_url", "flower", "/api/workers"),
-    Endpoint("airflow", "endpoint", "airflow-api", "/api/v2/dags"),
+    Endpoint("airflow", "endpoint", "airflow-api", "/api/v2/dags", "airflow-api", "ca_file"),
     Endpoint("luigi", "endpoint", "luigi-scheduler", "/api/task_list", "luigi-scheduler"),
     Endpoint("jupyter", "url", "jupyterhub-api", "/hub/api/users", "jupyterhub", "ca_file"),
     Endpoint("monitoring", "url", "prometheus", "/api/v1/targets", "prometheus", "ca_file"),

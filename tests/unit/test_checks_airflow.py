@@ -464,3 +464,20 @@ def test_a_socket_timeout_is_no_answer_and_a_refusal_is_not(monkeypatch):
     with pytest.raises(af.CheckError) as refused:
         transport.urllib_transport("GET", "http://a/x", {}, None, 1.0)
     assert not isinstance(refused.value, transport.NoAnswer)
+
+
+def test_an_https_api_server_is_verified_against_the_declared_ca(fake, cluster, monkeypatch):
+    trusted: list[str] = []
+
+    def https_transport(ca_file: str) -> Any:
+        trusted.append(ca_file)
+        return fake
+
+    monkeypatch.setattr(af, "https_transport", https_transport)
+    results = run(
+        cluster(endpoint="https://10.0.0.11:8090", ca_file="/etc/clusterforge/tls/ca.crt"), ["airflow.health"]
+    )
+    assert results["airflow.health"].status == PASS
+    assert trusted == ["/etc/clusterforge/tls/ca.crt"]
+    unverified = run(cluster(endpoint="https://10.0.0.11:8090"), ["airflow.health"])["airflow.health"]
+    assert unverified.status == ERROR and "https endpoint and no ca_file" in unverified.reason

@@ -27,15 +27,16 @@ UNITS = [
 
 TRIGGER = textwrap.dedent(
     """
-    import json, sys, time, urllib.request
+    import json, ssl, sys, time, urllib.request
     c = json.load(open("/etc/clusterforge/airflow/client.json"))
+    tls = ssl.create_default_context(cafile=c["ca_file"])
     def call(method, path, body=None, token=None):
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = "Bearer " + token
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(c["api_url"] + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30, context=tls) as r:
             return json.load(r)
     tok = call("POST", "/auth/token", {"username": c["username"], "password": c["password"]})["access_token"]
     dag, conf, last = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
@@ -149,20 +150,39 @@ def test_no_world_writable_directory_under_the_roles_paths_but_the_pipelines(hos
     assert (work.user, work.mode) == ("root", 0o1777)
 
 
+# curl trusting the cluster CA, with the HTTP status on stdout
+CURL = "curl -s --cacert /etc/clusterforge/tls/ca.crt -o /dev/null -w '%%{http_code}' "
+
+
+def test_api_is_https_only_with_a_certificate_of_the_cluster_ca(host):
+    """Logins and tokens never cross in clear text: a plain-HTTP request gets no HTTP answer, and
+    the server's certificate verifies against the cluster CA for its address."""
+    address = host.interface.default().addresses[0]
+    assert host.run(CURL + "https://%s:8090/api/v2/monitor/health", address).stdout == "200"
+    plain = host.run("curl -s -o /dev/null -w '%%{http_code}' http://%s:8090/api/v2/monitor/health", address)
+    assert plain.stdout == "000", "a TLS-only server has no HTTP answer for plain text"
+    client = json.loads(host.file("/etc/clusterforge/airflow/client.json").content_string)
+    assert (
+        client["api_url"] == f"https://{address}:8090" and client["ca_file"] == "/etc/clusterforge/tls/ca.crt"
+    )
+    cfg = host.file("/etc/clusterforge/airflow/airflow.cfg").content_string
+    assert f"execution_api_server_url = https://{address}:8090/execution/" in cfg
+
+
 def test_api_refuses_anonymous_and_wrong_passwords(host):
     address = host.interface.default().addresses[0]
-    anonymous = host.run("curl -s -o /dev/null -w '%%{http_code}' http://%s:8090/api/v2/dags", address)
+    anonymous = host.run(CURL + "https://%s:8090/api/v2/dags", address)
     assert anonymous.stdout == "401"
     wrong = host.run(
-        "curl -s -o /dev/null -w '%%{http_code}' -H 'Content-Type: application/json' "
-        '-d \'{"username": "admin", "password": "wrong"}\' http://%s:8090/auth/token',
+        CURL + "-H 'Content-Type: application/json' "
+        '-d \'{"username": "admin", "password": "wrong"}\' https://%s:8090/auth/token',
         address,
     )
     assert wrong.stdout == "401"
     admin = (SECRETS / "airflow" / "admin_password").read_text().strip()
     right = host.run(
-        "curl -s -o /dev/null -w '%%{http_code}' -H 'Content-Type: application/json' "
-        '-d \'{"username": "admin", "password": "%s"}\' http://%s:8090/auth/token',
+        CURL + "-H 'Content-Type: application/json' "
+        '-d \'{"username": "admin", "password": "%s"}\' https://%s:8090/auth/token',
         admin,
         address,
     )
@@ -171,7 +191,11 @@ def test_api_refuses_anonymous_and_wrong_passwords(host):
 
 def test_health_body_reports_every_component_healthy(host):
     address = host.interface.default().addresses[0]
-    body = json.loads(host.check_output("curl -s http://%s:8090/api/v2/monitor/health", address))
+    body = json.loads(
+        host.check_output(
+            "curl -s --cacert /etc/clusterforge/tls/ca.crt https://%s:8090/api/v2/monitor/health", address
+        )
+    )
     assert {k: v["status"] for k, v in body.items()} == dict.fromkeys(
         ["metadatabase", "scheduler", "triggerer", "dag_processor"], "healthy"
     )
