@@ -76,17 +76,22 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 
 APPLICATION = """
-    import json, os, sys
+    import json, os, subprocess, sys
     from pyspark.sql import SparkSession
     spark = SparkSession.builder.appName(sys.argv[1]).getOrCreate()
     sc = spark.sparkContext
+    ui = sc.uiWebUrl
+    port = ui.rsplit(":", 1)[1]
+    ss = subprocess.run(["ss", "-Hltn", "sport = :" + port], capture_output=True, text=True).stdout
     total = spark.range(1, 10**6 + 1, 1, 4).selectExpr("sum(id * id)").first()[0]
     words = sc.parallelize(["a"] * 3 + ["b"] * 5, 4).map(lambda w: (w, 1)).reduceByKey(lambda x, y: x + y)
     import pyspark.pandas as ps
     frame = ps.DataFrame({"k": [1, 2, 1, 2, 3], "v": [10, 20, 30, 40, 50]})
     grouped = frame.groupby("k")["v"].sum().to_pandas().sort_index().to_dict()
     print("RESULT " + json.dumps({"total": total, "words": dict(words.collect()),
-                                  "grouped": {str(k): int(v) for k, v in grouped.items()}}), flush=True)
+                                  "grouped": {str(k): int(v) for k, v in grouped.items()},
+                                  "ui": ui, "ui_listeners": [line.split()[3] for line in ss.splitlines()]}),
+          flush=True)
     spark.stop()
     """
 
@@ -181,6 +186,10 @@ def test_authenticated_application_computes_known_answers(host):
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert result.rc == 0 and lines, result.stderr[-3000:]
     answer = json.loads(lines[-1].removeprefix("RESULT "))
+    # The application UI (plain HTTP, no authentication) listens on loopback only, and says so.
+    ui, listeners = answer.pop("ui"), answer.pop("ui_listeners")
+    assert ui.startswith("http://127.0.0.1:"), ui
+    assert listeners == ["127.0.0.1:" + ui.rsplit(":", 1)[1]], listeners
     assert answer == {
         "total": 333333833333500000,
         "words": {"a": 3, "b": 5},
