@@ -93,6 +93,9 @@ def build_inventory(args: argparse.Namespace) -> dict[str, Any]:
                     f"-o UserKnownHostsFile={args.known_hosts} -o StrictHostKeyChecking=yes"
                 ),
                 "lab_distro": args.distro,
+                # The host's address on the lab network (the podman network's gateway): the
+                # firewall lets it in, so that a browser on the host reaches the web UIs.
+                "lab_host_address": f"{args.address_base}.1",
             },
             "hosts": hosts,
             "children": children,
