@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from compute_jobs.model import describe_value
+from compute_jobs.model import CheckError, SkipCheck, describe_value
 
 Workers = Union[list[str], int]  # noqa: UP007 (a runtime alias the validator reads)
 
@@ -207,6 +207,15 @@ class Monitoring:
     drill: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Mpmanager:
+    """The multiprocessing Managers cluster: its server, the client settings, the worker processes."""
+
+    address: str = ""  # host:port of the BaseManager server (cluster address of the head node)
+    config: str = ""  # client settings on the head node (compute_jobs.services.mpmanager)
+    processes: dict[str, int] = field(default_factory=dict)  # worker host -> worker processes
+
+
 SECTIONS: dict[str, type] = {
     "dask": Dask,
     "spark": Spark,
@@ -220,6 +229,7 @@ SECTIONS: dict[str, type] = {
     "s3": S3,
     "jupyter": Jupyter,
     "monitoring": Monitoring,
+    "mpmanager": Mpmanager,
 }
 
 
@@ -336,6 +346,21 @@ def host_counts(section: Mapping[str, Any], name: str, key: str, source: str) ->
     ):
         raise ValueError(f"{source}: engines.{name}.{key} must map host names to integers >= 1")
     return {str(k): int(v) for k, v in counts.items()}
+
+
+def expected_host_counts(ctx: Any, engine: str, key: str, group: str) -> dict[str, int]:
+    """The workers a check expects: engines.ENGINE.KEY (host -> count), else the hosts of inventory
+    GROUP with their cores; CheckError for a malformed map, SkipCheck when neither names a host."""
+    try:
+        counts = host_counts(ctx.cluster.engines[engine], engine, key, ctx.cluster.source)
+    except ValueError as exc:
+        raise CheckError(str(exc)) from exc
+    if counts:
+        return counts
+    hosts = ctx.cluster.group(group)
+    if not hosts:
+        raise SkipCheck(f"no engines.{engine}.{key} and no host in group {group}")
+    return {h.name: h.cores for h in hosts}
 
 
 # --- JSON schema --------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from compute_jobs.context import CheckContext
-from compute_jobs.engines import host_counts
-from compute_jobs.model import Check, CheckError, Metric, Param, Result, SkipCheck, register
+from compute_jobs.engines import expected_host_counts
+from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
 from compute_jobs.remote import run_on
 
 WORKERS_GROUP = "celery_workers"
@@ -204,16 +204,7 @@ def client_for(ctx: CheckContext) -> CeleryClient:
 
 def expected_workers(ctx: CheckContext) -> dict[str, int]:
     """Inventory host -> configured concurrency."""
-    try:
-        workers = host_counts(ctx.cluster.engines["celery"], "celery", "workers", ctx.cluster.source)
-    except ValueError as exc:
-        raise CheckError(str(exc)) from exc
-    if workers:
-        return workers
-    hosts = ctx.cluster.group(WORKERS_GROUP)
-    if not hosts:
-        raise SkipCheck(f"no engines.celery.workers and no host in group {WORKERS_GROUP}")
-    return {h.name: h.cores for h in hosts}
+    return expected_host_counts(ctx, "celery", "workers", WORKERS_GROUP)
 
 
 def host_of(node: str) -> str:

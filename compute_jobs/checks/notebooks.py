@@ -53,9 +53,10 @@ KNOWN_ANSWERS: dict[str, Any] = {
     "03-celery-canvas.ipynb": {"chain": 32, "chord": 338350},
     "04-processes-threads.ipynb": {"loop": SUM_SQUARES, "processes": SUM_SQUARES, "threads": SUM_SQUARES},
     "05-shared-data.ipynb": {"sum_squares": [333383335000], "same_file_everywhere": True},
+    "06-managers-cluster.ipynb": {"sum_squares": 2686700},
 }
 # engines.<engine> keys that name the hosts which must take part (first one present wins).
-WORKER_KEYS = ("workers", "expected_workers")
+WORKER_KEYS = ("workers", "expected_workers", "processes")
 MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 

@@ -497,6 +497,10 @@ def engine_doors(ctx: CheckContext) -> list[Door]:
         if isinstance(spec, dict) and spec.get("auth") == "certificate":
             for node, target in sorted((spec.get("targets") or {}).items()):
                 doors.append(Door(f"{job}-exporter@{node}", "tls", str(target)))
+    # The Managers cluster's server asks every client for the authkey (HMAC challenge).
+    manager = str((ctx.cluster.engines.get("mpmanager") or {}).get("address") or "")
+    if manager:
+        doors.append(Door("mpmanager", "mpmanager", manager))
     celery = ctx.cluster.engines.get("celery") or {}
     broker = redis_broker(str(celery.get("config") or ""))
     if broker:
@@ -620,12 +624,34 @@ def knock_rediss(address: str, timeout: float) -> str:
     return f"answered {reply[:40]!r} over TLS without a password"
 
 
+def knock_mpmanager(address: str, timeout: float) -> str:
+    """A multiprocessing manager must open with its authkey challenge and refuse a wrong answer."""
+    host, port = _host_port(address)
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        try:
+            hello = conn.recv(256)
+        except TimeoutError:
+            return "did not ask for a key (the connection stayed open without credentials)"
+        if not hello[4:].startswith(b"#CHALLENGE#"):
+            return f"answered {len(hello)} bytes without asking for the key"
+        wrong = b"{sha256}" + bytes(32)
+        conn.sendall(len(wrong).to_bytes(4, "big") + wrong)
+        try:
+            verdict = conn.recv(64)
+        except (ConnectionResetError, TimeoutError):
+            verdict = b""
+    if b"#FAILURE#" in verdict or not verdict:
+        return "refused (the authkey challenge rejected a wrong answer)"
+    return f"accepted a wrong answer to its challenge ({verdict[4:20]!r})"
+
+
 KNOCKS: dict[str, Callable[[str, float], str]] = {
     "http": knock_http,
     "tls": knock_tls,
     "tcp": knock_tcp,
     "redis": knock_redis,
     "rediss": knock_rediss,
+    "mpmanager": knock_mpmanager,
 }
 
 
@@ -706,6 +732,7 @@ def open_doors() -> Iterator[dict[str, str]]:
             "http": f"http://127.0.0.1:{server.server_address[1]}/api",
             "redis": serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
             "rediss": serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
+            "mpmanager": serve_tcp(lambda conn: (conn.sendall(b"welcome"), conn.recv(1)), stack),
             "tls": serve_tcp(greet, stack),
             "tcp": serve_tcp(lambda conn: (conn.sendall(b"welcome"), conn.recv(1)), stack),
         }

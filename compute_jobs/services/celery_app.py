@@ -21,7 +21,6 @@ Tasks are acknowledged after they ran (``acks_late``) and requeued when their po
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -32,13 +31,11 @@ from typing import Any
 from celery import Celery
 from celery.worker.control import control_command
 
+from compute_jobs.services.settings import ConfigError, load_json_settings
+
 CONFIG_ENV = "CLUSTERFORGE_CELERY_CONFIG"
 DEFAULT_CONFIG = "/etc/clusterforge/celery/celery.json"
 TASK_PREFIX = "clusterforge."
-
-
-class ConfigError(RuntimeError):
-    """The Celery configuration file is missing, unreadable or incomplete."""
 
 
 def config_path(path: str | None = None) -> str:
@@ -47,24 +44,7 @@ def config_path(path: str | None = None) -> str:
 
 def load_settings(path: str | None = None) -> dict[str, Any]:
     """Read the node's Celery settings; ConfigError says which file and what to do."""
-    where = config_path(path)
-    try:
-        with open(where, encoding="utf-8") as handle:
-            settings = json.load(handle)
-    except PermissionError as exc:
-        raise ConfigError(
-            f"{where}: permission denied; run as the service account or a member of group celery"
-        ) from exc
-    except OSError as exc:
-        raise ConfigError(
-            f"{where}: {exc.strerror or exc}; converge the celery tier (playbooks/celery.yml)"
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    missing = [key for key in ("broker_url", "result_backend") if not settings.get(key)]
-    if missing:
-        raise ConfigError(f"{where}: missing {', '.join(missing)}")
-    return settings
+    return load_json_settings(config_path(path), ("broker_url", "result_backend"), "celery", "celery")
 
 
 def redis_tls(url: str, settings: dict[str, Any]) -> dict[str, Any] | None:

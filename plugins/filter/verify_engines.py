@@ -39,6 +39,7 @@ ENGINES: dict[str, dict[str, Any]] = {
     "spark": {"groups": ["spark_master", "spark_workers"], "playbook": "playbooks/spark.yml"},
     "mpi": {"groups": ["mpi_hosts"], "playbook": "playbooks/mpi.yml"},
     "celery": {"groups": ["celery_broker", "celery_workers"], "playbook": "playbooks/celery.yml"},
+    "mpmanager": {"groups": ["mpmanager", "mpmanager_workers"], "playbook": "playbooks/mpmanager.yml"},
     "airflow": {"groups": ["airflow"], "members": False, "playbook": "playbooks/airflow.yml"},
     "luigi": {
         "groups": ["luigi", "airflow"],

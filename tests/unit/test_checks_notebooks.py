@@ -19,7 +19,7 @@ load_all()
 REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD, TOKEN = "cfcheck", "s3cret", "tok-123"
 SHIPPED = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
-HOSTS = {"dask": ["b", "c"], "spark": ["b", "c"], "celery": ["b", "c"], None: ["a"]}
+HOSTS = {"dask": ["b", "c"], "spark": ["b", "c"], "celery": ["b", "c"], "mpmanager": ["b", "c"], None: ["a"]}
 
 
 class FakeHub:
@@ -122,7 +122,9 @@ def cluster(cj_cluster, tmp_path):
     credentials = tmp_path / "check.json"
     credentials.write_text(json.dumps({"user": USER, "password": PASSWORD}))
 
-    def make(engines: tuple[str, ...] = ("dask", "spark", "celery", "storage"), **jupyter: Any) -> Any:
+    def make(
+        engines: tuple[str, ...] = ("dask", "spark", "celery", "storage", "mpmanager"), **jupyter: Any
+    ) -> Any:
         settings = {
             "url": "https://10.0.0.11:8000",
             "ca_file": "/etc/clusterforge/jupyter/ca.crt",
@@ -143,6 +145,8 @@ def cluster(cj_cluster, tmp_path):
             sections["celery"] = {"workers": {h: 2 for h in HOSTS["celery"]}}
         if "storage" in engines:
             sections["storage"] = {"backend": "sshfs", "server": "a", "data_dir": "/shared/data"}
+        if "mpmanager" in engines:
+            sections["mpmanager"] = {"address": "a:50000", "processes": {h: 2 for h in HOSTS["mpmanager"]}}
         return cj_cluster(engines=sections)
 
     return make

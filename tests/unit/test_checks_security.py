@@ -524,3 +524,21 @@ def test_the_open_door_control_fails_every_door_and_nothing_declared_is_skipped(
     nothing = run_checks(cj_cluster(engines={"mpi": {"hostfile": "/x"}}), ["security.anonymous"])
     (only,) = nothing.values()
     assert only.status == SKIP and "declares no engine door" in only.reason
+
+
+def test_a_managers_cluster_asks_for_the_key_and_refuses_a_wrong_answer(cj_cluster, loopback):
+    from compute_jobs.services import mpmanager
+
+    server = mpmanager.make_server(("127.0.0.1", 0), b"k" * 32)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    engines = {"mpmanager": {"address": f"127.0.0.1:{server.address[1]}"}}
+    result = run_checks(cj_cluster(engines=engines), ["security.anonymous"])["security.anonymous[mpmanager]"]
+    assert result.status == PASS, result.observed
+    assert result.observed == "refused (the authkey challenge rejected a wrong answer)"
+    greeter = security.serve_tcp(
+        lambda conn: (conn.sendall(b"\x00\x00\x00\x05hello"), conn.recv(1)), loopback
+    )
+    opened = run_checks(cj_cluster(engines={"mpmanager": {"address": greeter}}), ["security.anonymous"])
+    assert opened["security.anonymous[mpmanager]"].status == FAIL
+    controlled = run_checks(cj_cluster(engines=engines), ["security.anonymous"], inject="open-door")
+    assert controlled["security.anonymous[mpmanager]"].status == FAIL
