@@ -529,11 +529,18 @@ def _host_port(text: str) -> tuple[str, int]:
     return parsed.hostname, parsed.port
 
 
-def knock_http(url: str, timeout: float) -> str:
-    """GET without credentials; TLS certificates are not judged here (security.certificates does)."""
+def _unverified_context() -> ssl.SSLContext:
+    """A client context that accepts any certificate: the knocks judge refusals, not certificates
+    (security.certificates does)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def knock_http(url: str, timeout: float) -> str:
+    """GET without credentials; TLS certificates are not judged here (security.certificates does)."""
+    context = _unverified_context()
     request = urllib.request.Request(url, headers={"User-Agent": "clusterforge-security-probe"})
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
@@ -547,9 +554,7 @@ def knock_http(url: str, timeout: float) -> str:
 def knock_tls(address: str, timeout: float) -> str:
     """A TLS session without a client certificate: the server must end it before it speaks."""
     host, port = _host_port(address)
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = _unverified_context()
     with socket.create_connection((host, port), timeout=timeout) as raw:
         try:
             with context.wrap_socket(raw, server_hostname=host) as tls:
@@ -610,9 +615,7 @@ def knock_rediss(address: str, timeout: float) -> str:
             plain = ""
     if plain[:1] in ("+", "-", "$", ":", "*"):
         return f"answered {plain[:40]!r} over plain TCP (no TLS)"
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = _unverified_context()
     with (
         socket.create_connection((host, port), timeout=timeout) as raw,
         context.wrap_socket(raw, server_hostname=host) as tls,
