@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from compute_jobs.context import CheckContext
-from compute_jobs.engines import host_counts
-from compute_jobs.model import FAIL, Check, CheckError, Metric, Param, Result, SkipCheck, register
+from compute_jobs.engines import expected_host_counts
+from compute_jobs.model import FAIL, Check, CheckError, Metric, Param, Result, register
 from compute_jobs.services.mpi_jobs import parse_output
 from compute_jobs.services.mpi_jobs.collectives import expected_results
 
@@ -178,16 +178,7 @@ def launcher_for(ctx: CheckContext) -> Launcher:
 
 def expected_slots(ctx: CheckContext) -> dict[str, int]:
     """Host -> ranks, from engines.mpi.slots or the cores of the hosts in group mpi_hosts."""
-    try:
-        slots = host_counts(ctx.cluster.engines["mpi"], "mpi", "slots", ctx.cluster.source)
-    except ValueError as exc:
-        raise CheckError(str(exc)) from exc
-    if slots:
-        return slots
-    hosts = ctx.cluster.group(MPI_GROUP)
-    if not hosts:
-        raise SkipCheck(f"no engines.mpi.slots and no host in group {MPI_GROUP}")
-    return {h.name: h.cores for h in hosts}
+    return expected_host_counts(ctx, "mpi", "slots", MPI_GROUP)
 
 
 def single_record(run: JobRun, job: str, expected_size: int) -> dict[str, Any]:
