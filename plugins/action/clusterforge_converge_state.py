@@ -32,8 +32,8 @@ PROJECT = (
     "requirements",
 )
 # Skipping these tags still runs every task of a tier (no tier task carries them): the fast path
-# stays allowed. molecule skips its own two on every run.
-NEUTRAL_SKIP_TAGS = {"verify", "molecule-notest", "notest"}
+# stays allowed. molecule skips its own on every run (and one more in its idempotence run).
+NEUTRAL_SKIP_TAGS = {"verify", "molecule-notest", "notest", "molecule-idempotence-notest"}
 # Written by the verification tier (its own token), not read by any converging tier.
 SECRETS_NOT_INPUTS = {"verify"}
 # Extra vars that choose how to converge, not what: they are not inputs.
@@ -125,8 +125,8 @@ def _walk(hasher: Any, path: Path) -> None:
                 hasher.update(f"unreadable {exc.errno}".encode())
 
 
-def inputs_digest(task_vars: dict[str, Any], loader: Any, secrets_dir: str | None) -> str:
-    """sha256 of what a tier converges from: project files, inventory, extra vars and secrets."""
+def inputs_digest(task_vars: dict[str, Any], loader: Any) -> str:
+    """sha256 of what a tier converges from: project files, inventory and extra vars (not secrets)."""
     hasher = hashlib.sha256()
     for name in PROJECT:
         _walk(hasher, ROOT / name)
@@ -150,11 +150,32 @@ def inputs_digest(task_vars: dict[str, Any], loader: Any, secrets_dir: str | Non
         except Exception:  # an unresolvable host counts as itself
             hosts[host] = host
     hasher.update(json.dumps(hosts, sort_keys=True).encode())
-    if secrets_dir and Path(secrets_dir).is_dir():
-        for entry in sorted(Path(secrets_dir).iterdir()):
-            if entry.name not in SECRETS_NOT_INPUTS:
-                _walk(hasher, entry)
     return hasher.hexdigest()
+
+
+def secrets_digests(secrets_dir: str | None) -> dict[str, str]:
+    """Each file of the secrets directory (its path there) and a digest of its content.
+
+    A tier is stale when a secret it converged with changed or vanished; a secret that appeared
+    since (a later tier's key, another host's certificate) is not one it read.
+    """
+    digests: dict[str, str] = {}
+    if not secrets_dir or not Path(secrets_dir).is_dir():
+        return digests
+    root = Path(secrets_dir)
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not (Path(directory) == root and d in SECRETS_NOT_INPUTS))
+        for name in sorted(files):
+            full = Path(directory, name)
+            if Path(directory) == root and name in SECRETS_NOT_INPUTS:
+                continue
+            try:
+                content = full.read_bytes()
+            except OSError as exc:
+                content = f"unreadable {exc.errno}".encode()
+            relative = str(full.relative_to(root))
+            digests[relative] = hashlib.sha256(relative.encode() + b"\0" + content).hexdigest()[:32]
+    return digests
 
 
 def restricted_tags(task_vars: dict[str, Any]) -> str:
@@ -171,7 +192,9 @@ def restricted_tags(task_vars: dict[str, Any]) -> str:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("tier", "mode", "paths", "venvs", "units", "ignore", "max_age", "state_dir"))
+    _VALID_ARGS = frozenset(
+        ("tier", "mode", "paths", "venvs", "units", "ignore", "max_age", "state_dir", "secrets")
+    )
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
@@ -195,7 +218,8 @@ class ActionModule(ActionBase):
             return {**result, "changed": False, "skipped": True, "skip_reason": reason}
         secrets = task_vars.get("cluster_secrets_dir")
         secrets_dir = self._templar.template(secrets) if secrets else None
-        args["inputs"] = inputs_digest(task_vars, self._loader, secrets_dir)
+        args["inputs"] = inputs_digest(task_vars, self._loader)
+        args["secrets"] = secrets_digests(secrets_dir)
         args.setdefault(
             "paths", self._templar.template(task_vars.get("cluster_fast_converge_paths", DEFAULT_PATHS))
         )

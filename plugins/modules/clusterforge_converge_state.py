@@ -43,9 +43,16 @@ options:
     required: true
     choices: [check, record]
   inputs:
-    description: Digest of everything the tier converges from (project files, inventory, secrets).
+    description: Digest of what the tier converges from (project files, inventory, extra vars).
     type: str
     required: true
+  secrets:
+    description:
+      - Each file of the secrets directory and a digest of its content. The tier is stale when a
+        file recorded with it changed or vanished; files that appeared since do not count (a later
+        tier's key is not an input of the tiers before it).
+    type: dict
+    default: {}
   paths:
     description:
       - Files and directories whose metadata (mode, owner, size, modification time) make up the
@@ -252,6 +259,7 @@ def main() -> None:
             "tier": {"type": "str", "required": True},
             "mode": {"type": "str", "required": True, "choices": ["check", "record"]},
             "inputs": {"type": "str", "required": True},
+            "secrets": {"type": "dict", "default": {}},
             "paths": {"type": "list", "elements": "path", "required": True},
             "venvs": {"type": "list", "elements": "str", "default": []},
             "units": {"type": "list", "elements": "str", "default": []},
@@ -272,7 +280,8 @@ def main() -> None:
     if p["mode"] == "record":
         if not module.check_mode:
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            write_json(module, marker_file, {"inputs": p["inputs"], "at": time.time()})
+            marker = {"inputs": p["inputs"], "secrets": p["secrets"], "at": time.time()}
+            write_json(module, marker_file, marker)
             write_json(module, node_file, {"state": now})
         module.exit_json(changed=False, fresh=True, reason="", drifted=[])
 
@@ -291,7 +300,11 @@ def main() -> None:
         if marker is None:
             fresh, reason = False, f"no converge of the {p['tier']} tier recorded since the node changed"
         elif marker.get("inputs") != p["inputs"]:
-            fresh, reason = False, "its inputs changed (project files, inventory, extra vars or secrets)"
+            fresh, reason = False, "its inputs changed (project files, inventory or extra vars)"
+        elif changed_secrets := sorted(
+            name for name, digest in (marker.get("secrets") or {}).items() if p["secrets"].get(name) != digest
+        ):
+            fresh, reason = False, f"a secret it converged with changed or vanished ({changed_secrets[0]})"
         elif not 0 <= time.time() - float(marker.get("at") or 0) <= p["max_age"]:
             fresh, reason = False, f"its last full converge here is more than {p['max_age']} s old"
         else:

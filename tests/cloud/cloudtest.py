@@ -95,6 +95,17 @@ def write_public_key(path: Path) -> Path:
     return path
 
 
+def _mitogen_strategies() -> Path | None:
+    try:
+        import ansible_mitogen
+    except ImportError:
+        return None
+    return Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+
+
+MITOGEN_STRATEGIES = _mitogen_strategies()
+
+
 def environment(endpoint: MotoEndpoint) -> dict[str, str]:
     """Environment of a test ansible run: fake credentials, no user AWS config, private HOME."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ANSIBLE_"))}
@@ -113,6 +124,12 @@ def environment(endpoint: MotoEndpoint) -> dict[str, str]:
             "USER": "clusterforge-test",
         }
     )
+    # The lab's strategy (mitogen) where the controller has it: every module call on localhost
+    # reuses one warm interpreter instead of starting Python and boto3 again (half the time).
+    wanted = os.environ.get("CF_ANSIBLE_STRATEGY", "mitogen_linear")
+    if MITOGEN_STRATEGIES is not None and wanted.startswith("mitogen"):
+        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(MITOGEN_STRATEGIES)
     return env
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,10 @@ MODULE = ROOT / "plugins/modules/clusterforge_converge_state.py"
 sys.path.insert(0, str(ROOT / "plugins/filter"))
 from converge_hosts import clusterforge_converge_hosts  # noqa: E402
 
+# The node's state includes its IPv4 addresses: on a host where containers' networks come and go
+# (the molecule scenarios beside these tests), each run sees a network namespace of its own.
+ISOLATED = ["unshare", "--net"] if os.geteuid() == 0 and shutil.which("unshare") else []
+
 
 def module(tmp_path: Path, check_mode: bool = False, **args: Any) -> dict[str, Any]:
     """Run the module with ARGS (state and paths under TMP_PATH unless given); its JSON answer."""
@@ -30,7 +35,9 @@ def module(tmp_path: Path, check_mode: bool = False, **args: Any) -> dict[str, A
     args.setdefault("tier", "dask")
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}))
-    done = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True)
+    done = subprocess.run(
+        [*ISOLATED, sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True
+    )
     answer = json.loads(done.stdout)
     assert not answer.get("failed"), answer
     return answer
@@ -54,6 +61,17 @@ def test_a_tier_is_fresh_only_after_it_recorded_the_same_inputs(tmp_path, etc):
     assert other["fresh"] is False and "inputs changed" in other["reason"]
     # Another tier on the same unchanged node has not converged yet.
     assert module(tmp_path, mode="check", tier="spark")["fresh"] is False
+
+
+def test_only_a_changed_or_vanished_recorded_secret_makes_a_tier_stale(tmp_path, etc):
+    module(tmp_path, mode="record", secrets={"ca/ca.crt": "d1"})
+    assert module(tmp_path, mode="check", secrets={"ca/ca.crt": "d1", "mpmanager/authkey": "d2"})["fresh"]
+    for now in ({"ca/ca.crt": "d3"}, {"mpmanager/authkey": "d2"}):
+        stale = module(tmp_path, mode="check", secrets=now)
+        assert (stale["fresh"], stale["reason"]) == (
+            False,
+            "a secret it converged with changed or vanished (ca/ca.crt)",
+        )
 
 
 def test_a_changed_file_makes_every_tier_converge_again(tmp_path, etc):
@@ -160,7 +178,13 @@ def playbook(tmp_path: Path, action: str, *args: str) -> dict[str, Any]:
     extra["cluster_secrets_dir"] = str(tmp_path / "secrets")
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
     env["CF_TEST_ACTION"] = action  # not an extra var: those are inputs
-    command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inventory), str(tmp_path / "play.yml")]
+    command = [
+        *ISOLATED,
+        str(ROOT / ".venv/bin/ansible-playbook"),
+        "-i",
+        str(inventory),
+        str(tmp_path / "play.yml"),
+    ]
     done = subprocess.run(
         [*command, "-e", json.dumps(extra), *args],
         cwd=ROOT,
@@ -182,12 +206,27 @@ def test_the_action_digests_extra_vars_secrets_and_the_inventory(tmp_path, etc):
     assert playbook(tmp_path, "check", "-e", "cluster_fast_converge=true")["fresh"] is True
     off = playbook(tmp_path, "check", "-e", "cluster_fast_converge=false")
     assert (off["fresh"], off["reason"]) == (False, "cluster_fast_converge is off")
+    # molecule's own skip tags (its idempotence run adds one) pick no tier task.
+    skips = "molecule-notest,notest,molecule-idempotence-notest"
+    molecule = playbook(tmp_path, "check", "--skip-tags", skips)
+    assert molecule["fresh"] is True
     tagged = playbook(tmp_path, "check", "--tags", "all,dask_configure")
     assert tagged["fresh"] is False and "selects tags" in tagged["reason"]
-    # What to converge is: an extra var, a secret, the inventory.
+    # What to converge is: an extra var, a secret the tier converged with, the inventory. A secret
+    # that appeared since (a later tier's key, another host's certificate) is not.
     assert "inputs changed" in playbook(tmp_path, "check", "-e", "dask_worker_nthreads=4")["reason"]
+    (tmp_path / "secrets/tls").mkdir()
+    (tmp_path / "secrets/tls/cf-lab-9.key").write_text("later\n")
+    assert playbook(tmp_path, "check")["fresh"] is True
     (tmp_path / "secrets/broker_password").write_text("two\n")
-    assert "inputs changed" in playbook(tmp_path, "check")["reason"]
+    changed = playbook(tmp_path, "check")
+    assert (changed["fresh"], changed["reason"]) == (
+        False,
+        "a secret it converged with changed or vanished (broker_password)",
+    )
+    playbook(tmp_path, "record")
+    (tmp_path / "secrets/tls/cf-lab-9.key").unlink()
+    assert "(tls/cf-lab-9.key)" in playbook(tmp_path, "check")["reason"]
     playbook(tmp_path, "record")
     (tmp_path / "inventory/group_vars").mkdir()
     (tmp_path / "inventory/group_vars/all.yml").write_text("dask_worker_nthreads: 2\n")
