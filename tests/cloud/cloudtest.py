@@ -96,11 +96,15 @@ def write_public_key(path: Path) -> Path:
 
 
 def _mitogen_strategies() -> Path | None:
-    try:
-        import ansible_mitogen
-    except ImportError:
-        return None
-    return Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    """The mitogen strategy directory, as scripts/lib.sh's use_strategy finds it: only when the
+    installed mitogen and ansible-core are the tested pair (labtool strategy says so)."""
+    done = subprocess.run(
+        [str(VENV_BIN / "python"), str(REPO / "scripts/labtool.py"), "strategy"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Path(done.stdout.strip()) if done.returncode == 0 else None
 
 
 MITOGEN_STRATEGIES = _mitogen_strategies()
