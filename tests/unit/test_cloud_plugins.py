@@ -121,3 +121,37 @@ def test_inventory_inputs_reach_the_roles() -> None:
     used += (cloudtest.REPO / "tools" / "ephemeral_dask.py").read_text()
     unused = [name for name in inputs if name not in used]
     assert unused == []
+
+
+def _lab_groups() -> dict[str, str]:
+    """scripts/lab's LAB_GROUPS: group name -> where the lab puts it (head, workers, all, none)."""
+    text = (cloudtest.REPO / "scripts" / "lab").read_text()
+    body = text.split("LAB_GROUPS=(", 1)[1].split(")", 1)[0]
+    return dict(item.split("=", 1) for item in body.split())
+
+
+def test_the_default_cloud_cluster_puts_every_tier_where_the_lab_does():
+    """A cloud cluster from the shipped node sets runs every tier the lab runs: the head set holds
+    the lab's head (and all-node) groups, the worker set its worker (and all-node) groups, and the
+    inventory plugin declares every group a play targets, even when no node is in it."""
+    lab = _lab_groups()
+    sets = {
+        s["name"]: set(s["groups"])
+        for s in yaml.safe_load((cloudtest.REPO / "inventories/cloud/group_vars/all/cloud.yml").read_text())[
+            "cloud_node_sets"
+        ]
+    }
+    assert sets["head"] == {g for g, where in lab.items() if where in ("head", "all")}
+    assert sets["worker"] == {g for g, where in lab.items() if where in ("workers", "all")}
+    plugin = yaml.safe_load((cloudtest.REPO / "inventories/cloud/clusterforge_ec2.yml").read_text())
+    declared = set(plugin["declare_groups"])
+    targeted = set()
+    for playbook in [cloudtest.REPO / "site.yml", *sorted((cloudtest.REPO / "playbooks").glob("*.yml"))]:
+        for play in yaml.safe_load(playbook.read_text()) or []:
+            hosts = str(play.get("hosts", ""))
+            # "{{ 'head:!mpi_hosts' | clusterforge_converge_hosts(...) }}" or a plain pattern.
+            pattern = hosts.split("'")[1] if "'" in hosts else hosts
+            targeted |= {p.lstrip("!&") for p in pattern.split(":") if p and "{" not in p}
+    targeted -= {"all", "localhost", "scale_leaving", "upgrade_roll"}
+    assert set(lab) <= declared, set(lab) - declared
+    assert targeted <= declared, targeted - declared
