@@ -8,7 +8,9 @@ and prints one line ``CLUSTERFORGE_RESULT {"answer": ..., "hosts": [...]}``; the
 answer against its own table and the hosts against the inventory's workers of the engine the
 notebook uses (its ``metadata.clusterforge.engine``). A notebook for an engine the inventory does
 not provision, or that ``requires`` one (``metadata.clusterforge.requires``, e.g. ``["storage"]``),
-is SKIPped with the reason.
+is SKIPped with the reason. A notebook of an engine installed per node (OpenCL) computes on the hub
+host: it runs where ``engines.<engine>.hosts`` names a host of group ``jupyter`` and must report
+that host, and SKIPs, saying so, where the hub host is not such a node.
 
 ``engines.jupyter`` in cluster.json::
 
@@ -54,7 +56,17 @@ KNOWN_ANSWERS: dict[str, Any] = {
     "04-processes-threads.ipynb": {"loop": SUM_SQUARES, "processes": SUM_SQUARES, "threads": SUM_SQUARES},
     "05-shared-data.ipynb": {"sum_squares": [333383335000], "same_file_everywhere": True},
     "06-managers-cluster.ipynb": {"sum_squares": 2686700},
+    "07-pyopencl.ipynb": {"sum_squares": SUM_SQUARES, "vecadd_exact": True},
+    "08-profiling-blas.ipynb": {
+        "square_calls": 300_000,
+        "loop_equals_numpy": True,
+        "sum_squares": 9000045000050000,
+        "matmul_exact": True,
+    },
 }
+# Engines whose notebooks compute on the hub host itself (the engine is installed per node): such a
+# notebook runs where engines.<engine>.hosts names the hub host, and its work must run there.
+HUB_ENGINES = {"opencl": "an OpenCL node (opencl_nodes or gpu_nodes)"}
 # engines.<engine> keys that name the hosts which must take part (first one present wins).
 WORKER_KEYS = ("workers", "expected_workers", "processes")
 MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -443,6 +455,16 @@ class NotebooksRun(_HubCheck):
                 label, status=SKIP, reason=f"the inventory provisions no {' and no '.join(lacking)}"
             )
             return
+        hosts = expected_hosts(ctx, engine) if engine else None
+        if engine in HUB_ENGINES:
+            hub_hosts = sorted(h.name for h in ctx.cluster.group("jupyter"))
+            hosts = sorted(set(hub_hosts) & set(ctx.cluster.engines[engine].get("hosts") or {}))
+            if not hosts:
+                where = ", ".join(hub_hosts) or "no host in group jupyter"
+                yield ctx.result(
+                    label, status=SKIP, reason=f"the hub host ({where}) is not {HUB_ENGINES[engine]}"
+                )
+                return
         cells = [
             "".join(c.get("source", "")) for c in notebook.get("cells", []) if c.get("cell_type") == "code"
         ]
@@ -472,7 +494,6 @@ class NotebooksRun(_HubCheck):
             yield ctx.compare(
                 KNOWN_ANSWERS.get(name, "a known answer"), result.get("answer"), name=label, details=details
             )
-        hosts = expected_hosts(ctx, engine) if engine else None
         if hosts is not None and not error:
             yield ctx.compare_sets(
                 hosts, result.get("hosts") or [], name=f"{label}.placement", details=details

@@ -19,7 +19,20 @@ load_all()
 REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD, TOKEN = "cfcheck", "s3cret", "tok-123"
 SHIPPED = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
-HOSTS = {"dask": ["b", "c"], "spark": ["b", "c"], "celery": ["b", "c"], "mpmanager": ["b", "c"], None: ["a"]}
+HOSTS = {
+    "dask": ["b", "c"],
+    "spark": ["b", "c"],
+    "celery": ["b", "c"],
+    "mpmanager": ["b", "c"],
+    "opencl": ["a"],
+    None: ["a"],
+}
+# The hub host (a) and two workers; every one an OpenCL node unless a test says otherwise.
+CLUSTER_HOSTS = [
+    {"name": "a", "address": "127.0.0.1", "groups": ["head", "jupyter"], "cores": 1, "memory_mb": 16},
+    {"name": "b", "address": "127.0.0.2", "groups": ["workers"], "cores": 1, "memory_mb": 16},
+    {"name": "c", "address": "127.0.0.3", "groups": ["workers"], "cores": 1, "memory_mb": 16},
+]
 
 
 class FakeHub:
@@ -123,7 +136,9 @@ def cluster(cj_cluster, tmp_path):
     credentials.write_text(json.dumps({"user": USER, "password": PASSWORD}))
 
     def make(
-        engines: tuple[str, ...] = ("dask", "spark", "celery", "storage", "mpmanager"), **jupyter: Any
+        engines: tuple[str, ...] = ("dask", "spark", "celery", "storage", "mpmanager", "opencl"),
+        opencl_hosts: tuple[str, ...] = ("a", "b", "c"),
+        **jupyter: Any,
     ) -> Any:
         settings = {
             "url": "https://10.0.0.11:8000",
@@ -147,7 +162,11 @@ def cluster(cj_cluster, tmp_path):
             sections["storage"] = {"backend": "sshfs", "server": "a", "data_dir": "/shared/data"}
         if "mpmanager" in engines:
             sections["mpmanager"] = {"address": "a:50000", "processes": {h: 2 for h in HOSTS["mpmanager"]}}
-        return cj_cluster(engines=sections)
+        if "opencl" in engines:
+            sections["opencl"] = {
+                "hosts": {h: {"platforms": ["Portable Computing Language"]} for h in opencl_hosts}
+            }
+        return cj_cluster(CLUSTER_HOSTS, engines=sections)
 
     return make
 
@@ -244,6 +263,21 @@ def test_a_worker_that_cannot_see_the_saved_file_fails_the_shared_data_notebook(
     results = run(cluster(), ["notebooks.run"])
     assert results[stem("05-shared-data.ipynb")].status == FAIL
     assert results[stem("05-shared-data.ipynb") + ".placement"].missing == ["c"]
+
+
+def test_the_opencl_notebook_runs_on_the_hub_host_and_skips_where_it_is_no_opencl_node(fake, cluster):
+    name = stem("07-pyopencl.ipynb")
+    results = run(cluster(), ["notebooks.run"])
+    assert results[name].status == PASS and results[name + ".placement"].status == PASS
+    FakeKernel.hosts["opencl"] = ["b"]  # the work ran elsewhere than on the hub host
+    assert run(cluster(), ["notebooks.run"])[name + ".placement"].status == FAIL
+    skipped = run(cluster(opencl_hosts=("b", "c")), ["notebooks.run"])[name]
+    assert skipped.status == SKIP
+    assert skipped.reason == "the hub host (a) is not an OpenCL node (opencl_nodes or gpu_nodes)"
+    assert (
+        run(cluster(engines=("dask",)), ["notebooks.run"])[name].reason
+        == "the inventory provisions no opencl"
+    )
 
 
 def test_a_notebook_missing_from_the_home_is_an_error(fake, cluster):
