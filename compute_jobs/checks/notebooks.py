@@ -63,6 +63,11 @@ KNOWN_ANSWERS: dict[str, Any] = {
         "sum_squares": 9000045000050000,
         "matmul_exact": True,
     },
+    "09-numba-joblib.ipynb": {
+        "jit_sum_squares": SUM_SQUARES,
+        "python_equals_jit": True,
+        "joblib_dask_sum_squares": SUM_SQUARES,
+    },
 }
 # Engines whose notebooks compute on the hub host itself (the engine is installed per node): such a
 # notebook runs where engines.<engine>.hosts names the hub host, and its work must run there.

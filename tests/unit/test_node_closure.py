@@ -65,6 +65,7 @@ def test_the_spark_packages_pin_every_dependency(python: str) -> None:
 # there too. Pins of the GPU stack (cuda role) depend on the CUDA major version and are kept apart.
 NODE_VENV_LISTS = (
     ("common", "common_venv_packages"),
+    ("common", "common_toolbox_packages"),
     ("celery", "celery_pip_packages"),
     ("spark", "spark_packages"),
     ("opencl", "opencl_python_packages"),

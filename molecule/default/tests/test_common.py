@@ -58,6 +58,20 @@ def test_venv_imports_the_pinned_scientific_stack(host):
     assert result.stdout.split() == [pins["numpy"], pins["scipy"], str(1000 * 999 // 2)]
 
 
+def test_the_course_toolbox_is_pinned_and_numba_compiles(host):
+    """Joblib, Numba (which compiles a loop to machine code here) and line_profiler at their pins."""
+    pins = dict(p.split("==") for p in DEFAULTS["common_toolbox_packages"])
+    code = (
+        "import importlib.metadata as m, numba, joblib, line_profiler\n"
+        "f = numba.njit(lambda n: sum([i * i for i in range(1, n + 1)]))\n"
+        "print(*(m.version(n) for n in ('joblib', 'numba', 'llvmlite', 'line_profiler')), f(1000))"
+    )
+    result = host.run("%s/bin/python -c %s", VENV, code)
+    assert result.rc == 0, result.stderr
+    expected = [pins["joblib"], pins["numba"], pins["llvmlite"], pins["line_profiler"], str(333833500)]
+    assert result.stdout.split() == expected
+
+
 def test_extra_ca_certificate_is_trusted(host):
     """A TLS server with a certificate from the test CA is accepted by curl, and refused when
     curl is given a bundle without that CA (so the first result is not an accident)."""
