@@ -174,6 +174,7 @@ class Jupyter:
     notebooks_dir: str = ""  # where they are in a user's home, relative to it
     cpu_quota_percent: int = 0  # CPUQuota of a user's server
     memory_limit: str = ""  # MemoryMax of a user's server (systemd syntax, 2G)
+    shared_homes: bool = False  # the accounts' homes are on the share: the same home on every node
 
 
 @dataclass(frozen=True)

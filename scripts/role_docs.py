@@ -34,7 +34,7 @@ def inputs_table(spec: dict) -> str:
             typ += " (" + ", ".join(map(str, opt["choices"])) + ")"
         desc = opt.get("description", "")
         desc = " ".join(desc) if isinstance(desc, list) else desc
-        default = "" if opt.get("required") else f"`{_cell(opt.get('default'))}`"
+        default = "" if opt.get("required") or "default" not in opt else f"`{_cell(opt.get('default'))}`"
         rows.append(
             f"| `{name}` | {typ} | {'yes' if opt.get('required') else 'no'} | {default} | {_cell(desc)} |"
         )

@@ -8,9 +8,9 @@ and prints one line ``CLUSTERFORGE_RESULT {"answer": ..., "hosts": [...]}``; the
 answer against its own table and the hosts against the inventory's workers of the engine the
 notebook uses (its ``metadata.clusterforge.engine``). A notebook for an engine the inventory does
 not provision, or that ``requires`` one (``metadata.clusterforge.requires``, e.g. ``["storage"]``),
-is SKIPped with the reason. A notebook of an engine installed per node (OpenCL) computes on the hub
-host: it runs where ``engines.<engine>.hosts`` names a host of group ``jupyter`` and must report
-that host, and SKIPs, saying so, where the hub host is not such a node.
+is SKIPped with the reason. A notebook of an engine installed per node (OpenCL, the GPU stack)
+computes on the hub host: it runs where ``engines.<engine>.hosts`` names a host of group ``jupyter``
+and must report that host, and SKIPs, saying so, where the hub host is not such a node.
 
 ``engines.jupyter`` in cluster.json::
 
@@ -22,7 +22,8 @@ that host, and SKIPs, saying so, where the hub host is not such a node.
       "notebooks": ["01-dask-array-dataframe.ipynb", ...],
       "notebooks_dir": "notebooks",                                  # relative to the user's home
       "cpu_quota_percent": 100,
-      "memory_limit": "2G"
+      "memory_limit": "2G",
+      "shared_homes": true                                           # homes on the share (every node)
     }
 """
 
@@ -68,12 +69,39 @@ KNOWN_ANSWERS: dict[str, Any] = {
         "python_equals_jit": True,
         "joblib_dask_sum_squares": SUM_SQUARES,
     },
+    "10-async-threads-gevent.ipynb": {
+        "totals": dict.fromkeys(("loop", "threads", "asyncio", "gevent", "processes"), SUM_SQUARES),
+        # 40 requests: a loop waits for one at a time, 8 threads or greenlets for 8, asyncio for all.
+        "in_flight": {"loop": 1, "threads": 8, "asyncio": 40, "gevent": 8},
+    },
+    "11-numba-pythran.ipynb": {
+        f"{way}{form}": SUM_SQUARES for way in ("python", "numba", "pythran") for form in ("", "_array")
+    },
+    "12-mpi-ipyparallel.ipynb": {
+        "allreduce_sum_squares": [SUM_SQUARES],
+        "ranks_complete": True,
+        "scatter_gather_sum_squares": 338350,
+    },
+    "13-pandas-on-spark.ipynb": {"sum_squares": SUM_SQUARES, "rows_per_key": [100_000], "keys": 10},
+    "14-cupy-numba-cuda.ipynb": {
+        "vecadd_exact": True,
+        "cupy_sum_squares": SUM_SQUARES,
+        "numba_cuda_sum_squares": SUM_SQUARES,
+    },
+    "15-luigi-pipeline.ipynb": {"luigi_status": "SUCCESS", "ok": True, "digests_ok": True, "problems": []},
 }
 # Engines whose notebooks compute on the hub host itself (the engine is installed per node): such a
 # notebook runs where engines.<engine>.hosts names the hub host, and its work must run there.
-HUB_ENGINES = {"opencl": "an OpenCL node (opencl_nodes or gpu_nodes)"}
+HUB_ENGINES = {"opencl": "an OpenCL node (opencl_nodes or gpu_nodes)", "gpu": "a GPU node (gpu_nodes)"}
+# What a notebook may require besides engines (metadata.clusterforge.requires): a flag of
+# engines.jupyter, and the reason of the SKIP where it is off.
+HUB_REQUIREMENTS = {
+    "shared_homes": (
+        "the course accounts' homes are not on the share (jupyter_home_dir is not shared_storage_home_dir)"
+    )
+}
 # engines.<engine> keys that name the hosts which must take part (first one present wins).
-WORKER_KEYS = ("workers", "expected_workers", "processes")
+WORKER_KEYS = ("workers", "expected_workers", "processes", "slots", "pipeline_workers")
 MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
@@ -461,11 +489,16 @@ class NotebooksRun(_HubCheck):
         notebook = model.get("content") or {}
         meta = notebook.get("metadata", {}).get("clusterforge", {})
         engine = meta.get("engine")
-        lacking = [e for e in [engine, *meta.get("requires", [])] if e and e not in ctx.cluster.engines]
+        requires = [engine, *meta.get("requires", [])]
+        lacking = [e for e in requires if e and e not in HUB_REQUIREMENTS and e not in ctx.cluster.engines]
         if lacking:
             yield ctx.result(
                 label, status=SKIP, reason=f"the inventory provisions no {' and no '.join(lacking)}"
             )
+            return
+        unmet = [HUB_REQUIREMENTS[r] for r in requires if r in HUB_REQUIREMENTS and not settings.get(r)]
+        if unmet:
+            yield ctx.result(label, status=SKIP, reason="; ".join(unmet))
             return
         hosts = expected_hosts(ctx, engine) if engine else None
         if engine in HUB_ENGINES and not hosts:

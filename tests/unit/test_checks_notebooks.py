@@ -25,6 +25,9 @@ HOSTS = {
     "celery": ["b", "c"],
     "mpmanager": ["b", "c"],
     "opencl": ["a"],
+    "gpu": ["a"],
+    "mpi": ["a", "b", "c"],
+    "luigi": ["b", "c"],
     None: ["a"],
 }
 # The hub host (a) and two workers; every one an OpenCL node unless a test says otherwise.
@@ -136,8 +139,11 @@ def cluster(cj_cluster, tmp_path):
     credentials.write_text(json.dumps({"user": USER, "password": PASSWORD}))
 
     def make(
-        engines: tuple[str, ...] = ("dask", "spark", "celery", "storage", "mpmanager", "opencl"),
+        engines: tuple[str, ...] = (
+            *("dask", "spark", "celery", "storage", "mpmanager", "opencl", "gpu", "mpi", "luigi"),
+        ),
         opencl_hosts: tuple[str, ...] = ("a", "b", "c"),
+        gpu_hosts: tuple[str, ...] = ("a",),
         **jupyter: Any,
     ) -> Any:
         settings = {
@@ -149,6 +155,7 @@ def cluster(cj_cluster, tmp_path):
             "notebooks_dir": "notebooks",
             "cpu_quota_percent": 100,
             "memory_limit": "2G",
+            "shared_homes": True,
         }
         settings.update(jupyter)
         sections: dict[str, Any] = {"jupyter": settings}
@@ -166,6 +173,15 @@ def cluster(cj_cluster, tmp_path):
             sections["opencl"] = {
                 "hosts": {h: {"platforms": ["Portable Computing Language"]} for h in opencl_hosts}
             }
+        if "luigi" in engines:
+            sections["luigi"] = {"endpoint": "https://a:8082", "pipeline_workers": HOSTS["luigi"]}
+        if "mpi" in engines:
+            sections["mpi"] = {
+                "hostfile": "/etc/clusterforge/mpi/hostfile",
+                "slots": {h: 2 for h in HOSTS["mpi"]},
+            }
+        if "gpu" in engines:
+            sections["gpu"] = {"hosts": {h: {"driver_version": "580.95.05"} for h in gpu_hosts}}
         return cj_cluster(CLUSTER_HOSTS, engines=sections)
 
     return make
@@ -278,6 +294,56 @@ def test_the_opencl_notebook_runs_on_the_hub_host_and_skips_where_it_is_no_openc
         run(cluster(engines=("dask",)), ["notebooks.run"])[name].reason
         == "the inventory provisions no opencl"
     )
+
+
+def test_the_gpu_notebook_runs_on_the_hub_host_and_skips_where_it_is_no_gpu_node(fake, cluster):
+    notebook = "14-cupy-numba-cuda.ipynb"
+    name = stem(notebook)
+    results = run(cluster(), ["notebooks.run"])
+    assert results[name].status == PASS and results[name + ".placement"].status == PASS
+    FakeKernel.answers[notebook] = ("gpu", {**nbc.KNOWN_ANSWERS[notebook], "numba_cuda_sum_squares": 0})
+    assert run(cluster(), ["notebooks.run"])[name].status == FAIL
+    skipped = run(cluster(gpu_hosts=("b",)), ["notebooks.run"])[name]
+    assert skipped.status == SKIP and skipped.reason == "the hub host (a) is not a GPU node (gpu_nodes)"
+    no_gpu = run(cluster(engines=("dask", "spark")), ["notebooks.run"])[name]
+    assert no_gpu.status == SKIP and no_gpu.reason == "the inventory provisions no gpu"
+
+
+def test_the_mpi_notebook_needs_every_mpi_host_and_homes_on_the_share(fake, cluster):
+    name = stem("12-mpi-ipyparallel.ipynb")
+    results = run(cluster(), ["notebooks.run"])
+    assert results[name].status == PASS and results[name + ".placement"].status == PASS
+    FakeKernel.hosts["mpi"] = ["a", "b"]  # mpirun left out an MPI host
+    assert run(cluster(), ["notebooks.run"])[name + ".placement"].missing == ["c"]
+    local = run(cluster(shared_homes=False), ["notebooks.run"])[name]
+    assert local.status == SKIP
+    assert local.reason == (
+        "the course accounts' homes are not on the share (jupyter_home_dir is not shared_storage_home_dir)"
+    )
+    no_mpi = run(cluster(engines=("dask", "storage")), ["notebooks.run"])[name]
+    assert no_mpi.status == SKIP and no_mpi.reason == "the inventory provisions no mpi"
+
+
+def test_the_luigi_notebook_is_judged_on_the_pipeline_and_the_workers_that_processed(fake, cluster):
+    notebook = "15-luigi-pipeline.ipynb"
+    name = stem(notebook)
+    results = run(cluster(), ["notebooks.run"])
+    assert results[name].status == PASS and results[name + ".placement"].status == PASS
+    failed = {**nbc.KNOWN_ANSWERS[notebook], "luigi_status": "FAILED", "ok": None}
+    FakeKernel.answers[notebook] = ("luigi", failed)
+    FakeKernel.hosts["luigi"] = []
+    results = run(cluster(), ["notebooks.run"])
+    assert results[name].status == FAIL and results[name + ".placement"].missing == ["b", "c"]
+    skipped = run(cluster(engines=("dask", "spark")), ["notebooks.run"])[name]
+    assert skipped.status == SKIP and skipped.reason == "the inventory provisions no luigi"
+
+
+def test_the_concurrency_notebook_fails_when_requests_did_not_overlap(fake, cluster):
+    name = "10-async-threads-gevent.ipynb"
+    answer = json.loads(json.dumps(nbc.KNOWN_ANSWERS[name]))
+    answer["in_flight"]["gevent"] = 1  # the greenlets ran one after another (a blocking sleep)
+    FakeKernel.answers[name] = (None, answer)
+    assert run(cluster(), ["notebooks.run"])[stem(name)].status == FAIL
 
 
 def test_a_notebook_missing_from_the_home_is_an_error(fake, cluster):

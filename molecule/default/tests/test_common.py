@@ -59,17 +59,39 @@ def test_venv_imports_the_pinned_scientific_stack(host):
 
 
 def test_the_course_toolbox_is_pinned_and_numba_compiles(host):
-    """Joblib, Numba (which compiles a loop to machine code here) and line_profiler at their pins."""
+    """Joblib, Numba (which compiles a loop to machine code here), line_profiler, greenlet and gevent
+    at their pins; gevent's greenlets wait together."""
     pins = dict(p.split("==") for p in DEFAULTS["common_toolbox_packages"])
+    names = ("joblib", "numba", "llvmlite", "line_profiler", "greenlet", "gevent")
     code = (
-        "import importlib.metadata as m, numba, joblib, line_profiler\n"
+        "import importlib.metadata as m, numba, joblib, line_profiler, gevent, time\n"
         "f = numba.njit(lambda n: sum([i * i for i in range(1, n + 1)]))\n"
-        "print(*(m.version(n) for n in ('joblib', 'numba', 'llvmlite', 'line_profiler')), f(1000))"
+        "t = time.monotonic(); gevent.joinall([gevent.spawn(gevent.sleep, 0.5) for _ in range(20)])\n"
+        f"print(*(m.version(n) for n in {names!r}), f(1000), time.monotonic() - t < 5)"
     )
     result = host.run("%s/bin/python -c %s", VENV, code)
     assert result.rc == 0, result.stderr
-    expected = [pins["joblib"], pins["numba"], pins["llvmlite"], pins["line_profiler"], str(333833500)]
+    expected = [*(pins[n] for n in names), str(333833500), "True"]
     assert result.stdout.split() == expected
+
+
+def test_pythran_builds_an_extension_module_with_the_nodes_compiler(host):
+    """Pythran at its pin turns a typed Python function into a C++ extension with the node's g++,
+    and the compiled function gives the interpreter's answer."""
+    pins = dict(p.split("==") for p in DEFAULTS["common_toolbox_packages"])
+    source = "#pythran export squares(int64)\ndef squares(n):\n    return sum(i * i for i in range(n + 1))\n"
+    assert host.run("rm -rf /tmp/pythran-test && mkdir -p /tmp/pythran-test/build").rc == 0
+    put(host, "/tmp/pythran-test/cf_squares.py", source.encode())
+    build = host.run(
+        "cd /tmp/pythran-test && %s/bin/pythran -O2 cf_squares.py -o build/cf_squares.so && "
+        "cd build && %s/bin/python -c %s",
+        VENV,
+        VENV,
+        "import importlib.metadata as m, cf_squares; print(m.version('pythran'), cf_squares.squares(1000))",
+    )
+    assert build.rc == 0, build.stderr
+    assert build.stdout.split() == [pins["pythran"], str(333833500)]
+    assert host.file("/tmp/pythran-test/build/cf_squares.so").exists
 
 
 def test_extra_ca_certificate_is_trusted(host):

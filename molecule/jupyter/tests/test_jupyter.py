@@ -215,8 +215,15 @@ def test_the_notebooks_checks_pass_through_the_hub_and_their_negative_control_fa
     assert statuses["notebooks.run.02-pyspark"] == "SKIP"
     assert statuses["notebooks.run.03-celery-canvas"] == "SKIP"
     assert statuses["notebooks.run.05-shared-data"] == "SKIP"
-    # No OpenCL tier either: the hub host publishes no engines.opencl.
+    # No OpenCL, MPI or GPU tier either: the hub host publishes no engines.opencl, mpi or gpu.
     assert statuses["notebooks.run.07-pyopencl"] == "SKIP"
+    assert statuses["notebooks.run.12-mpi-ipyparallel"] == "SKIP"
+    assert statuses["notebooks.run.13-pandas-on-spark"] == "SKIP"
+    assert statuses["notebooks.run.14-cupy-numba-cuda"] == "SKIP"
+    assert statuses["notebooks.run.15-luigi-pipeline"] == "SKIP"
+    # The hub host's own notebooks run here: asyncio, threads and gevent; Numba and Pythran (g++).
+    assert statuses["notebooks.run.10-async-threads-gevent"] == "PASS"
+    assert statuses["notebooks.run.11-numba-pythran"] == "PASS"
     assert statuses["notebooks.run.01-dask-array-dataframe.placement"] == "PASS"
     control = run_suite(head, address, "notebooks.hub", inject="wrong-answer")
     assert {r["name"] for r in control if r["status"] == "FAIL"} >= {
