@@ -124,6 +124,10 @@ def split_ranges(n: int, k: int) -> list[tuple[int, int]]:
     return out
 
 
+# The fan-out DAG's partial sums write "<marker> [low, high) = sum" into their task logs.
+FANOUT_LOG_MARKER = "clusterforge partial_sum"
+
+
 def range_sum(low: int, high: int) -> int:
     """Sum of the integers in ``[low, high)``, in closed form."""
     return (high - low) * (low + high - 1) // 2 if high > low else 0

@@ -99,7 +99,7 @@ class Airflow:
     pipeline_workers: list[str] = field(default_factory=list)
     server_host: str = ""
     restart_commands: dict[str, list[str]] = field(default_factory=dict)
-    # Port of the Celery workers' log server, which Airflow binds to every address (0: none).
+    # Port of the Celery workers' log servers, on their cluster addresses (0: none, LocalExecutor).
     log_server_port: int = 0
 
 

@@ -63,9 +63,15 @@ def clusterforge_fanout():
     def partial_sum(bounds: list[int]) -> dict:
         import socket
 
+        from clusterforge_pipeline.spec import FANOUT_LOG_MARKER
+
         low, high = bounds
         # Iterate for real: the closed form is what the result is checked against.
-        return {"low": low, "high": high, "sum": sum(range(low, high)), "host": socket.gethostname()}
+        total = sum(range(low, high))
+        # Into the task's log: airflow.dag_run reads it back through the API server, which fetches
+        # it from this worker's log server.
+        print(f"{FANOUT_LOG_MARKER} [{low}, {high}) = {total}", flush=True)
+        return {"low": low, "high": high, "sum": total, "host": socket.gethostname()}
 
     @task
     def total(lanes: list, params: dict | None = None) -> dict:

@@ -19,13 +19,14 @@ bypasses the scheduler and the executor).
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from clusterforge_pipeline.spec import Spec, fanout_total
+from clusterforge_pipeline.spec import FANOUT_LOG_MARKER, Spec, fanout_total, range_sum
 from compute_jobs.checks._pipeline import judge_pipeline
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
@@ -135,6 +136,15 @@ class AirflowApi:
         payload = self.ok("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances?limit=1000")
         return list(payload.get("task_instances", []))
 
+    def task_log(self, dag_id: str, run_id: str, ti: dict[str, Any]) -> tuple[int, Any]:
+        """The whole log of one try of a task instance, as the API server reads it (from the worker's
+        log server when the task ran on another host)."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances/{ti['task_id']}/logs/"
+            f"{int(ti.get('try_number') or 1)}?full_content=true&map_index={int(ti.get('map_index', -1))}"
+        )
+        return self.call("GET", path)
+
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         path = (
             f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances/{task_id}/xcomEntries/return_value"
@@ -184,6 +194,25 @@ def run_dag(ctx: CheckContext, api: AirflowApi, dag_id: str, conf: dict[str, Any
     run = api.trigger(dag_id, conf)
     run = api.wait(ctx, dag_id, run["dag_run_id"], poll)
     return run, api.task_instances(dag_id, run["dag_run_id"])
+
+
+def log_answer(api: AirflowApi, dag_id: str, run_id: str, tis: list[dict[str, Any]], host: str) -> str:
+    """What the log of the first partial_sum task that ran on ``host`` says of its answer."""
+    ti = next((t for t in tis if t["task_id"].startswith("partial_sum") and t.get("hostname") == host), None)
+    if ti is None:
+        return "no partial_sum task ran there"
+    status, payload = api.task_log(dag_id, run_id, ti)
+    if status != 200:
+        return f"HTTP {status} for the log of {ti['task_id']}[{ti.get('map_index')}]"
+    text = json.dumps(payload)
+    lines = re.findall(re.escape(FANOUT_LOG_MARKER) + r" \[(\d+), (\d+)\) = (\d+)", text)
+    if not lines:
+        task = f"{ti['task_id']}[{ti.get('map_index')}]"
+        return f"no '{FANOUT_LOG_MARKER}' line in the log of {task}: {text[:200]}"
+    wrong = [line for line in lines if range_sum(int(line[0]), int(line[1])) != int(line[2])]
+    if wrong:
+        return f"a wrong sum in the log: {wrong[0]}"
+    return "known answer in the log"
 
 
 def states_view(run: dict[str, Any], tis: list[dict[str, Any]]) -> dict[str, Any]:
@@ -301,6 +330,16 @@ class AirflowDagRun(Check):
         )
         if workers:
             yield ctx.compare_sets(workers, hosts, name="airflow.dag_run.placement", details=details)
+            yield ctx.compare(
+                {host: "known answer in the log" for host in workers},
+                {host: log_answer(api, dag_id, run_id, tis, host) for host in workers},
+                name="airflow.dag_run.logs",
+                rule=(
+                    "the log of a partial_sum task on each worker, read through the API server (which "
+                    "fetches it from that worker's log server), holds its '[low, high) = sum' line, sum exact"
+                ),
+                details=details,
+            )
 
 
 @register

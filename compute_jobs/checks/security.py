@@ -6,11 +6,6 @@ clients); a socket on every address (``0.0.0.0``, ``::``) or on another interfac
 unless its port is on the allowlist (sshd by default). The sockets come from ``/proc/net/tcp`` and
 ``/proc/net/tcp6``; the owning process is named where this account may see it.
 
-A role may declare a port that its service binds to every address because the software has no
-bind option; the check then demands that the port refuses an anonymous request. Today: Airflow's
-Celery workers' log server (``engines.airflow.log_server_port`` on ``expected_workers``), which
-must answer 403 to a request without a signed token.
-
 Negative control: ``--inject open-door`` makes the check open a listener on every address for the
 duration of its scan; the result must then FAIL.
 
@@ -25,11 +20,13 @@ which signed none of them: every result must FAIL, proving that verification is 
 ``security.anonymous`` runs on every node, workers included: each door of every engine that
 cluster.json declares is tried as a stranger would, with no credential and no client certificate
 (the Dask scheduler, the web gateways of the Dask dashboard and the Spark master UI, Flower, the
-Airflow API, the Luigi scheduler, the JupyterHub API, and the Redis broker named in the Celery
-client configuration), and must refuse: HTTP 401/403; from a Redis that serves TLS, no answer to
-plain text and ``-NOAUTH`` inside a TLS session (``-NOAUTH`` from a plain-TCP Redis); no TLS session
-without a client certificate. Under ``--inject open-door`` every door is knocked at a door the check
-opens itself on loopback, of the same kind, that lets anyone in; each result must then FAIL.
+Airflow API and each Airflow Celery worker's log server, the Luigi scheduler, the JupyterHub API,
+and the Redis or RabbitMQ broker named in the Celery client configuration), and must refuse: HTTP
+401/403; from a Redis that serves TLS, no answer to plain text and ``-NOAUTH`` inside a TLS session
+(``-NOAUTH`` from a plain-TCP Redis); from a RabbitMQ that serves TLS, no AMQP answer to plain text
+and, inside a TLS session, a wrong password ends the connection; no TLS session without a client
+certificate. Under ``--inject open-door`` every door is knocked at a door the check opens itself on
+loopback, of the same kind, that lets anyone in; each result must then FAIL.
 """
 
 from __future__ import annotations
@@ -146,38 +143,6 @@ def parse_ports(text: str) -> frozenset[int]:
     return frozenset(ports)
 
 
-@dataclass(frozen=True)
-class DeclaredDoor:
-    """A port a role binds to every address on purpose, and how to prove it refuses strangers."""
-
-    port: int
-    why: str
-    url: str
-
-
-def declared_doors(ctx: CheckContext, address: str) -> dict[int, DeclaredDoor]:
-    airflow = ctx.cluster.engines.get("airflow") or {}
-    port = int(airflow.get("log_server_port") or 0)
-    workers = airflow.get("expected_workers")
-    if port and isinstance(workers, list) and ctx.target in workers:
-        why = "Airflow's worker log server (Airflow binds it to every address)"
-        return {port: DeclaredDoor(port, why, f"http://{address}:{port}/log/clusterforge-probe.log")}
-    return {}
-
-
-def anonymous_status(url: str, timeout: float) -> str:
-    """'refused (HTTP n)' for 401/403, else what the door answered."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return f"answered HTTP {answer.status} without credentials"
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            return f"refused (HTTP {exc.code})"
-        return f"answered HTTP {exc.code} without credentials"
-    except (OSError, ValueError) as exc:
-        return f"did not answer: {exc}"
-
-
 # The engine boundary of this module: where the listening sockets come from (tests narrow it to the
 # test process's own sockets, still read from the kernel).
 LISTENERS: Callable[[], list[Listener]] = read_listeners
@@ -202,8 +167,7 @@ class SecurityListeners(Check):
     tags = frozenset({"security"})
     description = (
         "Every listening TCP socket of the node is on loopback or on its cluster address; none on every "
-        "address or another interface outside the allowlist; a port a role declares there refuses "
-        "anonymous requests"
+        "address or another interface outside the allowlist"
     )
     params = (Param("allow_ports", str, "22", "ports allowed on every address, comma-separated (sshd)"),)
     correctness_rule = (
@@ -224,12 +188,6 @@ class SecurityListeners(Check):
                 stack.enter_context(open_door())
             listeners = LISTENERS()
             owners = socket_owners()
-        declared = declared_doors(ctx, host.address)
-        probes = {
-            door.port: anonymous_status(door.url, ctx.bounded(10))
-            for door in declared.values()
-            if any(x.port == door.port and exposure(x, host.address) != "loopback" for x in listeners)
-        }
         counts: dict[str, int] = {}
         doors = []
         for listener in sorted(set(listeners), key=lambda x: (x.port, x.address)):
@@ -238,11 +196,6 @@ class SecurityListeners(Check):
             if where not in ("every address", "other interface") or listener.port in allowed:
                 continue
             owner = owners.get(listener.inode, "process not visible to this account")
-            probe = probes.get(listener.port, "")
-            if listener.port in declared and probe.startswith("refused"):
-                continue
-            if listener.port in declared:
-                owner = f"{declared[listener.port].why}: {probe}"
             doors.append(f"{listener.endpoint()} ({where}; {owner})")
         yield ctx.result(
             status=FAIL if doors else PASS,
@@ -255,10 +208,6 @@ class SecurityListeners(Check):
                 "listeners": counts,
                 "cluster_address": host.address,
                 "allow_ports": sorted(allowed),
-                "declared": {
-                    str(port): {"why": d.why, "anonymous": probes.get(port, "not listening")}
-                    for port, d in sorted(declared.items())
-                },
             },
         )
 
@@ -497,29 +446,41 @@ def engine_doors(ctx: CheckContext) -> list[Door]:
         if isinstance(spec, dict) and spec.get("auth") == "certificate":
             for node, target in sorted((spec.get("targets") or {}).items()):
                 doors.append(Door(f"{job}-exporter@{node}", "tls", str(target)))
+    # Each Airflow Celery worker's log server (on the worker's cluster address) serves a task's log
+    # only to a request signed with the deployment's JWT secret.
+    airflow = ctx.cluster.engines.get("airflow") or {}
+    log_port = int(airflow.get("log_server_port") or 0)
+    for worker in airflow.get("expected_workers") or [] if log_port else []:
+        host = ctx.cluster.host(str(worker))
+        if host is not None:
+            url = f"http://{host.address}:{log_port}/log/clusterforge-probe.log"
+            doors.append(Door(f"airflow-log-server@{worker}", "http", url))
     # The Managers cluster's server asks every client for the authkey (HMAC challenge).
     manager = str((ctx.cluster.engines.get("mpmanager") or {}).get("address") or "")
     if manager:
         doors.append(Door("mpmanager", "mpmanager", manager))
     celery = ctx.cluster.engines.get("celery") or {}
-    broker = redis_broker(str(celery.get("config") or ""))
+    broker = celery_broker(str(celery.get("config") or ""))
     if broker:
         doors.append(broker)
     return doors
 
 
-def redis_broker(config: str) -> Door | None:
-    """The Redis broker named in the Celery client configuration on this node (None when this node
-    has no readable configuration or the broker is not Redis): kind "rediss" where it serves TLS."""
+def celery_broker(config: str) -> Door | None:
+    """The broker named in the Celery client configuration on this node (None when this node has no
+    readable configuration): Redis, kind "rediss" where it serves TLS, or RabbitMQ, kind "amqps"
+    where it serves TLS."""
     try:
         with open(config, encoding="utf-8") as handle:
             broker = json.load(handle).get("broker") or {}
     except (OSError, ValueError):
         return None
-    if broker.get("type") != "redis" or not broker.get("address") or not broker.get("port"):
+    if broker.get("type") not in ("redis", "rabbitmq") or not broker.get("address") or not broker.get("port"):
         return None
-    kind = "rediss" if broker.get("tls") else "redis"
-    return Door("redis-broker", kind, f"{broker['address']}:{int(broker['port'])}")
+    address = f"{broker['address']}:{int(broker['port'])}"
+    if broker["type"] == "rabbitmq":
+        return Door("rabbitmq-broker", "amqps" if broker.get("tls") else "amqp", address)
+    return Door("redis-broker", "rediss" if broker.get("tls") else "redis", address)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -648,12 +609,88 @@ def knock_mpmanager(address: str, timeout: float) -> str:
     return f"accepted a wrong answer to its challenge ({verdict[4:20]!r})"
 
 
+# AMQP 0-9-1: the protocol header a client opens with, and the frames of the login.
+AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
+_AMQP_FRAME_END = b"\xce"
+
+
+def amqp_method(class_id: int, method_id: int, arguments: bytes) -> bytes:
+    """One method frame on channel 0."""
+    payload = class_id.to_bytes(2, "big") + method_id.to_bytes(2, "big") + arguments
+    return b"\x01\x00\x00" + len(payload).to_bytes(4, "big") + payload + _AMQP_FRAME_END
+
+
+def _amqp_method_of(frame: bytes) -> tuple[int, int] | None:
+    """(class id, method id) of a method frame, None for anything else."""
+    if len(frame) < 11 or frame[0] != 1:
+        return None
+    return int.from_bytes(frame[7:9], "big"), int.from_bytes(frame[9:11], "big")
+
+
+def _amqp_wrong_login() -> bytes:
+    """Connection.Start-Ok with PLAIN and a made-up user and password."""
+    response = b"\x00clusterforge-security-probe\x00not-the-password"
+    arguments = bytes(4)  # client properties: an empty table
+    arguments += b"\x05PLAIN" + len(response).to_bytes(4, "big") + response + b"\x05en_US"
+    return amqp_method(10, 11, arguments)
+
+
+def _amqp_login(conn: socket.socket) -> str:
+    """Open AMQP on ``conn`` and log in with a wrong password: the broker must end the connection
+    (Connection.Close, e.g. 403 ACCESS_REFUSED, or a hang-up) instead of going on (Connection.Tune)."""
+    conn.sendall(AMQP_HEADER)
+    start = conn.recv(4096)
+    if _amqp_method_of(start) != (10, 10):
+        return f"did not greet with Connection.Start ({start[:16]!r})"
+    conn.sendall(_amqp_wrong_login())
+    try:
+        verdict = conn.recv(4096)
+    except (ConnectionResetError, ssl.SSLError, TimeoutError):
+        verdict = b""
+    method = _amqp_method_of(verdict)
+    if not verdict or method == (10, 50):
+        code = int.from_bytes(verdict[11:13], "big") if method == (10, 50) else 0
+        return f"refused (a wrong password ended the connection{f': {code}' if code else ''})"
+    return f"accepted a wrong password (answered method {method})"
+
+
+def knock_amqp(address: str, timeout: float) -> str:
+    host, port = _host_port(address)
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        return _amqp_login(conn)
+
+
+def knock_amqps(address: str, timeout: float) -> str:
+    """A RabbitMQ that serves TLS only: the AMQP header in plain text gets no AMQP answer (the
+    password would cross in clear text), and a wrong password inside a TLS session ends it."""
+    host, port = _host_port(address)
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(AMQP_HEADER)
+        try:
+            plain = conn.recv(64)
+        except (ConnectionResetError, TimeoutError):
+            plain = b""
+    if plain.startswith(b"AMQP") or _amqp_method_of(plain):
+        return f"answered AMQP over plain TCP (no TLS: {plain[:12]!r})"
+    context = _unverified_context()
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        answer = _amqp_login(tls)
+    if answer.startswith("refused"):
+        return answer.replace("refused (", "refused (no plain-text session; over TLS ", 1)
+    return answer + " over TLS"
+
+
 KNOCKS: dict[str, Callable[[str, float], str]] = {
     "http": knock_http,
     "tls": knock_tls,
     "tcp": knock_tcp,
     "redis": knock_redis,
     "rediss": knock_rediss,
+    "amqp": knock_amqp,
+    "amqps": knock_amqps,
     "mpmanager": knock_mpmanager,
 }
 
@@ -714,6 +751,14 @@ def _throwaway_tls_context(directory: str) -> ssl.SSLContext:
     return context
 
 
+def open_amqp(conn: socket.socket) -> None:
+    """An AMQP broker in plain text that lets any login in: Connection.Start, then Connection.Tune."""
+    conn.recv(64)
+    conn.sendall(amqp_method(10, 10, b"\x00\x09" + bytes(4) + b"\x00\x00\x00\x05PLAIN\x00\x00\x00\x05en_US"))
+    conn.recv(4096)
+    conn.sendall(amqp_method(10, 30, b"\x07\xff\x00\x02\x00\x00\x00\x3c"))
+
+
 @contextlib.contextmanager
 def open_doors() -> Iterator[dict[str, str]]:
     """Doors on loopback that let anyone in, one per kind (the negative control): an HTTP server
@@ -735,6 +780,8 @@ def open_doors() -> Iterator[dict[str, str]]:
             "http": f"http://127.0.0.1:{server.server_address[1]}/api",
             "redis": serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
             "rediss": serve_tcp(lambda conn: (conn.recv(64), conn.sendall(b"+PONG\r\n")), stack),
+            "amqp": serve_tcp(open_amqp, stack),
+            "amqps": serve_tcp(open_amqp, stack),
             "mpmanager": serve_tcp(lambda conn: (conn.sendall(b"welcome"), conn.recv(1)), stack),
             "tls": serve_tcp(greet, stack),
             "tcp": serve_tcp(lambda conn: (conn.sendall(b"welcome"), conn.recv(1)), stack),
@@ -749,6 +796,7 @@ class SecurityAnonymous(Check):
     description = (
         "From every node, each declared door of every engine refuses a client without credentials: "
         "HTTP 401/403, Redis: no plain-text answer and -NOAUTH over TLS, "
+        "RabbitMQ: no plain-text answer and a wrong password refused over TLS, "
         "no TLS session without a client certificate"
     )
     correctness_rule = "each door's answer to a client without credentials == refused"

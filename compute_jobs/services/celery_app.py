@@ -5,9 +5,9 @@ celery checks and users import it on the head node. Connection settings come fro
 node, never from this code: ``$CLUSTERFORGE_CELERY_CONFIG``, else ``/etc/clusterforge/celery/celery.json``
 (mode 0640, group ``celery``; the service account is a member). Its keys::
 
-    broker_url          rediss://:PASSWORD@10.0.0.11:6379/0  (or amqp://celery:PASSWORD@host:5672/vhost)
+    broker_url          rediss://:PASSWORD@10.0.0.11:6379/0  (or amqps://celery:PASSWORD@host:5671/vhost)
     result_backend      rediss://:PASSWORD@10.0.0.11:6379/1  (redis:// where the broker serves plain TCP)
-    tls_ca_file         CA file that must verify a rediss:// server (the cluster CA)
+    tls_ca_file         CA file that must verify a rediss:// or amqps:// server (the cluster CA)
     shared_queue        queue every worker consumes (default "clusterforge")
     worker_queue_prefix own queue of each worker is <prefix><inventory hostname> (default "worker.")
     visibility_timeout  s before Redis redelivers an unacknowledged task (default 300)
@@ -26,6 +26,7 @@ import signal
 import socket
 import ssl
 import time
+import urllib.parse
 from typing import Any
 
 from celery import Celery
@@ -58,11 +59,27 @@ def redis_tls(url: str, settings: dict[str, Any]) -> dict[str, Any] | None:
     return options
 
 
+def amqp_tls(url: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The SSL options of an ``amqps://`` URL (RabbitMQ over TLS): the server's certificate must
+    verify against the cluster CA (``tls_ca_file``) for the address dialled; None for any other URL."""
+    if not url.startswith("amqps://"):
+        return None
+    options: dict[str, Any] = {
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": urllib.parse.urlsplit(url).hostname,
+    }
+    if settings.get("tls_ca_file"):
+        options["ca_certs"] = settings["tls_ca_file"]
+    return options
+
+
 def celery_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Celery configuration from the node settings (the reliability choices live here)."""
     visibility = int(settings.get("visibility_timeout", 300))
     tls: dict[str, Any] = {}
-    if broker_ssl := redis_tls(settings["broker_url"], settings):
+    if broker_ssl := redis_tls(settings["broker_url"], settings) or amqp_tls(
+        settings["broker_url"], settings
+    ):
         tls["broker_use_ssl"] = broker_ssl
     if backend_ssl := redis_tls(settings["result_backend"], settings):
         tls["redis_backend_use_ssl"] = backend_ssl

@@ -46,6 +46,9 @@ class FakeAirflow:
         self.fail_task: str | None = None
         self.pipeline_backends = {"generate": "dask", "process": "dask", "aggregate": "spark"}
         self.pipeline_sum_offset = 0
+        # the worker whose log server does not answer (the API server then says so in the log)
+        self.log_server_down: str | None = None
+        self.log_sum_offset = 0
         self.runs: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
 
@@ -79,6 +82,13 @@ class FakeAirflow:
         ):
             value = self.runs[_unquote(match.group(1))]["xcom"][match.group(2)]
             return 200, json.dumps({"key": "return_value", "value": value}).encode()
+        if match := re.fullmatch(
+            r"/api/v2/dags/[^/]+/dagRuns/([^/]+)/taskInstances/([^/]+)/logs/1\?full_content=true&map_index=(-?\d+)",
+            path,
+        ):
+            return 200, json.dumps(
+                self.log(_unquote(match.group(1)), match.group(2), int(match.group(3)))
+            ).encode()
         return 404, b'{"detail": "Not Found"}'
 
     # --- behaviour --------------------------------------------------------------------------------
@@ -110,7 +120,7 @@ class FakeAirflow:
             "queued_at": iso(queued),
             "end_date": iso(queued + timedelta(seconds=9)),
         }
-        self.runs[run_id] = {"run": run, "tis": tis, "xcom": xcom}
+        self.runs[run_id] = {"run": run, "tis": tis, "xcom": xcom, "conf": conf}
         return dict(run, state="queued")
 
     def ti(self, task_id: str, host: str, start: datetime, map_index: int = -1) -> dict[str, Any]:
@@ -121,7 +131,20 @@ class FakeAirflow:
             "state": state,
             "hostname": host,
             "start_date": iso(start),
+            "try_number": 1,
         }
+
+    def log(self, run_id: str, task_id: str, map_index: int) -> dict[str, Any]:
+        """Airflow 3's structured log of a partial sum: its own line, or the API server's note that
+        the worker's log server did not answer."""
+        run = self.runs[run_id]
+        ti = next(t for t in run["tis"] if t["task_id"] == task_id and t["map_index"] == map_index)
+        if ti["hostname"] == self.log_server_down:
+            event = f"Could not read served logs: HTTPConnectionPool(host='{ti['hostname']}', port=8793)"
+            return {"content": [{"event": event, "level": "error"}], "continuation_token": None}
+        low, high = split_ranges(run["conf"]["n"], run["conf"]["k"])[map_index]
+        line = f"clusterforge partial_sum [{low}, {high}) = {range_sum(low, high) + self.log_sum_offset}"
+        return {"content": [{"event": "Task started"}, {"event": line, "logger": "task.stdout"}]}
 
     def fanout(self, conf: dict[str, Any], queued: datetime):
         lanes = self.workers or ["a"]
@@ -218,6 +241,7 @@ def test_every_check_passes_on_a_sane_installation(fake, cluster, cj_validator):
         "airflow.dag_run.states": PASS,
         "airflow.dag_run": PASS,
         "airflow.dag_run.placement": PASS,
+        "airflow.dag_run.logs": PASS,
         "airflow.pipeline": PASS,
         "airflow.pipeline.placement": PASS,
         "airflow.performance.trigger_to_first_task": PASS,
@@ -274,6 +298,23 @@ def test_an_idle_worker_fails_placement(fake, cluster):
     assert results["airflow.pipeline.placement"].status == FAIL
 
 
+def test_a_worker_whose_log_server_does_not_answer_fails_the_logs(fake, cluster):
+    """Task logs live on the worker that ran the task; the API server fetches them from that
+    worker's log server. One that does not answer leaves its tasks' logs unreadable: FAIL, named."""
+    fake.log_server_down = "c"
+    logs = run(cluster(), ["airflow.dag_run"])["airflow.dag_run.logs"]
+    assert logs.status == FAIL
+    assert logs.observed["b"] == "known answer in the log"
+    assert logs.observed["c"].startswith("no 'clusterforge partial_sum' line in the log of partial_sum_c")
+    assert "Could not read served logs" in logs.observed["c"]
+
+
+def test_a_wrong_sum_in_a_task_log_fails_the_logs(fake, cluster):
+    fake.log_sum_offset = 1
+    logs = run(cluster(), ["airflow.dag_run"])["airflow.dag_run.logs"]
+    assert logs.status == FAIL and all(v.startswith("a wrong sum in the log") for v in logs.observed.values())
+
+
 def test_k_is_raised_to_the_number_of_workers(fake, cluster):
     results = run(cluster(expected_workers=["b", "c", "d"]), ["airflow.dag_run"])
     assert results["airflow.dag_run"].details["k"] == 3
@@ -311,6 +352,7 @@ def test_a_local_cluster_expects_local_backends(fake, cluster):
                 "airflow.health.anonymous",
                 "airflow.dag_run",
                 "airflow.dag_run.states",
+                "airflow.dag_run.logs",
                 "airflow.pipeline",
             },
         ),

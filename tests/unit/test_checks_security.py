@@ -114,41 +114,16 @@ def test_a_real_listener_on_every_address_fails_unless_its_port_is_allowed(cj_cl
     assert allowed.status == PASS, allowed.reason
 
 
-class _Answer(http.server.BaseHTTPRequestHandler):
-    status = 403
-
-    def do_GET(self):
-        self.send_response(self.status)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.mark.parametrize(("status", "passes"), [(403, True), (401, True), (200, False), (404, False)])
-def test_a_declared_port_on_every_address_must_refuse_an_anonymous_request(cj_cluster, status, passes):
-    handler = type("Handler", (_Answer,), {"status": status})
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), handler)
-    port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+def test_an_airflow_log_server_port_on_every_address_is_no_exception(cj_cluster):
+    """Every role binds its services to the cluster address (Airflow's worker log server too, in a
+    unit of its own): a listener on every address FAILs whatever its port, log server or not."""
+    with socket.socket() as door:
+        door.bind(("0.0.0.0", 0))
+        door.listen(1)
+        port = door.getsockname()[1]
         airflow = {"log_server_port": port, "expected_workers": ["a"]}
         result = run(cj_cluster(engines={"airflow": airflow}))
-        elsewhere = run(cj_cluster(engines={"airflow": {**airflow, "expected_workers": ["b"]}}))
-    finally:
-        server.shutdown()
-        server.server_close()
-    declared = result.details["declared"][str(port)]
-    assert "Airflow's worker log server" in declared["why"]
-    if passes:
-        assert result.status == PASS, result.reason
-        assert declared["anonymous"] == f"refused (HTTP {status})"
-    else:
-        assert result.status == FAIL
-        assert f"0.0.0.0:{port} (every address; Airflow's worker log server" in result.reason
-        assert f"answered HTTP {status} without credentials" in result.reason
-    # Not an Airflow worker: the same listener is an open door whatever it answers.
-    assert elsewhere.status == FAIL and elsewhere.details["declared"] == {}
+    assert result.status == FAIL and f"0.0.0.0:{port} (every address;" in result.reason
 
 
 # --- security.certificates: real TLS servers on loopback, certificates from a throwaway CA --------
@@ -215,6 +190,14 @@ def loopback() -> Iterator[contextlib.ExitStack]:
     """Closes the loopback servers a test starts."""
     with contextlib.ExitStack() as stack:
         yield stack
+
+
+def _server_context(tmp_path, name: str) -> ssl.SSLContext:
+    """A TLS server context with a certificate for 127.0.0.1 from a CA of its own, valid 400 days."""
+    _ca_file, cert, key = _issue(tmp_path, 400, name)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def _tls_answer(context: ssl.SSLContext, greeting: bytes = b"") -> Callable[[socket.socket], None]:
@@ -363,14 +346,94 @@ def doors(tmp_path, loopback):
     return {"http": http_door, "redis": redis_door, "tls": tls_door}
 
 
-def _celery_config(tmp_path, address: str, tls: bool = False) -> str:
+def _celery_config(tmp_path, address: str, tls: bool = False, broker_type: str = "redis") -> str:
     host, port = address.split(":")
     path = tmp_path / "celery.json"
-    broker = {"type": "redis", "address": host, "port": int(port), "tls": tls}
+    broker = {"type": broker_type, "address": host, "port": int(port), "tls": tls}
     path.write_text(
         json.dumps({"broker_url": "rediss://:pw@x/0" if tls else "redis://:pw@x/0", "broker": broker})
     )
     return str(path)
+
+
+# Connection.Start of a broker offering PLAIN; Connection.Close 403 ACCESS_REFUSED; Connection.Tune.
+AMQP_START = security.amqp_method(
+    10, 10, b"\x00\x09" + bytes(4) + b"\x00\x00\x00\x05PLAIN\x00\x00\x00\x05en_US"
+)
+AMQP_REFUSED = security.amqp_method(10, 50, (403).to_bytes(2, "big") + b"\x0dACCESS_REFUSED" + bytes(4))
+AMQP_TUNE = security.amqp_method(10, 30, b"\x07\xff\x00\x02\x00\x00\x00\x3c")
+
+
+def _amqp_broker(context: ssl.SSLContext | None, verdict: bytes) -> Callable[[socket.socket], None]:
+    """A RabbitMQ stand-in: over TLS (``context``) or plain TCP, it greets the AMQP header with
+    Connection.Start and answers the login with ``verdict`` (b"" hangs up)."""
+
+    def answer(conn: socket.socket) -> None:
+        session = context.wrap_socket(conn, server_side=True) if context else conn
+        with session:
+            if session.recv(8) != security.AMQP_HEADER:
+                return
+            session.sendall(AMQP_START)
+            session.recv(4096)
+            if verdict:
+                session.sendall(verdict)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("verdict", "status", "observed"),
+    [
+        (
+            AMQP_REFUSED,
+            PASS,
+            "refused (no plain-text session; over TLS a wrong password ended the connection: 403)",
+        ),
+        (b"", PASS, "refused (no plain-text session; over TLS a wrong password ended the connection)"),
+        (AMQP_TUNE, FAIL, "accepted a wrong password (answered method (10, 30)) over TLS"),
+    ],
+)
+def test_a_tls_rabbitmq_must_ignore_plain_text_and_refuse_a_wrong_password_inside_tls(
+    cj_cluster, tmp_path, loopback, verdict, status, observed
+):
+    context = _server_context(tmp_path, "rabbitmq")
+    door = security.serve_tcp(_amqp_broker(context, verdict), loopback)
+    engines = {"celery": {"config": _celery_config(tmp_path, door, tls=True, broker_type="rabbitmq")}}
+    result = run_checks(cj_cluster(engines=engines), ["security.anonymous"])[
+        "security.anonymous[rabbitmq-broker]"
+    ]
+    assert (result.status, result.observed) == (status, observed)
+    assert result.details["kind"] == "amqps"
+
+
+def test_a_tls_rabbitmq_that_speaks_amqp_in_plain_text_fails_and_a_plain_one_is_judged_by_its_login(
+    cj_cluster, tmp_path, loopback
+):
+    plain = security.serve_tcp(_amqp_broker(None, AMQP_REFUSED), loopback)
+    said_tls = {"celery": {"config": _celery_config(tmp_path, plain, tls=True, broker_type="rabbitmq")}}
+    result = run_checks(cj_cluster(engines=said_tls), ["security.anonymous"])[
+        "security.anonymous[rabbitmq-broker]"
+    ]
+    assert result.status == FAIL and result.observed.startswith("answered AMQP over plain TCP (no TLS"), (
+        result.observed
+    )
+    # celery_rabbitmq_tls: false: the login itself must still be refused
+    plain_config = {"celery": {"config": _celery_config(tmp_path, plain, broker_type="rabbitmq")}}
+    refused = run_checks(cj_cluster(engines=plain_config), ["security.anonymous"])[
+        "security.anonymous[rabbitmq-broker]"
+    ]
+    assert (refused.status, refused.details["kind"]) == (PASS, "amqp"), refused.observed
+    accepting = security.serve_tcp(_amqp_broker(None, AMQP_TUNE), loopback)
+    open_config = {"celery": {"config": _celery_config(tmp_path, accepting, broker_type="rabbitmq")}}
+    opened = run_checks(cj_cluster(engines=open_config), ["security.anonymous"])[
+        "security.anonymous[rabbitmq-broker]"
+    ]
+    assert opened.status == FAIL and "accepted a wrong password" in opened.observed
+    # the negative control knocks at the check's own open broker of each kind: FAIL
+    for config in (said_tls, plain_config):
+        controlled = run_checks(cj_cluster(engines=config), ["security.anonymous"], inject="open-door")
+        knocked = controlled["security.anonymous[rabbitmq-broker]"]
+        assert knocked.status == FAIL and knocked.control == "open-door", (knocked.status, knocked.observed)
 
 
 def _tls_redis(context: ssl.SSLContext, reply: bytes) -> Callable[[socket.socket], None]:
@@ -395,9 +458,7 @@ def _tls_redis(context: ssl.SSLContext, reply: bytes) -> Callable[[socket.socket
 def test_a_tls_redis_must_ignore_plain_text_and_want_the_password_inside_tls(
     cj_cluster, tmp_path, loopback, reply, status, observed
 ):
-    _ca_file, cert, key = _issue(tmp_path, 400, "redis")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context = _server_context(tmp_path, "redis")
     door = security.serve_tcp(_tls_redis(context, reply), loopback)
     engines = {"celery": {"config": _celery_config(tmp_path, door, tls=True)}}
     result = run_checks(cj_cluster(engines=engines), ["security.anonymous"])[
@@ -457,6 +518,29 @@ def test_every_door_refuses_a_stranger_and_an_open_one_is_named(cj_cluster, door
     )
     assert "s3cret" not in results["security.anonymous[luigi-scheduler]"].details["door"]
     assert results["security.anonymous[redis-broker]"].observed == "refused (-NOAUTH)"
+
+
+@pytest.mark.parametrize(("status", "verdict"), [(403, PASS), (401, PASS), (200, FAIL), (404, FAIL)])
+def test_each_airflow_workers_log_server_is_a_door_that_must_refuse(cj_cluster, doors, status, verdict):
+    """The log server of every expected worker (its cluster address, log_server_port) is knocked at:
+    Airflow answers a request without a signed token with 403."""
+    door = doors["http"](status)
+    port = int(door.rsplit(":", 1)[1])
+    hosts = [
+        {"name": name, "address": "127.0.0.1", "groups": groups, "cores": 1, "memory_mb": 16}
+        for name, groups in (("a", ["head"]), ("b", ["workers"]))
+    ]
+    engines = {"airflow": {"log_server_port": port, "expected_workers": ["b"]}}
+    results = run_checks(cj_cluster(hosts, engines=engines), ["security.anonymous"])
+    assert set(results) == {"security.anonymous[airflow-log-server@b]"}
+    knocked = results["security.anonymous[airflow-log-server@b]"]
+    assert knocked.status == verdict, knocked.observed
+    assert knocked.details["door"] == f"http://127.0.0.1:{port}/log/clusterforge-probe.log"
+    # without a log server port (the LocalExecutor) there is no such door
+    none = run_checks(
+        cj_cluster(hosts, engines={"airflow": {"expected_workers": ["b"]}}), ["security.anonymous"]
+    )
+    assert [r.status for r in none.values()] == [SKIP]
 
 
 def test_a_tls_door_without_client_certificates_and_an_open_redis_fail(cj_cluster, doors, tmp_path):

@@ -136,18 +136,28 @@ def test_fernet_key_is_32_random_bytes_and_encrypts(host):
     assert line.removeprefix("fernet_key = ").split(",")[0] == key
 
 
-def test_no_world_writable_directory_under_the_roles_paths_but_the_pipelines(host):
-    """The pipeline's work directory is written by Airflow's tasks, Luigi runs and the Dask and Spark
-    workers' accounts: world-writable, with the sticky bit. Nothing else is (systemd's private
-    /tmp of each unit sits in a directory only root may enter)."""
+def test_no_world_writable_directory_and_the_pipelines_belongs_to_its_writers(host):
+    """The pipeline's work directory is written by Airflow's tasks, Luigi runs and the Dask workers:
+    members of the pipeline group only (setgid, sticky), not the world. Nothing under the roles'
+    paths is world-writable (systemd's private /tmp of each unit sits in a directory only root may
+    enter)."""
     roots = "/var/tmp /etc/clusterforge /opt/clusterforge /var/lib"
     found = host.run(
         f"find {roots} -mindepth 1 -xdev -path '/var/tmp/systemd-private-*' -prune "
         "-o -type d -perm -0002 -print"
     ).stdout.split()
-    assert found == ["/var/tmp/clusterforge-pipeline"], found
+    assert found == [], found
     work = host.file("/var/tmp/clusterforge-pipeline")
-    assert (work.user, work.mode) == ("root", 0o1777)
+    assert (work.user, work.group, work.mode) == ("root", "clusterforge-pipeline", 0o3770)
+    assert "clusterforge-pipeline" in host.user("clusterforge").groups
+    unit = host.run("systemctl show -p SupplementaryGroups --value airflow-scheduler").stdout.split()
+    assert unit == ["clusterforge-pipeline"], unit
+    # a member may create a run directory there (it inherits the group); another account may not
+    probe = "/var/tmp/clusterforge-pipeline/cf-test-probe"
+    made = host.run("runuser -u clusterforge -- mkdir %s && stat -c %%G %s && rmdir %s", probe, probe, probe)
+    assert made.rc == 0 and made.stdout.strip() == "clusterforge-pipeline", made.stderr
+    assert host.run("runuser -u nobody -- mkdir %s", probe).rc != 0
+    assert host.run("runuser -u nobody -- ls /var/tmp/clusterforge-pipeline").rc != 0
 
 
 # curl trusting the cluster CA, with the HTTP status on stdout

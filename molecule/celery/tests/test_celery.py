@@ -1,5 +1,6 @@
 """The Celery tier as users and the verification suite rely on it: units, refusals without the
-generated credentials, the narrow sudo rule, and the celery checks end to end."""
+generated credentials or without TLS (RabbitMQ carries the messages here, Redis keeps the results),
+the narrow sudo rule, and the celery checks end to end."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ CONCURRENCY = 2
 CA = "/etc/clusterforge/tls/ca.crt"
 # redis-cli over TLS with the cluster CA (the broker has no plain-TCP port)
 CLI = "redis-cli --tls --cacert " + CA + " -h %s -p 6379"
+AMQPS_PORT = 5671
+VHOST = "clusterforge"
 sys.path.insert(0, str(SCENARIO.parent / "_shared"))
 from services import assert_comes_back_after_a_clean_exit, assert_restart_always, restarts  # noqa: E402
 
@@ -48,7 +51,10 @@ def secret(name: str) -> str:
 
 
 def test_units_are_active_and_enabled(broker, worker):
-    for node, units in ((broker, ["clusterforge-redis", "celery-flower"]), (worker, ["celery-worker"])):
+    for node, units in (
+        (broker, ["clusterforge-redis", "rabbitmq-server", "celery-flower"]),
+        (worker, ["celery-worker"]),
+    ):
         for unit in units:
             service = node.service(unit)
             assert service.is_running and service.is_enabled, f"{unit} on {node.backend.get_hostname()}"
@@ -60,7 +66,7 @@ def test_units_are_active_and_enabled(broker, worker):
 def test_secrets_are_generated_private_and_distinct():
     values = [secret(n) for n in ("redis_password", "rabbitmq_password", "flower_password")]
     assert len(set(values)) == 3 and all(len(v) == 32 and v.isalnum() for v in values)
-    for name in ("redis_password", "flower_password"):
+    for name in ("redis_password", "rabbitmq_password", "flower_password"):
         assert (SECRETS / name).stat().st_mode & 0o777 == 0o600
     assert SECRETS.stat().st_mode & 0o777 == 0o700
 
@@ -93,10 +99,79 @@ def test_broker_serves_tls_only_with_a_certificate_of_the_cluster_ca(broker, wor
     assert plain.rc == 0 and plain.stdout.strip()[:1] not in ("+", "-", "$"), plain.stdout
     assert worker.run("python3 -c %s %s %s tls", RESP, host, "PING").stdout.startswith("-NOAUTH")
     settings = json.loads(broker.file(CONFIG).content_string)
-    assert settings["broker_url"].startswith("rediss://") and settings["result_backend"].startswith(
-        "rediss://"
-    )
-    assert settings["tls_ca_file"] == CA and settings["broker"]["tls"] is True
+    assert settings["result_backend"].startswith("rediss://") and settings["tls_ca_file"] == CA
+
+
+# An AMQP client in the service venv: argv address, user, "tls" (the cluster CA must verify the broker
+# for the address dialled) or "plain"; the password on stdin. Prints "OK" or the exception's class.
+AMQP_LOGIN = (
+    "import ssl, sys, amqp\n"
+    "host, port = sys.argv[1].rsplit(':', 1)\n"
+    "tls = {'ca_certs': '" + CA + "', 'cert_reqs': ssl.CERT_REQUIRED, 'server_hostname': host}\n"
+    "c = amqp.Connection(sys.argv[1], userid=sys.argv[2], password=sys.stdin.read(),\n"
+    "    virtual_host='" + VHOST + "', connect_timeout=10, ssl=tls if sys.argv[3] == 'tls' else False)\n"
+    "try:\n"
+    "    c.connect()\n"
+    "    print('OK')\n"
+    "    c.close()\n"
+    "except Exception as exc:\n"
+    "    print(type(exc).__name__)\n"
+)
+
+
+def amqp_login(node, target: str, user: str, password: str, mode: str) -> str:
+    return node.run(
+        "printf '%%s' %s | timeout 30 %s -c %s %s %s %s", password, PYTHON, AMQP_LOGIN, target, user, mode
+    ).stdout.strip()
+
+
+def test_rabbitmq_serves_amqp_over_tls_only_on_the_cluster_address(broker):
+    host = address(broker)
+    listening = broker.socket.get_listening_sockets()
+    amqp_sockets = {s for s in listening if s.rsplit(":", 1)[1] in ("5671", "5672")}
+    assert amqp_sockets == {f"tcp://{host}:{AMQPS_PORT}"}, amqp_sockets
+    # epmd and the Erlang distribution port (rabbitmqctl) on loopback only
+    for port in ("4369", "25672"):
+        assert {s for s in listening if s.endswith(":" + port)} <= {f"tcp://127.0.0.1:{port}"}, port
+    settings = json.loads(broker.file(CONFIG).content_string)
+    assert settings["broker_url"].startswith("amqps://")
+    assert settings["broker_url"].endswith(f"@{host}:{AMQPS_PORT}/{VHOST}")
+    declared = settings["broker"]
+    assert (declared["type"], declared["port"], declared["tls"]) == ("rabbitmq", AMQPS_PORT, True)
+
+
+def test_rabbitmq_refuses_plain_text_and_wrong_passwords(broker, worker):
+    """From the worker: AMQP in plain text gets no AMQP answer (the PLAIN login would cross readable),
+    a wrong password and the removed guest account are refused inside TLS, the right one logs in."""
+    target = f"{address(broker)}:{AMQPS_PORT}"
+    password = secret("rabbitmq_password")
+    assert amqp_login(worker, target, "celery", password, "plain") != "OK"
+    assert amqp_login(worker, target, "celery", "not-the-password", "tls") == "AccessRefused"
+    assert amqp_login(worker, target, "guest", "guest", "tls") == "AccessRefused"
+    assert amqp_login(worker, target, "celery", password, "tls") == "OK"
+    # the broker's certificate does not verify against CAs that did not issue it (the public ones)
+    other_ca = "/etc/ssl/certs/ca-certificates.crt"
+    assert worker.file(other_ca).exists
+    mismatch = worker.run(
+        "printf x | timeout 30 %s -c %s %s celery tls",
+        PYTHON,
+        AMQP_LOGIN.replace(CA, other_ca),
+        target,
+    ).stdout.strip()
+    assert mismatch in ("SSLCertVerificationError", "SSLError"), mismatch
+
+
+def test_rabbitmq_comes_back_after_a_clean_exit(broker):
+    """`rabbitmqctl stop` ends the broker with a clean exit: Restart=always (the role's drop-in)
+    starts it again, and the workers' password logs in."""
+    before = restarts(broker, "rabbitmq-server")
+    assert broker.run("rabbitmqctl stop").rc == 0
+    assert_comes_back_after_a_clean_exit(broker, "rabbitmq-server", before)
+    target = f"{address(broker)}:{AMQPS_PORT}"
+    deadline = time.monotonic() + 60
+    while (answer := amqp_login(broker, target, "celery", secret("rabbitmq_password"), "tls")) != "OK":
+        assert time.monotonic() < deadline, answer
+        time.sleep(2)
 
 
 def test_broker_refuses_clients_without_the_password(broker, worker):
@@ -180,8 +255,8 @@ def test_flower_is_reached_over_https_only_and_requires_basic_auth(broker, worke
         ).stdout
         == "401"
     )
-    # The worker reconnects to the broker on its own after a broker restart (the test before this
-    # one stops Redis): Flower lists it again once it does.
+    # The worker reconnects to the brokers on its own after they restart (the tests before this one
+    # stop Redis and RabbitMQ): Flower lists it again once it does.
     deadline = time.monotonic() + 90
     while True:
         good = worker.run(
@@ -203,7 +278,7 @@ def test_client_configuration_is_readable_by_the_service_account_only(broker, wo
         assert node.run("runuser -u %s -- cat %s", USER, CONFIG).rc == 0
         assert node.run("runuser -u nobody -- cat %s", CONFIG).rc != 0
     settings = json.loads(broker.file(CONFIG).content_string)
-    assert settings["broker_url"].endswith(f"@{address(broker)}:6379/0")
+    assert settings["result_backend"].endswith(f"@{address(broker)}:6379/1")
     assert settings["visibility_timeout"] == 300
 
 
@@ -211,11 +286,9 @@ def test_sudo_rule_allows_only_the_broker_restart(broker):
     listing = broker.run("runuser -u %s -- sudo -n -l", USER)
     assert listing.rc == 0
     allowed = [line.strip() for line in listing.stdout.splitlines() if "NOPASSWD" in line]
-    assert allowed == ["(root) NOPASSWD: /usr/bin/systemctl restart clusterforge-redis.service"]
-    assert (
-        broker.run("runuser -u %s -- sudo -n /usr/bin/systemctl stop clusterforge-redis.service", USER).rc
-        != 0
-    )
+    assert allowed == ["(root) NOPASSWD: /usr/bin/systemctl restart rabbitmq-server.service"]
+    for command in ("stop rabbitmq-server.service", "restart clusterforge-redis.service"):
+        assert broker.run("runuser -u %s -- sudo -n /usr/bin/systemctl %s", USER, command).rc != 0
 
 
 def test_worker_consumes_its_own_and_the_shared_queue(worker):
@@ -269,4 +342,4 @@ def test_celery_checks_pass_from_the_head_node(broker, worker):
         "celery.resilience",
     }
     # the broker restart of celery.resilience left the units running
-    assert broker.service("clusterforge-redis").is_running and worker.service("celery-worker").is_running
+    assert broker.service("rabbitmq-server").is_running and worker.service("celery-worker").is_running

@@ -95,6 +95,10 @@ def test_services_run_under_their_own_system_account(host):
         assert pid.isdigit() and pid != "0", unit
         assert host.run("ps -o user= -p %s", pid).stdout.strip() == "dask"
         assert "bin/dask" in host.file(f"/proc/{pid}/cmdline").content_string
+        # workers carry the pipeline group (its work directory is 3770); the account itself does not
+        groups = host.run("ps -o supgrp= -p %s", pid).stdout.strip().split(",")
+        assert ("clusterforge-pipeline" in groups) is not is_head(host), (unit, groups)
+    assert "clusterforge-pipeline" not in host.user("dask").groups
 
 
 def test_every_listening_socket_of_dask_is_on_the_cluster_address(host):
