@@ -33,6 +33,15 @@ def pipeline_expectation(spec: Spec, backends: dict[str, str] | None) -> dict[st
     }
 
 
+def pipeline_spec(ctx: CheckContext, settings: dict[str, Any]) -> Spec:
+    """The run's Spec from the check's parameters, with at least one file per host that must process
+    files (the Dask back end deals files to the workers host by host): a larger cluster than
+    ``files`` still has every worker take part."""
+    workers = settings.get("pipeline_workers") or []
+    files = max(ctx.params.files, len(workers))
+    return Spec(files=files, mib=ctx.params.mib, seed=ctx.params.seed)
+
+
 def judge_pipeline(
     ctx: CheckContext, spec: Spec, result: Any, settings: dict[str, Any], details: dict[str, Any]
 ) -> Iterator[Result]:

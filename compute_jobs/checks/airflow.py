@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from clusterforge_pipeline.spec import FANOUT_LOG_MARKER, Spec, fanout_total, range_sum
-from compute_jobs.checks._pipeline import judge_pipeline
+from clusterforge_pipeline.spec import FANOUT_LOG_MARKER, fanout_total, range_sum
+from compute_jobs.checks._pipeline import judge_pipeline, pipeline_spec
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
 from compute_jobs.remote import run_on
@@ -366,7 +366,7 @@ class AirflowPipeline(Check):
     def run(self, ctx: CheckContext) -> Iterator[Result]:
         settings = engine_settings(ctx)
         dag_id = settings.get("pipeline_dag", PIPELINE_DAG)
-        spec = Spec(files=ctx.params.files, mib=ctx.params.mib, seed=ctx.params.seed)
+        spec = pipeline_spec(ctx, settings)
         api = connect(ctx)
         run, tis = run_dag(ctx, api, dag_id, spec.to_dict(), ctx.params.poll)
         details: dict[str, Any] = {"dag_id": dag_id, "run_id": run["dag_run_id"], "spec": spec.to_dict()}
@@ -462,7 +462,7 @@ class AirflowResilience(Check):
                 f"{ctx.cluster.source}: engines.airflow has no restart_commands ({RESTART_HINT})"
             )
         dag_id = settings.get("pipeline_dag", PIPELINE_DAG)
-        spec = Spec(files=ctx.params.files, mib=ctx.params.mib, seed=ctx.params.seed)
+        spec = pipeline_spec(ctx, settings)
         api = connect(ctx)
         api.unpause(dag_id)
         run_id = api.trigger(dag_id, spec.to_dict())["dag_run_id"]

@@ -26,8 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from clusterforge_pipeline.orchestrate import parse_output
-from clusterforge_pipeline.spec import Spec
-from compute_jobs.checks._pipeline import judge_pipeline
+from compute_jobs.checks._pipeline import judge_pipeline, pipeline_spec
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Param, Result, register
 from compute_jobs.transport import Transport, https_transport, urllib_transport
@@ -118,7 +117,7 @@ class LuigiPipeline(Check):
         for key in ("endpoint", "client_config", "pipeline_config", "python"):
             if not settings.get(key):
                 raise CheckError(f"{ctx.cluster.source}: engines.luigi needs {key}")
-        spec = Spec(files=ctx.params.files, mib=ctx.params.mib, seed=ctx.params.seed)
+        spec = pipeline_spec(ctx, settings)
         base, auth = split_credentials(scheduler_url(settings["client_config"]))
         transport, ca_file = self.transport, str(settings.get("ca_file") or "")
         if settings["endpoint"].startswith("https://"):

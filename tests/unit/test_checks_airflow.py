@@ -315,6 +315,15 @@ def test_a_wrong_sum_in_a_task_log_fails_the_logs(fake, cluster):
     assert logs.status == FAIL and all(v.startswith("a wrong sum in the log") for v in logs.observed.values())
 
 
+def test_the_pipeline_makes_at_least_one_file_per_worker_host(fake, cluster):
+    """With more worker hosts than ``files`` each still gets a file to process (placement can pass)."""
+    workers = ["b", "c", "d"]
+    fake.workers = workers
+    results = run(cluster(expected_workers=workers, pipeline_workers=workers), ["airflow.pipeline"])
+    assert results["airflow.pipeline"].details["spec"]["files"] == 3  # smoke parameters: files=2
+    assert results["airflow.pipeline.placement"].status == PASS
+
+
 def test_k_is_raised_to_the_number_of_workers(fake, cluster):
     results = run(cluster(expected_workers=["b", "c", "d"]), ["airflow.dag_run"])
     assert results["airflow.dag_run"].details["k"] == 3
