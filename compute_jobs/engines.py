@@ -101,6 +101,8 @@ class Airflow:
     restart_commands: dict[str, list[str]] = field(default_factory=dict)
     # Port of the Celery workers' log servers, on their cluster addresses (0: none, LocalExecutor).
     log_server_port: int = 0
+    # Whether they serve HTTPS (certificates from the cluster CA, ca_file) or plain HTTP.
+    log_server_tls: bool = False
 
 
 @dataclass(frozen=True)

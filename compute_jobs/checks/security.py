@@ -277,6 +277,10 @@ def tls_doors(ctx: CheckContext, gateway_ca: str) -> list[TlsDoor]:
         if parsed.scheme not in ("tls", "https") or not parsed.hostname:
             continue
         doors.append(TlsDoor(endpoint.certificate, parsed.hostname, parsed.port or 443, ca_file))
+    # The Airflow workers' log servers present the workers' certificates from the cluster CA.
+    for service, host, port, tls in airflow_log_servers(ctx):
+        if tls:
+            doors.append(TlsDoor(service, host, port, gateway_ca))
     return doors
 
 
@@ -448,13 +452,10 @@ def engine_doors(ctx: CheckContext) -> list[Door]:
                 doors.append(Door(f"{job}-exporter@{node}", "tls", str(target)))
     # Each Airflow Celery worker's log server (on the worker's cluster address) serves a task's log
     # only to a request signed with the deployment's JWT secret.
-    airflow = ctx.cluster.engines.get("airflow") or {}
-    log_port = int(airflow.get("log_server_port") or 0)
-    for worker in airflow.get("expected_workers") or [] if log_port else []:
-        host = ctx.cluster.host(str(worker))
-        if host is not None:
-            url = f"http://{host.address}:{log_port}/log/clusterforge-probe.log"
-            doors.append(Door(f"airflow-log-server@{worker}", "http", url))
+    for service, host, port, tls in airflow_log_servers(ctx):
+        netloc = f"[{host}]" if ":" in host else host
+        url = f"{'https' if tls else 'http'}://{netloc}:{port}/log/clusterforge-probe.log"
+        doors.append(Door(service, "http", url))
     # The Managers cluster's server asks every client for the authkey (HMAC challenge).
     manager = str((ctx.cluster.engines.get("mpmanager") or {}).get("address") or "")
     if manager:
@@ -464,6 +465,21 @@ def engine_doors(ctx: CheckContext) -> list[Door]:
     if broker:
         doors.append(broker)
     return doors
+
+
+def airflow_log_servers(ctx: CheckContext) -> list[tuple[str, str, int, bool]]:
+    """(door name, address, port, serves TLS) of each Airflow Celery worker's log server."""
+    airflow = ctx.cluster.engines.get("airflow") or {}
+    port = int(airflow.get("log_server_port") or 0)
+    if not port:
+        return []
+    servers = []
+    for worker in airflow.get("expected_workers") or []:
+        host = ctx.cluster.host(str(worker))
+        if host is not None:
+            tls = bool(airflow.get("log_server_tls"))
+            servers.append((f"airflow-log-server@{worker}", host.address, port, tls))
+    return servers
 
 
 def celery_broker(config: str) -> Door | None:

@@ -18,7 +18,7 @@ import pytest
 from checkrun import run_checks
 
 from compute_jobs.checks import load_all, security
-from compute_jobs.model import FAIL, PASS, SKIP, Registry, Result, registry
+from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Registry, Result, registry
 from compute_jobs.runner import RunConfig, Runner
 
 load_all()
@@ -541,6 +541,55 @@ def test_each_airflow_workers_log_server_is_a_door_that_must_refuse(cj_cluster, 
         cj_cluster(hosts, engines={"airflow": {"expected_workers": ["b"]}}), ["security.anonymous"]
     )
     assert [r.status for r in none.values()] == [SKIP]
+
+
+def _log_server_cluster(cj_cluster, port: int, tls: bool) -> Any:
+    hosts = [
+        {"name": name, "address": "127.0.0.1", "groups": groups, "cores": 1, "memory_mb": 16}
+        for name, groups in (("a", ["head"]), ("b", ["workers"]))
+    ]
+    airflow = {"log_server_port": port, "log_server_tls": tls, "expected_workers": ["b"]}
+    return cj_cluster(hosts, engines={"airflow": airflow})
+
+
+def test_a_log_server_over_tls_is_knocked_with_https_and_must_speak_it(cj_cluster, tmp_path, loopback):
+    """With log_server_tls the door is https://: a 403 inside TLS PASSes; a log server that answers
+    plain HTTP where TLS is declared cannot be knocked at (ERROR, never PASS)."""
+    handler = type("Handler", (_Http,), {"status": 403})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = _server_context(tmp_path, "logs").wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    loopback.callback(server.server_close)
+    loopback.callback(server.shutdown)
+    name = "security.anonymous[airflow-log-server@b]"
+    knocked = run_checks(
+        _log_server_cluster(cj_cluster, server.server_address[1], True), ["security.anonymous"]
+    )
+    assert knocked[name].status == PASS, knocked[name].reason
+    assert knocked[name].details["door"].startswith("https://127.0.0.1:")
+
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    loopback.callback(plain.server_close)
+    loopback.callback(plain.shutdown)
+    mismatch = run_checks(
+        _log_server_cluster(cj_cluster, plain.server_address[1], True), ["security.anonymous"]
+    )
+    assert mismatch[name].status == ERROR, mismatch[name].observed
+
+
+def test_each_log_server_over_tls_is_a_certificate_door_of_the_cluster_ca(cj_cluster, tls_server):
+    port, cluster_ca = tls_server(400, "logs")
+    _, stranger_ca = tls_server(400, "stranger")
+    name = "security.certificates[airflow-log-server@b]"
+    cluster = _log_server_cluster(cj_cluster, port, True)
+    trusted = run_certificates(cluster, overrides={"security.certificates": {"gateway_ca_file": cluster_ca}})
+    assert trusted[name].status == PASS, trusted[name].reason
+    foreign = run_certificates(cluster, overrides={"security.certificates": {"gateway_ca_file": stranger_ca}})
+    assert foreign[name].status == FAIL and "does not verify" in foreign[name].reason
+    assert name not in run_certificates(_log_server_cluster(cj_cluster, port, False)), (
+        "a plain-HTTP log server is no TLS door"
+    )
 
 
 def test_a_tls_door_without_client_certificates_and_an_open_redis_fail(cj_cluster, doors, tmp_path):

@@ -179,6 +179,38 @@ def test_api_is_https_only_with_a_certificate_of_the_cluster_ca(host):
     assert f"execution_api_server_url = https://{address}:8090/execution/" in cfg
 
 
+READ_LOG_URL = textwrap.dedent(
+    """
+    import logging, types
+    from airflow.logging_config import configure_logging
+    configure_logging()
+    handler = next(h for h in logging.getLogger("airflow.task").handlers if h.name == "task")
+    ti = types.SimpleNamespace(hostname="cf-worker-7", triggerer_job=None)
+    print(type(handler).__name__, handler._get_log_retrieval_url(ti, "dag_id=x/attempt=1.log")[0])
+    """
+)
+
+
+def test_the_api_server_reads_the_workers_log_servers_over_https(host):
+    """Airflow's own handler dials http://<worker>:8793; the API server's (the cluster's logging
+    configuration, loaded the way every Airflow process loads it) dials https:// and trusts the
+    cluster CA only."""
+    env = "AIRFLOW_HOME=/var/lib/airflow AIRFLOW_CONFIG=/etc/clusterforge/airflow/airflow.cfg"
+    probe = host.run(
+        "cd /tmp && runuser -u airflow -- env %s /opt/clusterforge/airflow-venv/bin/python -c %s",
+        env,
+        READ_LOG_URL,
+    )
+    assert probe.rc == 0, probe.stderr
+    # Airflow logs (to stdout) that it loaded a logging configuration of the user's: the last line is ours.
+    assert probe.stdout.strip().splitlines()[-1].split() == [
+        "HttpsServedLogsTaskHandler",
+        "https://cf-worker-7:8793/log/dag_id=x/attempt=1.log",
+    ]
+    unit = host.run("systemctl show -p Environment airflow-api-server").stdout
+    assert "REQUESTS_CA_BUNDLE=/etc/clusterforge/tls/ca.crt" in unit
+
+
 def test_api_refuses_anonymous_and_wrong_passwords(host):
     address = host.interface.default().addresses[0]
     anonymous = host.run(CURL + "https://%s:8090/api/v2/dags", address)
