@@ -195,10 +195,10 @@ def test_the_api_server_reads_the_workers_log_servers_over_https(host):
     """Airflow's own handler dials http://<worker>:8793; the API server's (the cluster's logging
     configuration, loaded the way every Airflow process loads it) dials https:// and trusts the
     cluster CA only."""
-    env = "AIRFLOW_HOME=/var/lib/airflow AIRFLOW_CONFIG=/etc/clusterforge/airflow/airflow.cfg"
     probe = host.run(
-        "cd /tmp && runuser -u airflow -- env %s /opt/clusterforge/airflow-venv/bin/python -c %s",
-        env,
+        "cd /tmp && runuser -u airflow -- env AIRFLOW_HOME=/var/lib/airflow"
+        " AIRFLOW_CONFIG=/etc/clusterforge/airflow/airflow.cfg"
+        " /opt/clusterforge/airflow-venv/bin/python -c %s",
         READ_LOG_URL,
     )
     assert probe.rc == 0, probe.stderr
