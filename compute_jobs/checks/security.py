@@ -473,11 +473,11 @@ def airflow_log_servers(ctx: CheckContext) -> list[tuple[str, str, int, bool]]:
     port = int(airflow.get("log_server_port") or 0)
     if not port:
         return []
+    tls = bool(airflow.get("log_server_tls"))
     servers = []
     for worker in airflow.get("expected_workers") or []:
         host = ctx.cluster.host(str(worker))
         if host is not None:
-            tls = bool(airflow.get("log_server_tls"))
             servers.append((f"airflow-log-server@{worker}", host.address, port, tls))
     return servers
 

@@ -323,13 +323,15 @@ def doors(tmp_path, loopback):
     """Factory of loopback doors: http (answering ``status``), redis (``reply``), tls (``client_cert``)."""
     names = itertools.count()
 
-    def http_door(status: int) -> str:
+    def http_door(status: int, tls: ssl.SSLContext | None = None) -> str:
         handler = type("Handler", (_Http,), {"status": status})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         loopback.callback(server.server_close)
         loopback.callback(server.shutdown)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
 
     def redis_door(reply: bytes) -> str:
         return security.serve_tcp(lambda conn: (conn.recv(64), conn.sendall(reply)), loopback)
@@ -520,74 +522,56 @@ def test_every_door_refuses_a_stranger_and_an_open_one_is_named(cj_cluster, door
     assert results["security.anonymous[redis-broker]"].observed == "refused (-NOAUTH)"
 
 
+def _log_server_cluster(cj_cluster, **airflow: Any) -> Any:
+    """A head node ``a`` and a worker ``b`` running an Airflow Celery worker; ``airflow``: engines.airflow."""
+    hosts = [
+        {"name": name, "address": "127.0.0.1", "groups": groups, "cores": 1, "memory_mb": 16}
+        for name, groups in (("a", ["head"]), ("b", ["workers"]))
+    ]
+    return cj_cluster(hosts, engines={"airflow": {"expected_workers": ["b"], **airflow}})
+
+
 @pytest.mark.parametrize(("status", "verdict"), [(403, PASS), (401, PASS), (200, FAIL), (404, FAIL)])
 def test_each_airflow_workers_log_server_is_a_door_that_must_refuse(cj_cluster, doors, status, verdict):
     """The log server of every expected worker (its cluster address, log_server_port) is knocked at:
     Airflow answers a request without a signed token with 403."""
     door = doors["http"](status)
     port = int(door.rsplit(":", 1)[1])
-    hosts = [
-        {"name": name, "address": "127.0.0.1", "groups": groups, "cores": 1, "memory_mb": 16}
-        for name, groups in (("a", ["head"]), ("b", ["workers"]))
-    ]
-    engines = {"airflow": {"log_server_port": port, "expected_workers": ["b"]}}
-    results = run_checks(cj_cluster(hosts, engines=engines), ["security.anonymous"])
+    results = run_checks(_log_server_cluster(cj_cluster, log_server_port=port), ["security.anonymous"])
     assert set(results) == {"security.anonymous[airflow-log-server@b]"}
     knocked = results["security.anonymous[airflow-log-server@b]"]
     assert knocked.status == verdict, knocked.observed
     assert knocked.details["door"] == f"http://127.0.0.1:{port}/log/clusterforge-probe.log"
     # without a log server port (the LocalExecutor) there is no such door
-    none = run_checks(
-        cj_cluster(hosts, engines={"airflow": {"expected_workers": ["b"]}}), ["security.anonymous"]
-    )
+    none = run_checks(_log_server_cluster(cj_cluster), ["security.anonymous"])
     assert [r.status for r in none.values()] == [SKIP]
 
 
-def _log_server_cluster(cj_cluster, port: int, tls: bool) -> Any:
-    hosts = [
-        {"name": name, "address": "127.0.0.1", "groups": groups, "cores": 1, "memory_mb": 16}
-        for name, groups in (("a", ["head"]), ("b", ["workers"]))
-    ]
-    airflow = {"log_server_port": port, "log_server_tls": tls, "expected_workers": ["b"]}
-    return cj_cluster(hosts, engines={"airflow": airflow})
-
-
-def test_a_log_server_over_tls_is_knocked_with_https_and_must_speak_it(cj_cluster, tmp_path, loopback):
+def test_a_log_server_over_tls_is_knocked_with_https_and_must_speak_it(cj_cluster, doors, tmp_path):
     """With log_server_tls the door is https://: a 403 inside TLS PASSes; a log server that answers
     plain HTTP where TLS is declared cannot be knocked at (ERROR, never PASS)."""
-    handler = type("Handler", (_Http,), {"status": 403})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.socket = _server_context(tmp_path, "logs").wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    loopback.callback(server.server_close)
-    loopback.callback(server.shutdown)
     name = "security.anonymous[airflow-log-server@b]"
-    knocked = run_checks(
-        _log_server_cluster(cj_cluster, server.server_address[1], True), ["security.anonymous"]
-    )
-    assert knocked[name].status == PASS, knocked[name].reason
-    assert knocked[name].details["door"].startswith("https://127.0.0.1:")
-
-    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=plain.serve_forever, daemon=True).start()
-    loopback.callback(plain.server_close)
-    loopback.callback(plain.shutdown)
-    mismatch = run_checks(
-        _log_server_cluster(cj_cluster, plain.server_address[1], True), ["security.anonymous"]
-    )
-    assert mismatch[name].status == ERROR, mismatch[name].observed
+    for door, status in (
+        (doors["http"](403, _server_context(tmp_path, "logs")), PASS),
+        (doors["http"](403), ERROR),
+    ):
+        port = int(door.rsplit(":", 1)[1])
+        cluster = _log_server_cluster(cj_cluster, log_server_port=port, log_server_tls=True)
+        knocked = run_checks(cluster, ["security.anonymous"])[name]
+        assert knocked.status == status, (door, knocked.status, knocked.observed)
+        assert knocked.details["door"].startswith("https://127.0.0.1:")
 
 
 def test_each_log_server_over_tls_is_a_certificate_door_of_the_cluster_ca(cj_cluster, tls_server):
     port, cluster_ca = tls_server(400, "logs")
     _, stranger_ca = tls_server(400, "stranger")
     name = "security.certificates[airflow-log-server@b]"
-    cluster = _log_server_cluster(cj_cluster, port, True)
+    cluster = _log_server_cluster(cj_cluster, log_server_port=port, log_server_tls=True)
     trusted = run_certificates(cluster, overrides={"security.certificates": {"gateway_ca_file": cluster_ca}})
     assert trusted[name].status == PASS, trusted[name].reason
     foreign = run_certificates(cluster, overrides={"security.certificates": {"gateway_ca_file": stranger_ca}})
     assert foreign[name].status == FAIL and "does not verify" in foreign[name].reason
-    assert name not in run_certificates(_log_server_cluster(cj_cluster, port, False)), (
+    assert name not in run_certificates(_log_server_cluster(cj_cluster, log_server_port=port)), (
         "a plain-HTTP log server is no TLS door"
     )
 
