@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +180,33 @@ def secrets_digests(secrets_dir: str | None) -> dict[str, str]:
     return digests
 
 
+def _load_judge() -> Any:
+    """The module's judge(): one rule of the fast path, whether the node or a snapshot is read."""
+    path = ROOT / "plugins/modules/clusterforge_converge_state.py"
+    spec = importlib.util.spec_from_file_location("clusterforge_converge_state_module", path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded.judge
+
+
+judge = _load_judge()
+
+
+def judge_snapshot(
+    snapshot: dict[str, Any], tier: str, inputs: str, secrets: dict[str, str], max_age: int
+) -> dict[str, Any]:
+    """A tier's check from the node's snapshot of this run (mode=snapshot): no second read of the
+    node. The tiers that converged since the snapshot recorded the node's new state, so a drift
+    the snapshot did not see is one they made, as the module would find it."""
+    drifted = list(snapshot.get("drifted") or [])
+    marker = (snapshot.get("markers") or {}).get(tier)
+    fresh, reason = judge(
+        tier, bool(snapshot.get("recorded")), drifted, marker, inputs, secrets, int(max_age), time.time()
+    )
+    return {"changed": False, "fresh": fresh, "reason": reason, "drifted": drifted}
+
+
 def restricted_tags(task_vars: dict[str, Any]) -> str:
     """Why the run's tags keep it from the fast path ("" when they do not)."""
     run_tags = set(task_vars.get("ansible_run_tags") or ["all"])
@@ -193,7 +222,7 @@ def restricted_tags(task_vars: dict[str, Any]) -> str:
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(
-        ("tier", "mode", "paths", "venvs", "units", "ignore", "max_age", "state_dir", "secrets")
+        ("tier", "mode", "paths", "venvs", "units", "ignore", "max_age", "state_dir", "secrets", "snapshot")
     )
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -201,8 +230,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         mode = args.get("mode")
-        if mode not in ("check", "record"):
-            return {**result, "failed": True, "msg": f"mode must be check or record (got {mode!r})"}
+        if mode not in ("check", "record", "snapshot"):
+            return {**result, "failed": True, "msg": f"mode must be check, record or snapshot (got {mode!r})"}
+        snapshot = args.pop("snapshot", None)
         switch = self._templar.template(task_vars.get("cluster_fast_converge", True))
         try:
             enabled = boolean(switch, strict=True)
@@ -215,6 +245,9 @@ class ActionModule(ActionBase):
             return {**result, "changed": False, "fresh": False, "reason": reason, "drifted": []}
         if mode == "record" and (tags or self._task.check_mode):
             reason = tags or "check mode records nothing"
+            return {**result, "changed": False, "skipped": True, "skip_reason": reason}
+        if mode == "snapshot" and (tags or not enabled):
+            reason = tags or "cluster_fast_converge is off"
             return {**result, "changed": False, "skipped": True, "skip_reason": reason}
         secrets = task_vars.get("cluster_secrets_dir")
         secrets_dir = self._templar.template(secrets) if secrets else None
@@ -229,9 +262,14 @@ class ActionModule(ActionBase):
         args.setdefault(
             "max_age", self._templar.template(task_vars.get("cluster_fast_converge_max_age", 86400))
         )
-        outcome = self._execute_module(
-            module_name="clusterforge_converge_state", module_args=args, task_vars=task_vars
-        )
+        if mode == "check" and isinstance(snapshot, dict) and "markers" in snapshot:
+            outcome = judge_snapshot(
+                snapshot, str(args.get("tier")), args["inputs"], args["secrets"], args["max_age"]
+            )
+        else:
+            outcome = self._execute_module(
+                module_name="clusterforge_converge_state", module_args=args, task_vars=task_vars
+            )
         if mode == "check" and outcome.get("fresh") is False:
             host = task_vars.get("inventory_hostname", "?")
             display.display(f"{host}: the {args.get('tier')} tier converges: {outcome.get('reason', '')}")

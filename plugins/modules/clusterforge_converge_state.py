@@ -30,18 +30,22 @@ description:
     and the node has not drifted.
   - C(mode=record) writes the tier's marker and the node's state. This is bookkeeping of the
     converge that just ran, never reported as a change.
+  - C(mode=snapshot) reads the node once for every tier (whether a converge was recorded, how the
+    node drifted, dropping every marker then as C(check) does, and the marker of each tier). A
+    site-wide run takes it before its first tier; the action plugin then judges each tier's
+    C(check) from it on the controller instead of reading the node again.
   - Normally called through the action plugin of the same name, which computes I(inputs) on the
     controller.
 options:
   tier:
-    description: Tier name (lower-case letters, digits, C(_)).
+    description: Tier name (lower-case letters, digits, C(_)); not used by C(snapshot).
     type: str
-    required: true
+    default: ""
   mode:
-    description: C(check) or C(record).
+    description: C(check), C(record) or C(snapshot).
     type: str
     required: true
-    choices: [check, record]
+    choices: [check, record, snapshot]
   inputs:
     description: Digest of what the tier converges from (project files, inventory, extra vars).
     type: str
@@ -116,6 +120,14 @@ drifted:
       and whether it changed, is new or is gone.
   returned: always
   type: list
+recorded:
+  description: Whether a converge was ever recorded on this node (snapshot).
+  returned: when mode is snapshot
+  type: bool
+markers:
+  description: Each tier's marker (inputs, secrets, at) that survived the comparison (snapshot).
+  returned: when mode is snapshot
+  type: dict
 """
 
 TIER = re.compile(r"[a-z][a-z0-9_]*")
@@ -253,11 +265,41 @@ def write_json(module: AnsibleModule, path: str, data: dict[str, Any]) -> None:
     os.chmod(path, 0o600)
 
 
+def judge(
+    tier: str,
+    recorded: bool,
+    drifted: list[str],
+    marker: dict[str, Any] | None,
+    inputs: str,
+    secrets: dict[str, str],
+    max_age: int,
+    now: float,
+) -> tuple[bool, str]:
+    """Whether TIER may skip its converge on a node, and why not: the one rule of the fast path,
+    applied by the module (check) and by the action plugin to a snapshot."""
+    if not recorded:
+        return False, "no converge recorded on this node"
+    if drifted:
+        return False, f"the node changed since the last converge ({drifted[0]}, ...)"
+    if marker is None:
+        return False, f"no converge of the {tier} tier recorded since the node changed"
+    if marker.get("inputs") != inputs:
+        return False, "its inputs changed (project files, inventory or extra vars)"
+    changed = sorted(
+        name for name, digest in (marker.get("secrets") or {}).items() if secrets.get(name) != digest
+    )
+    if changed:
+        return False, f"a secret it converged with changed or vanished ({changed[0]})"
+    if not 0 <= now - float(marker.get("at") or 0) <= max_age:
+        return False, f"its last full converge here is more than {max_age} s old"
+    return True, ""
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "tier": {"type": "str", "required": True},
-            "mode": {"type": "str", "required": True, "choices": ["check", "record"]},
+            "tier": {"type": "str", "default": ""},
+            "mode": {"type": "str", "required": True, "choices": ["check", "record", "snapshot"]},
             "inputs": {"type": "str", "required": True},
             "secrets": {"type": "dict", "default": {}},
             "paths": {"type": "list", "elements": "path", "required": True},
@@ -270,7 +312,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    if not TIER.fullmatch(p["tier"]):
+    if p["mode"] != "snapshot" and not TIER.fullmatch(p["tier"]):
         module.fail_json(msg=f"tier {p['tier']!r}: use lower-case letters, digits and _")
     state_dir = p["state_dir"]
     node_file = os.path.join(state_dir, "node.json")
@@ -287,28 +329,30 @@ def main() -> None:
 
     recorded = read_json(node_file)
     drifted = differences(recorded.get("state") or {}, now) if recorded else []
-    if recorded is None:
-        fresh, reason = False, "no converge recorded on this node"
-    elif drifted:
-        fresh, reason = False, f"the node changed since the last converge ({drifted[0]}, ...)"
-        if not module.check_mode:  # every tier converges here in this run
-            for name in os.listdir(state_dir):
-                if name.endswith(".json") and name != "node.json":
-                    os.unlink(os.path.join(state_dir, name))
-    else:
-        marker = read_json(marker_file)
-        if marker is None:
-            fresh, reason = False, f"no converge of the {p['tier']} tier recorded since the node changed"
-        elif marker.get("inputs") != p["inputs"]:
-            fresh, reason = False, "its inputs changed (project files, inventory or extra vars)"
-        elif changed_secrets := sorted(
-            name for name, digest in (marker.get("secrets") or {}).items() if p["secrets"].get(name) != digest
-        ):
-            fresh, reason = False, f"a secret it converged with changed or vanished ({changed_secrets[0]})"
-        elif not 0 <= time.time() - float(marker.get("at") or 0) <= p["max_age"]:
-            fresh, reason = False, f"its last full converge here is more than {p['max_age']} s old"
-        else:
-            fresh, reason = True, ""
+    if drifted and not module.check_mode:  # every tier converges here in this run
+        for name in os.listdir(state_dir):
+            if name.endswith(".json") and name != "node.json":
+                os.unlink(os.path.join(state_dir, name))
+    if p["mode"] == "snapshot":
+        markers = {}
+        if recorded is not None and not drifted:
+            for name in sorted(os.listdir(state_dir)):
+                if name.endswith(".json") and name != "node.json" and TIER.fullmatch(name[:-5]):
+                    marker = read_json(os.path.join(state_dir, name))
+                    if marker is not None:
+                        markers[name[:-5]] = marker
+        module.exit_json(
+            changed=False,
+            fresh=False,
+            reason="",
+            drifted=drifted,
+            recorded=recorded is not None,
+            markers=markers,
+        )
+    marker = read_json(marker_file) if recorded is not None and not drifted else None
+    fresh, reason = judge(
+        p["tier"], recorded is not None, drifted, marker, p["inputs"], p["secrets"], p["max_age"], time.time()
+    )
     module.exit_json(changed=False, fresh=fresh, reason=reason, drifted=drifted)
 
 

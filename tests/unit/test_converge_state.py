@@ -102,6 +102,28 @@ def test_check_mode_reports_drift_and_keeps_the_markers(tmp_path, etc):
     assert str(etc / "dask/new.yaml") not in recorded
 
 
+def test_a_snapshot_reads_the_node_once_for_every_tier(tmp_path, etc):
+    first = module(tmp_path, mode="snapshot")
+    assert (first["recorded"], first["markers"], first["drifted"]) == (False, {}, [])
+    module(tmp_path, mode="record")
+    module(tmp_path, mode="record", tier="spark", inputs="digest-2", secrets={"ca/ca.crt": "d1"})
+    snapshot = module(tmp_path, mode="snapshot")
+    assert (snapshot["recorded"], snapshot["drifted"]) == (True, [])
+    assert {tier: m["inputs"] for tier, m in snapshot["markers"].items()} == {
+        "dask": "digest-1",
+        "spark": "digest-2",
+    }
+    assert snapshot["markers"]["spark"]["secrets"] == {"ca/ca.crt": "d1"}
+    config = etc / "dask/scheduler.yaml"
+    config.write_text("a: 3 # edited by hand\n")
+    os.utime(config, ns=(1, 1))
+    seen = module(tmp_path, check_mode=True, mode="snapshot")
+    assert (seen["drifted"], seen["markers"]) == ([f"{config}: changed"], {})
+    assert (tmp_path / "state/dask.json").exists()  # check mode drops nothing
+    module(tmp_path, mode="snapshot")  # every tier converges here in this run
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["node.json"]
+
+
 def test_a_removed_distribution_of_a_venv_is_drift(tmp_path, etc):
     site = tmp_path / "venv/lib/python3.13/site-packages"
     (site / "dask-2026.8.0.dist-info").mkdir(parents=True)
@@ -146,6 +168,26 @@ PLAYBOOK = """
         units: []
         state_dir: "{{ state }}"
       when: lookup('env', 'CF_TEST_ACTION') == 'record'
+    - name: Snapshot
+      clusterforge_converge_state:
+        mode: snapshot
+        paths: ["{{ etc }}"]
+        units: []
+        state_dir: "{{ state }}"
+      register: __cf_tier_snapshot
+      when: lookup('env', 'CF_TEST_ACTION') == 'snapshot'
+    - name: Change the node after the snapshot (as a tier converging in between does)
+      ansible.builtin.copy:
+        content: "late\n"
+        dest: "{{ etc }}/dask/late.yaml"
+        mode: "0644"
+      when: lookup('env', 'CF_TEST_LATE') == 'node'
+    - name: Change a secret after the snapshot
+      ansible.builtin.copy:
+        content: "late\n"
+        dest: "{{ cluster_secrets_dir }}/broker_password"
+        mode: "0600"
+      when: lookup('env', 'CF_TEST_LATE') == 'secret'
     - name: Check
       clusterforge_converge_state:
         tier: dask
@@ -153,19 +195,21 @@ PLAYBOOK = """
         paths: ["{{ etc }}"]
         units: []
         state_dir: "{{ state }}"
+        snapshot: "{{ __cf_tier_snapshot | default(omit) }}"
       register: answer
-      when: lookup('env', 'CF_TEST_ACTION') == 'check'
+      when: lookup('env', 'CF_TEST_ACTION') in ['check', 'snapshot']
     - name: Keep the answer
       ansible.builtin.copy:
         content: "{{ answer | to_json }}"
         dest: "{{ out }}"
         mode: "0600"
-      when: lookup('env', 'CF_TEST_ACTION') == 'check'
+      when: lookup('env', 'CF_TEST_ACTION') in ['check', 'snapshot']
 """
 
 
-def playbook(tmp_path: Path, action: str, *args: str) -> dict[str, Any]:
-    """Run the action plugin once on localhost (ACTION record or check); the check's answer."""
+def playbook(tmp_path: Path, action: str, *args: str, late: str = "") -> dict[str, Any]:
+    """Run the action plugin once on localhost (ACTION record, check, or snapshot: the check judged
+    from a snapshot; LATE: node or secret, changed after the snapshot); the check's answer."""
     (tmp_path / "play.yml").write_text(PLAYBOOK)
     inventory = tmp_path / "inventory/hosts.yml"
     if not inventory.exists():
@@ -178,6 +222,7 @@ def playbook(tmp_path: Path, action: str, *args: str) -> dict[str, Any]:
     extra["cluster_secrets_dir"] = str(tmp_path / "secrets")
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
     env["CF_TEST_ACTION"] = action  # not an extra var: those are inputs
+    env["CF_TEST_LATE"] = late
     command = [
         *ISOLATED,
         str(ROOT / ".venv/bin/ansible-playbook"),
@@ -194,7 +239,7 @@ def playbook(tmp_path: Path, action: str, *args: str) -> dict[str, Any]:
         timeout=180,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    return json.loads(out.read_text()) if action == "check" else {}
+    return json.loads(out.read_text()) if action in ("check", "snapshot") else {}
 
 
 def test_the_action_digests_extra_vars_secrets_and_the_inventory(tmp_path, etc):
@@ -231,6 +276,29 @@ def test_the_action_digests_extra_vars_secrets_and_the_inventory(tmp_path, etc):
     (tmp_path / "inventory/group_vars").mkdir()
     (tmp_path / "inventory/group_vars/all.yml").write_text("dask_worker_nthreads: 2\n")
     assert "inputs changed" in playbook(tmp_path, "check")["reason"]
+
+
+def test_a_site_run_judges_each_tier_from_one_snapshot_of_the_node(tmp_path, etc):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets/broker_password").write_text("one\n")
+    playbook(tmp_path, "record")
+    # The node is read once, at the snapshot: what changes on it later in the run is what the tiers
+    # converging in between change, and they record it. A check that reads the node sees the change.
+    assert playbook(tmp_path, "snapshot", late="node")["fresh"] is True
+    assert "the node changed" in playbook(tmp_path, "check")["reason"]
+    playbook(tmp_path, "record")
+    # Secrets (and inputs) are compared when the tier's turn comes, as without a snapshot.
+    secret = playbook(tmp_path, "snapshot", late="secret")
+    assert (secret["fresh"], secret["reason"]) == (
+        False,
+        "a secret it converged with changed or vanished (broker_password)",
+    )
+    # A node that drifted before the snapshot: every tier converges.
+    playbook(tmp_path, "record")
+    (etc / "dask/scheduler.yaml").write_text("a: 4 # edited by hand\n")
+    os.utime(etc / "dask/scheduler.yaml", ns=(1, 1))
+    drifted = playbook(tmp_path, "snapshot")
+    assert drifted["fresh"] is False and drifted["drifted"] == [f"{etc / 'dask/scheduler.yaml'}: changed"]
 
 
 def test_the_action_rejects_a_switch_that_is_not_a_boolean(tmp_path, etc):
