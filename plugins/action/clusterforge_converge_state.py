@@ -270,6 +270,14 @@ class ActionModule(ActionBase):
             outcome = self._execute_module(
                 module_name="clusterforge_converge_state", module_args=args, task_vars=task_vars
             )
+        if mode == "snapshot" and not outcome.get("failed"):
+            # Each tier judged now, with this run's inputs and secrets: a tier fresh on every host
+            # needs no comparison of its own unless a tier before it converges (clusterforge_compare_hosts).
+            outcome["fresh_tiers"] = sorted(
+                tier
+                for tier in outcome.get("markers") or {}
+                if judge_snapshot(outcome, tier, args["inputs"], args["secrets"], args["max_age"])["fresh"]
+            )
         if mode == "check" and outcome.get("fresh") is False:
             host = task_vars.get("inventory_hostname", "?")
             display.display(f"{host}: the {args.get('tier')} tier converges: {outcome.get('reason', '')}")

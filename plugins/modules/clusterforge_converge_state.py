@@ -108,11 +108,11 @@ EXAMPLES = r"""
 RETURN = r"""
 fresh:
   description: The tier converged here with these inputs and the node has not changed since (check).
-  returned: always
+  returned: when mode is check or record
   type: bool
 reason:
   description: Why the tier is not fresh, in words ("" when it is).
-  returned: always
+  returned: when mode is check or record
   type: str
 drifted:
   description:
@@ -341,14 +341,7 @@ def main() -> None:
                     marker = read_json(os.path.join(state_dir, name))
                     if marker is not None:
                         markers[name[:-5]] = marker
-        module.exit_json(
-            changed=False,
-            fresh=False,
-            reason="",
-            drifted=drifted,
-            recorded=recorded is not None,
-            markers=markers,
-        )
+        module.exit_json(changed=False, drifted=drifted, recorded=recorded is not None, markers=markers)
     marker = read_json(marker_file) if recorded is not None and not drifted else None
     fresh, reason = judge(
         p["tier"], recorded is not None, drifted, marker, p["inputs"], p["secrets"], p["max_age"], time.time()

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "plugins/modules/clusterforge_converge_state.py"
 sys.path.insert(0, str(ROOT / "plugins/filter"))
-from converge_hosts import clusterforge_converge_hosts  # noqa: E402
+from converge_hosts import clusterforge_compare_hosts, clusterforge_converge_hosts  # noqa: E402
 
 # The node's state includes its IPv4 addresses: on a host where containers' networks come and go
 # (the molecule scenarios beside these tests), each run sees a network namespace of its own.
@@ -156,6 +156,23 @@ def test_the_tier_plays_match_no_host_unless_the_tier_converges():
     assert clusterforge_converge_hosts("spark_workers", "spark", groups) == []
 
 
+def test_a_tier_the_snapshot_found_unchanged_everywhere_needs_no_comparison():
+    groups = {"all": ["a", "b", "c"], "head": ["a"], "workers": ["b", "c"], "ungrouped": []}
+    fresh = {"fresh_tiers": ["dask", "spark"]}
+    hostvars = {"a": {"__cf_tier_snapshot": fresh}, "b": {"__cf_tier_snapshot": fresh}, "c": {}}
+    # Every host of the pattern (an absent optional group matches nothing, as in Ansible) found it fresh.
+    assert clusterforge_compare_hosts("head:workers:!c:luigi", "dask", groups, hostvars) == []
+    assert clusterforge_compare_hosts("all:&head", "spark", groups, hostvars) == []
+    # A host without a snapshot, a tier it did not find fresh, a pattern not resolved here: compare.
+    assert clusterforge_compare_hosts("all", "dask", groups, hostvars) == "all"
+    assert clusterforge_compare_hosts("head", "celery", groups, hostvars) == "head"
+    assert clusterforge_compare_hosts("work*", "dask", groups, hostvars) == "work*"
+    assert clusterforge_compare_hosts([], "dask", groups, hostvars) == []
+    # A tier converged earlier in this run (it may have changed a secret this one read): compare.
+    converged = {**groups, "cf_converge_common": ["b"]}
+    assert clusterforge_compare_hosts("head", "dask", converged, hostvars) == "head"
+
+
 PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
@@ -175,6 +192,12 @@ PLAYBOOK = """
         units: []
         state_dir: "{{ state }}"
       register: __cf_tier_snapshot
+      when: lookup('env', 'CF_TEST_ACTION') == 'snapshot'
+    - name: Keep the snapshot
+      ansible.builtin.copy:
+        content: "{{ __cf_tier_snapshot | to_json }}"
+        dest: "{{ out | dirname }}/snapshot.json"
+        mode: "0600"
       when: lookup('env', 'CF_TEST_ACTION') == 'snapshot'
     - name: Change the node after the snapshot (as a tier converging in between does)
       ansible.builtin.copy:
@@ -288,6 +311,7 @@ def test_a_site_run_judges_each_tier_from_one_snapshot_of_the_node(tmp_path, etc
     assert "the node changed" in playbook(tmp_path, "check")["reason"]
     playbook(tmp_path, "record")
     # Secrets (and inputs) are compared when the tier's turn comes, as without a snapshot.
+    assert json.loads((tmp_path / "snapshot.json").read_text())["fresh_tiers"] == ["dask"]
     secret = playbook(tmp_path, "snapshot", late="secret")
     assert (secret["fresh"], secret["reason"]) == (
         False,
