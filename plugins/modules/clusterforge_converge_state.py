@@ -265,6 +265,11 @@ def write_json(module: AnsibleModule, path: str, data: dict[str, Any]) -> None:
     os.chmod(path, 0o600)
 
 
+def marker_names(state_dir: str) -> list[str]:
+    """The tier markers kept in STATE_DIR (every JSON file but the node's state)."""
+    return sorted(name for name in os.listdir(state_dir) if name.endswith(".json") and name != "node.json")
+
+
 def judge(
     tier: str,
     recorded: bool,
@@ -330,17 +335,15 @@ def main() -> None:
     recorded = read_json(node_file)
     drifted = differences(recorded.get("state") or {}, now) if recorded else []
     if drifted and not module.check_mode:  # every tier converges here in this run
-        for name in os.listdir(state_dir):
-            if name.endswith(".json") and name != "node.json":
-                os.unlink(os.path.join(state_dir, name))
+        for name in marker_names(state_dir):
+            os.unlink(os.path.join(state_dir, name))
     if p["mode"] == "snapshot":
         markers = {}
         if recorded is not None and not drifted:
-            for name in sorted(os.listdir(state_dir)):
-                if name.endswith(".json") and name != "node.json" and TIER.fullmatch(name[:-5]):
-                    marker = read_json(os.path.join(state_dir, name))
-                    if marker is not None:
-                        markers[name[:-5]] = marker
+            for name in marker_names(state_dir):
+                marker = read_json(os.path.join(state_dir, name)) if TIER.fullmatch(name[:-5]) else None
+                if marker is not None:
+                    markers[name[:-5]] = marker
         module.exit_json(changed=False, drifted=drifted, recorded=recorded is not None, markers=markers)
     marker = read_json(marker_file) if recorded is not None and not drifted else None
     fresh, reason = judge(
