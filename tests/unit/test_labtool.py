@@ -389,3 +389,20 @@ def test_every_scenario_of_the_repository_has_steps():
         lines = done.stdout.splitlines()
         assert lines[0] == "linear destroy" and lines[-1] == "linear destroy", lines
         assert "node converge" in lines and "linear verify" in lines, lines
+
+
+def test_the_molecule_state_directory_is_where_molecule_keeps_it(tmp_path, monkeypatch):
+    """scripts/test clears a scenario's state there instead of running `molecule destroy`: the
+    directory must be the one the pinned molecule itself computes for this checkout."""
+    from molecule import config
+
+    monkeypatch.setenv("ANSIBLE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PATH", f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}")
+    monkeypatch.chdir(ROOT)
+    molecule = config.Config(
+        molecule_file=str(ROOT / "molecule" / "mpi" / "molecule.yml"),
+        args={},
+        command_args={"subcommand": "list"},
+    )
+    assert pathlib.Path(molecule.scenario.ephemeral_directory) == labtool.molecule_state_dir("mpi")
+    assert labtool.molecule_state_dir("mpi").parent == tmp_path / "home" / "tmp"
