@@ -391,18 +391,37 @@ def test_every_scenario_of_the_repository_has_steps():
         assert "node converge" in lines and "linear verify" in lines, lines
 
 
-def test_the_molecule_state_directory_is_where_molecule_keeps_it(tmp_path, monkeypatch):
+def test_the_molecule_state_directory_is_where_molecule_keeps_it(tmp_path):
     """scripts/test clears a scenario's state there instead of running `molecule destroy`: the
-    directory must be the one the pinned molecule itself computes for this checkout."""
-    from molecule import config
-
-    monkeypatch.setenv("ANSIBLE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("PATH", f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}")
-    monkeypatch.chdir(ROOT)
-    molecule = config.Config(
-        molecule_file=str(ROOT / "molecule" / "mpi" / "molecule.yml"),
-        args={},
-        command_args={"subcommand": "list"},
+    directory must be the one the pinned molecule itself computes for this checkout. Molecule runs
+    in a process of its own: importing it sets ANSIBLE_FORCE_COLOR for every later test."""
+    asked = (
+        "import sys\n"
+        "from molecule import config\n"
+        "c = config.Config(molecule_file=sys.argv[1], args={}, command_args={'subcommand': 'list'})\n"
+        "print(c.scenario.ephemeral_directory)\n"
     )
-    assert pathlib.Path(molecule.scenario.ephemeral_directory) == labtool.molecule_state_dir("mpi")
-    assert labtool.molecule_state_dir("mpi").parent == tmp_path / "home" / "tmp"
+    env = {
+        **os.environ,
+        "ANSIBLE_HOME": str(tmp_path / "home"),
+        "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", asked, str(ROOT / "molecule" / "mpi" / "molecule.yml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/labtool.py"), "molecule-state", "mpi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert pathlib.Path(done.stdout.strip().splitlines()[-1]) == pathlib.Path(shown.stdout.strip())
+    assert pathlib.Path(shown.stdout.strip()).parent == tmp_path / "home" / "tmp"
