@@ -207,16 +207,21 @@ def molecule_state_dir(scenario: str, project: pathlib.Path = ROOT) -> pathlib.P
     return home / "tmp" / f"molecule.{checksum(project.name, 4)}.{scenario.replace('/', '--')}"
 
 
+def scenario_file(name: str) -> pathlib.Path:
+    """The molecule.yml of scenario NAME; a clear error when there is none."""
+    path = ROOT / "molecule" / name / "molecule.yml"
+    if not path.is_file():
+        fail(f"no molecule scenario named {name}")
+    return path
+
+
 def cmd_molecule_state(args: argparse.Namespace) -> None:
-    if not (ROOT / "molecule" / args.scenario / "molecule.yml").is_file():
-        fail(f"no molecule scenario named {args.scenario}")
+    scenario_file(args.scenario)
     print(molecule_state_dir(args.scenario))
 
 
 def cmd_molecule_steps(args: argparse.Namespace) -> None:
-    path = ROOT / "molecule" / args.scenario / "molecule.yml"
-    if not path.is_file():
-        fail(f"no molecule scenario named {args.scenario}")
+    path = scenario_file(args.scenario)
     base = yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text()) or {}
     try:
         steps = molecule_steps(base, yaml.safe_load(path.read_text()) or {})
