@@ -6,6 +6,7 @@
     labtool.py molecule-steps SCENARIO
     labtool.py molecule-state SCENARIO
     labtool.py run --inventory FILE --label LABEL [--skip-tags T] [--summary FILE] PLAYBOOK
+    labtool.py cpu-figure --summary FILE [--tier TIER]
     labtool.py judge --report DIR [--expected-skips FILE] [--control]
 
 `judge` reads a verification run's results.jsonl and cluster.json and fails unless the run is what
@@ -16,7 +17,10 @@ a capability it does not declare), and at least one PASS for every engine in clu
 `run` drives ansible-playbook through ansible-runner's event stream and prints one line per play
 (tier, play, hosts, tasks, ok/changed/failed, elapsed), a line for any task that runs long (so a
 hang shows as the task still running), the verification tier's own output verbatim, every failure
-in full, and a per-tier table at the end. The whole log goes to a file.
+in full, and a per-tier table at the end. The whole log goes to a file. Each play and tier also
+gets the host's CPU seconds while it ran (all processes of the machine: on the lab, the controller
+and every node container): a run whose CPU seconds divided by the host's cores come close to its
+wall time was bound by the cores, not by waiting, and no reordering can make it much faster.
 """
 
 from __future__ import annotations
@@ -43,7 +47,27 @@ LOCK = ROOT / "requirements" / "controller.lock"
 VERBATIM_TIERS = {"verify"}
 # A task still running after this many seconds gets a line, and again at each multiple.
 SLOW_TASK_S = 30
-TIER_KEYS = ("plays", "tasks", "changed", "failed", "s")
+# The header Ansible's default callback prints before a task's or handler's first result.
+HEADER = re.compile(r"^(TASK|RUNNING HANDLER) \[.*\] \**$")
+TIER_KEYS = ("plays", "tasks", "changed", "failed", "s", "cpu_s")
+
+
+def host_cpu_s(stat: pathlib.Path = pathlib.Path("/proc/stat")) -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (user, nice, system, irq, softirq,
+    steal: the first line of /proc/stat without idle and iowait; guest time is inside user), or
+    None where there is no /proc/stat."""
+    try:
+        first = stat.read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_delta(start: float | None, end: float | None) -> float:
+    return 0.0 if start is None or end is None else max(0.0, end - start)
 
 
 def fail(message: str) -> None:
@@ -259,6 +283,7 @@ class Play:
     tier: str
     name: str
     started: float
+    cpu_started: float | None = None
     hosts: set[str] = field(default_factory=set)
     tasks: int = 0
     ok: int = 0
@@ -273,6 +298,7 @@ class Progress:
     tiers: dict[str, str]
     log: Any
     start: float = field(default_factory=time.monotonic)
+    cpu_start: float | None = field(default_factory=lambda: host_cpu_s())
     play: Play | None = None
     task: str = ""
     task_started: float = 0.0
@@ -292,12 +318,14 @@ class Progress:
         if play is None:
             return
         took = time.monotonic() - play.started
+        cpu = cpu_delta(play.cpu_started, host_cpu_s())
         tier = self.per_tier.setdefault(play.tier, dict.fromkeys(TIER_KEYS, 0))
-        for key, value in zip(tier, (1, play.tasks, play.changed, play.failed, took), strict=True):
+        for key, value in zip(tier, (1, play.tasks, play.changed, play.failed, took, cpu), strict=True):
             tier[key] += value
         self.say(
             f"{play.tier:<13} {play.name[:40]:<40} {len(play.hosts):>2} hosts {play.tasks:>3} tasks "
-            f"ok={play.ok:<3} changed={play.changed:<3} failed={play.failed:<2} {took:6.1f} s"
+            f"ok={play.ok:<3} changed={play.changed:<3} failed={play.failed:<2} {took:6.1f} s "
+            f"cpu {cpu:6.1f} s"
         )
         self.play = None
 
@@ -315,7 +343,7 @@ class Progress:
         if kind == "playbook_on_play_start":
             self.end_play()
             name = data.get("play", "")
-            self.play = Play(self.tiers.get(name, "-"), name, time.monotonic())
+            self.play = Play(self.tiers.get(name, "-"), name, time.monotonic(), host_cpu_s())
         elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
             self.task, self.task_started, self.warned_at = data.get("task", ""), time.monotonic(), 0
             self.running = set()
@@ -340,7 +368,9 @@ class Progress:
         printed by the clusterforge_progress callback while the suite runs), results with more than
         a status line (the table), and failures."""
         failed = kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors")
-        if failed or (kind == "runner_on_ok" and "\n" in stdout.strip()):
+        # A task's first result carries the task's header ("TASK [...] ***"): not a line of its own.
+        said = [line for line in stdout.splitlines() if line.strip() and not HEADER.match(line)]
+        if failed or (kind == "runner_on_ok" and len(said) > 1):
             print(stdout, flush=True)
         else:
             for line in stdout.splitlines():
@@ -381,13 +411,25 @@ class Progress:
                 self.say(f"  still running after {ran} s: {self.task} on {', '.join(sorted(self.running))}")
 
     def table(self) -> list[str]:
-        lines = [f"{'tier':<14}{'plays':>6}{'tasks':>7}{'changed':>9}{'failed':>8}{'time':>9}"]
+        head = f"{'tier':<14}{'plays':>6}{'tasks':>7}{'changed':>9}{'failed':>8}{'time':>9}{'host CPU':>10}"
+        lines = [head]
         for tier, row in self.per_tier.items():
             lines.append(
                 f"{tier:<14}{int(row['plays']):>6}{int(row['tasks']):>7}{int(row['changed']):>9}"
-                f"{int(row['failed']):>8}{clock(row['s']):>9}"
+                f"{int(row['failed']):>8}{clock(row['s']):>9}{clock(row['cpu_s']):>10}"
             )
         return lines
+
+
+def cpu_figure(wall_s: float, cpu_s: float, cores: int) -> str:
+    """What the cores allowed: CPU seconds / cores is the least wall time this work can take on
+    this host, however it is ordered; wall / that floor near 1 means the run was bound by the cores."""
+    floor = cpu_s / cores
+    ratio = f"{wall_s / floor:.2f}" if floor > 0 else "-"
+    return (
+        f"host CPU {cpu_s:.0f} s in {wall_s:.0f} s on {cores} cores: at least {floor:.0f} s of work for "
+        f"these cores however it is ordered (wall / that floor: {ratio})"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -423,6 +465,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             thread.join(timeout=5)
             progress.tick()
     elapsed = time.monotonic() - progress.start
+    cpu = cpu_delta(progress.cpu_start, host_cpu_s())
     for line in progress.table():
         print(f"    {line}")
     changed = sum(progress.stats.get("changed", {}).values())
@@ -437,13 +480,30 @@ def cmd_run(args: argparse.Namespace) -> None:
         "changed_tasks": progress.changed_tasks,
         "converged_tiers": progress.converged,
         "tiers": progress.per_tier,
+        "host_cpu_s": round(cpu, 1),
+        "cores": os.cpu_count() or 1,
         "log": str(log_path),
     }
     if args.summary:
         pathlib.Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
     progress.say(f"{args.label}: {runner.status} in {elapsed:.1f} s, changed={changed} failed={failed}")
+    if progress.cpu_start is not None:
+        progress.say(f"{args.label}: {cpu_figure(elapsed, cpu, summary['cores'])}")
     if runner.rc != 0:
         fail(f"{args.label} failed (ansible-playbook rc={runner.rc}); full log: {log_path}")
+
+
+def cmd_cpu_figure(args: argparse.Namespace) -> None:
+    """The CPU line of one tier of a `run` summary (or of the whole run)."""
+    summary = json.loads(pathlib.Path(args.summary).read_text())
+    row = summary.get("tiers", {}).get(args.tier) if args.tier else None
+    if args.tier and row is None:
+        fail(f"{args.summary} has no tier {args.tier}")
+    if row:
+        wall, cpu = row["s"], row.get("cpu_s", 0.0)
+    else:
+        wall, cpu = summary["elapsed_s"], summary.get("host_cpu_s", 0.0)
+    print(cpu_figure(wall, cpu, int(summary.get("cores") or 1)))
 
 
 # --- judging a verification run --------------------------------------------------------------
@@ -565,6 +625,10 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("playbook")
     run.add_argument("extra", nargs="*", help="more ansible-playbook arguments (after --)")
     run.set_defaults(func=cmd_run)
+    figure = sub.add_parser("cpu-figure", help="print the host CPU figure of a run summary (or of one tier)")
+    figure.add_argument("--summary", required=True)
+    figure.add_argument("--tier", help="one tier of the run, e.g. verify")
+    figure.set_defaults(func=cmd_cpu_figure)
     judge = sub.add_parser("judge", help="fail unless a verification run is green (or its control held)")
     judge.add_argument("--report", required=True, help="report directory, e.g. reports/latest")
     judge.add_argument("--expected-skips", help="YAML list of {check: GLOB, reason: TEXT, why: TEXT}")

@@ -159,9 +159,15 @@ def test_verification_lines_pass_through_as_they_come(capsys):
     retry = f"FAILED - RETRYING: [cf-lab-1]: Wait for the suite (59 retries left).\n{line}"
     progress.handle(event("runner_retry", host="cf-lab-1", stdout=retry))
     progress.handle(event("runner_on_ok", host="cf-lab-1", res={}, stdout="ok: [cf-lab-1]"))
+    header = "TASK [verify : Record the run description] *************************************"
+    progress.handle(event("runner_on_ok", host="localhost", res={}, stdout=f"\r\n{header}\nok: [localhost]"))
+    table = f'{header}\nok: [cf-lab-1] => {{\n    "msg": "PASS 323  FAIL 0"\n}}'
+    progress.handle(event("runner_on_ok", host="cf-lab-1", res={}, stdout=table))
     out = capsys.readouterr().out
     assert line in out
-    assert "RETRYING" not in out and "ok: [cf-lab-1]" not in out
+    assert "RETRYING" not in out and "ok: [cf-lab-1]\n" not in out
+    assert "ok: [localhost]" not in out  # a task's header and one status line: not shown
+    assert "PASS 323  FAIL 0" in out  # a result with more to say than its status: shown whole
 
 
 def test_a_long_task_is_named_with_its_hosts(capsys, monkeypatch):
@@ -178,6 +184,46 @@ def test_a_long_task_is_named_with_its_hosts(capsys, monkeypatch):
     progress.task_started -= 100
     progress.tick()
     assert "still running" not in capsys.readouterr().out
+
+
+def test_host_cpu_counts_busy_time_without_idle_iowait_or_guest(tmp_path):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 20 30 4000 500 6 7 8 900 90\ncpu0 50 10 15 2000 250 3 3 4 450 45\n")
+    assert labtool.host_cpu_s(stat) == pytest.approx(171 / os.sysconf("SC_CLK_TCK"))
+    assert labtool.host_cpu_s(tmp_path / "absent") is None
+    stat.write_text("intr 1 2 3\n")
+    assert labtool.host_cpu_s(stat) is None
+
+
+def test_each_play_and_tier_gets_the_host_cpu_it_used(capsys, monkeypatch):
+    readings = iter([100.0, 110.0, 135.0, 135.0, 136.5])
+    monkeypatch.setattr(labtool, "host_cpu_s", lambda: next(readings))
+    progress = labtool.Progress({"Run the checks": "verify", "Dask workers": "dask"}, io.StringIO())
+    progress.handle(event("playbook_on_play_start", play="Run the checks"))  # reads 110
+    progress.handle(event("playbook_on_play_start", play="Dask workers"))  # ends at 135, reads 135
+    progress.handle(event("playbook_on_stats"))  # ends at 136.5
+    assert progress.cpu_start == 100.0
+    assert progress.per_tier["verify"]["cpu_s"] == pytest.approx(25.0)
+    assert progress.per_tier["dask"]["cpu_s"] == pytest.approx(1.5)
+    out = capsys.readouterr().out
+    assert "cpu   25.0 s" in out and "cpu    1.5 s" in out
+    assert progress.table()[1].endswith("0:25")
+
+
+def test_the_cpu_figure_names_the_floor_the_cores_allow(tmp_path, capsys):
+    line = labtool.cpu_figure(600.0, 1000.0, 2)
+    assert "host CPU 1000 s in 600 s on 2 cores" in line and "at least 500 s" in line and "1.20" in line
+    summary = tmp_path / "converge.json"
+    tiers = {"verify": {"plays": 5, "tasks": 9, "changed": 0, "failed": 0, "s": 300.0, "cpu_s": 450.0}}
+    summary.write_text(json.dumps({"elapsed_s": 900.0, "host_cpu_s": 1500.0, "cores": 2, "tiers": tiers}))
+    labtool.main(["cpu-figure", "--summary", str(summary), "--tier", "verify"])
+    assert "at least 225 s" in capsys.readouterr().out
+    labtool.main(["cpu-figure", "--summary", str(summary)])
+    assert "host CPU 1500 s in 900 s" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        labtool.main(["cpu-figure", "--summary", str(summary), "--tier", "nope"])
+    assert "has no tier nope" in capsys.readouterr().err
 
 
 def test_runner_loads_the_live_line_callback(tmp_path):
