@@ -43,6 +43,8 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "controller.lock"
+# The bin directory of the environment this runs in (.venv/bin): where ansible-playbook is.
+VENV_BIN = pathlib.Path(sys.executable).parent
 # Tiers whose output the operator reads as it comes (the verification table, per-check lines).
 VERBATIM_TIERS = {"verify"}
 # A task still running after this many seconds gets a line, and again at each multiple.
@@ -459,7 +461,12 @@ def cmd_run(args: argparse.Namespace) -> None:
             rotate_artifacts=2,
             # ansible-runner puts its own callback directory in ANSIBLE_CALLBACK_PLUGINS, which
             # hides ansible.cfg's callback_plugins: name the project's (the verify tier's live lines).
-            envvars={"ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "plugins" / "callback")},
+            # ansible-playbook from this interpreter's environment (.venv/bin), also where the
+            # caller did not put it on PATH.
+            envvars={
+                "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "plugins" / "callback"),
+                "PATH": os.pathsep.join((str(VENV_BIN), os.environ.get("PATH", os.defpath))),
+            },
         )
         while thread.is_alive():
             thread.join(timeout=5)

@@ -265,6 +265,21 @@ def test_runner_loads_the_live_line_callback(tmp_path):
     assert "verify localhost" in result.stdout and "node.cpu" in result.stdout, result.stdout + result.stderr
 
 
+def test_a_run_finds_ansible_playbook_beside_its_interpreter_without_path(tmp_path):
+    """`.venv/bin/python scripts/labtool.py run ...` from a shell whose PATH lacks .venv/bin."""
+    playbook = tmp_path / "hello.yml"
+    task = {"name": "Say hello", "ansible.builtin.debug": {"msg": "hello-from-the-venv"}}
+    play = {"name": "Hello", "hosts": "localhost", "connection": "local", "gather_facts": False}
+    playbook.write_text(yaml.safe_dump([{**play, "tasks": [task]}], sort_keys=False))
+    log = tmp_path / "ansible.log"
+    argv = [sys.executable, str(ROOT / "scripts" / "labtool.py"), "run", "--inventory", "localhost,"]
+    argv += ["--label", "unit-path", "--log", str(log), str(playbook)]
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hello-from-the-venv" in log.read_text()
+
+
 def test_a_run_without_arguments_does_not_inherit_the_last_runs_skip_tags(tmp_path):
     """`lab up --no-verify` then `lab up`: the second converge must run the tagged plays again."""
     playbook = tmp_path / "tagged.yml"
