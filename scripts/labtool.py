@@ -315,12 +315,13 @@ class Progress:
     def say(self, text: str) -> None:
         print(f"[{clock(time.monotonic() - self.start):>6}] {text}", flush=True)
 
-    def end_play(self) -> None:
+    def end_play(self, cpu_now: float | None) -> None:
+        """Close the running play; CPU_NOW is the host's CPU reading at its end (the next play's start)."""
         play = self.play
         if play is None:
             return
         took = time.monotonic() - play.started
-        cpu = cpu_delta(play.cpu_started, host_cpu_s())
+        cpu = cpu_delta(play.cpu_started, cpu_now)
         tier = self.per_tier.setdefault(play.tier, dict.fromkeys(TIER_KEYS, 0))
         for key, value in zip(tier, (1, play.tasks, play.changed, play.failed, took, cpu), strict=True):
             tier[key] += value
@@ -343,9 +344,10 @@ class Progress:
             self.log.write(stdout + "\n")
             self.log.flush()
         if kind == "playbook_on_play_start":
-            self.end_play()
+            cpu_now = host_cpu_s()
+            self.end_play(cpu_now)
             name = data.get("play", "")
-            self.play = Play(self.tiers.get(name, "-"), name, time.monotonic(), host_cpu_s())
+            self.play = Play(self.tiers.get(name, "-"), name, time.monotonic(), cpu_now)
         elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
             self.task, self.task_started, self.warned_at = data.get("task", ""), time.monotonic(), 0
             self.running = set()
@@ -356,7 +358,7 @@ class Progress:
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             self._result(kind, data, stdout)
         elif kind == "playbook_on_stats":
-            self.end_play()
+            self.end_play(host_cpu_s())
             self.stats = {k: data.get(k) or {} for k in ("ok", "changed", "failures", "dark", "skipped")}
         # The per-check lines come from the clusterforge_progress callback: runner files what a
         # non-stdout callback displays as "verbose" events of their own.

@@ -197,11 +197,13 @@ def test_host_cpu_counts_busy_time_without_idle_iowait_or_guest(tmp_path):
 
 
 def test_each_play_and_tier_gets_the_host_cpu_it_used(capsys, monkeypatch):
-    readings = iter([100.0, 110.0, 135.0, 135.0, 136.5])
+    readings = iter([100.0, 110.0, 135.0, 136.5])
     monkeypatch.setattr(labtool, "host_cpu_s", lambda: next(readings))
     progress = labtool.Progress({"Run the checks": "verify", "Dask workers": "dask"}, io.StringIO())
     progress.handle(event("playbook_on_play_start", play="Run the checks"))  # reads 110
-    progress.handle(event("playbook_on_play_start", play="Dask workers"))  # ends at 135, reads 135
+    progress.handle(
+        event("playbook_on_play_start", play="Dask workers")
+    )  # one reading, 135: ends one, starts the next
     progress.handle(event("playbook_on_stats"))  # ends at 136.5
     assert progress.cpu_start == 100.0
     assert progress.per_tier["verify"]["cpu_s"] == pytest.approx(25.0)
