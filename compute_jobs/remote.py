@@ -1,8 +1,15 @@
-"""Run a command on a cluster host as this account: here when the host is this machine, else over
-SSH (the service account trusts its own key on every node: the common role sets that up)."""
+"""Run a command on a cluster host as the service account: here when the host is this machine, else
+over SSH (the service account trusts its own key on every node: the common role sets that up).
+
+The suite itself runs as the verification account, which reads the engines' client credentials; the
+service account, whose passphrase-less key every node trusts, reads none. The suite reaches it through
+``sudo -n -u`` (a rule the common role writes), named by ``CLUSTERFORGE_SERVICE_ACCOUNT``; without
+that variable, or when the suite already runs as that account, commands run as this account."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import shlex
 import socket
 import subprocess
@@ -11,16 +18,35 @@ import time
 from compute_jobs.model import CheckError
 
 SSH = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+# Environment variable naming the account that runs MPI and the commands on other nodes.
+ACCOUNT_ENV = "CLUSTERFORGE_SERVICE_ACCOUNT"
+
+
+def service_account() -> str:
+    """The account commands for the nodes run as ("" for this account)."""
+    account = os.environ.get(ACCOUNT_ENV, "").strip()
+    try:
+        me = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        me = ""
+    return "" if account in ("", me) else account
+
+
+def as_service_account(command: list[str]) -> list[str]:
+    """``command`` run as the service account: through ``sudo -n -u`` unless this is that account."""
+    account = service_account()
+    return ["sudo", "-n", "-u", account, "--", *command] if account else list(command)
 
 
 def on_host(host: str | None, command: list[str]) -> list[str]:
-    """``command`` as run for ``host``: unchanged for this machine (or no host), else through ssh.
+    """``command`` as run for ``host`` as the service account: here for this machine (or no host),
+    else through ssh.
 
     ssh joins the words after the host name into one line for the remote shell, so the command goes
     as one quoted line: an argument with spaces or shell characters arrives as it was given."""
     if host and host not in (socket.gethostname(), socket.getfqdn()):
-        return [*SSH, str(host), shlex.join(command)]
-    return list(command)
+        return as_service_account([*SSH, str(host), shlex.join(command)])
+    return as_service_account(command)
 
 
 def run_on(host: str | None, command: list[str], timeout: float, what: str, hint: str = "") -> float:

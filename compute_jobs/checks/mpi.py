@@ -38,6 +38,7 @@ from typing import Any
 from compute_jobs.context import CheckContext
 from compute_jobs.engines import expected_host_counts
 from compute_jobs.model import FAIL, Check, CheckError, Metric, Param, Result, register
+from compute_jobs.remote import as_service_account
 from compute_jobs.services.mpi_jobs import parse_output
 from compute_jobs.services.mpi_jobs.collectives import expected_results
 
@@ -73,16 +74,20 @@ TERM_GRACE = 10.0
 
 
 def run_process(argv: list[str], timeout: float) -> JobRun:
-    """Run ``argv`` in its own process group; on timeout the whole group (mpirun, ssh) is killed."""
+    """Run ``argv`` as the service account (compute_jobs.remote), in its own process group, from /tmp
+    (a directory every MPI host has and every account reaches); on timeout the whole group (mpirun,
+    ssh) is killed."""
     start = time.monotonic()
+    launch = as_service_account(argv)
     try:
         proc = subprocess.Popen(
-            argv,
+            launch,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            cwd="/tmp",
         )
     except OSError as exc:
         raise CheckError(f"cannot start {argv[0]}: {exc.strerror or exc}; is Open MPI installed?") from exc
@@ -96,6 +101,16 @@ def run_process(argv: list[str], timeout: float) -> JobRun:
         try:
             stdout, stderr = proc.communicate(timeout=TERM_GRACE)
         except subprocess.TimeoutExpired:
+            if launch[0] == "sudo":
+                # sudo passes SIGTERM on but cannot pass SIGKILL: the service account kills its own
+                # processes of the group (mpirun, ssh), then sudo goes.
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    subprocess.run(
+                        [*launch[: launch.index("--") + 1], "kill", "-KILL", "--", f"-{proc.pid}"],
+                        capture_output=True,
+                        timeout=TERM_GRACE,
+                        check=False,
+                    )
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()

@@ -24,6 +24,7 @@ import pwd
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -34,7 +35,7 @@ from compute_jobs.checks import spark as spark_checks
 from compute_jobs.checks.mpi import JOB_PACKAGE, expected_slots, launcher_for, single_record
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Metric, Param, Result, SkipCheck, register
-from compute_jobs.remote import on_host
+from compute_jobs.remote import as_service_account, on_host, service_account
 from compute_jobs.services.mpi_jobs.fileio import expected_sha256
 
 ENGINE = "storage"
@@ -46,6 +47,25 @@ CLIENT_FSTYPES = {"nfs": ("nfs4", "nfs"), "sshfs": ("fuse.sshfs",)}
 
 def settings(ctx: CheckContext) -> Mapping[str, Any]:
     return ctx.cluster.engines[ENGINE]
+
+
+def make_check_dir(directory: str) -> None:
+    """Create ``directory`` (under the data directory) writable by the data group: the suite writes
+    there as the verification account, MPI ranks and the commands on other nodes as the service
+    account (compute_jobs.remote). The service account creates it when the suite runs as another
+    account: on an sshfs client every file of the data directory shows as the service account's, so
+    only its own umask 002 leaves the directory writable for the group."""
+    if os.path.isdir(directory):
+        return
+    argv = as_service_account(["sh", "-c", 'umask 002 && mkdir -p -- "$1"', "sh", directory])
+    if argv[0] == "sudo":
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd="/")
+        if done.returncode != 0:
+            raise OSError(f"{' '.join(argv[:5])} mkdir -p {directory}: {done.stderr.strip()[-200:]}")
+        return
+    os.makedirs(directory, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(directory, 0o2775)
 
 
 # --- mounts ---------------------------------------------------------------------------------------
@@ -183,7 +203,7 @@ class StorageShared(Check):
                 ctx.check_deadline()
                 target = shlex.quote(f"{directory}/{writer}")
                 script = (
-                    f"mkdir -p {shlex.quote(directory)} && head -c {p.bytes} /dev/urandom "
+                    f"umask 002 && mkdir -p {shlex.quote(directory)} && head -c {p.bytes} /dev/urandom "
                     f"| tee {target}.tmp | sha256sum && mv {target}.tmp {target}"
                 )
                 done = SHELL(writer, script, ctx.bounded(p.io_timeout))
@@ -218,8 +238,37 @@ class StorageShared(Check):
 # --- permissions ---------------------------------------------------------------------------------
 
 
+# The probe as the service account runs it (see try_create): the same steps in a child interpreter
+# that imports nothing of the suite (one start per probed path).
+_PROBE = """
+import os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+except PermissionError:
+    print("refused")
+except OSError as exc:
+    print(f"error: {exc.strerror or exc}")
+else:
+    os.close(fd)
+    os.unlink(sys.argv[1])
+    print("written")
+"""
+
+
 def try_create(path: str) -> str:
-    """``written`` when this account could create (and remove again) ``path``, else ``refused``."""
+    """``written`` when the account under test could create (and remove again) ``path``, else
+    ``refused``: the service account (the one with a shared home) when the suite runs as another
+    account, through ``sudo -n -u``, else this account."""
+    argv = as_service_account([sys.executable, "-c", _PROBE, path])
+    if argv[0] == "sudo":
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False, cwd="/")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"error: {exc}"
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            return f"error: the probe as {argv[3]} exited {done.returncode}: {done.stderr.strip()[-200:]}"
+        return lines[-1]
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except PermissionError:
@@ -239,7 +288,9 @@ CREATE: Callable[[str], str] = try_create
 
 
 def this_account() -> str:
-    return pwd.getpwuid(os.getuid()).pw_name
+    """The account whose permissions the check tests: the service account when the suite reaches it
+    through sudo, else this one."""
+    return service_account() or pwd.getpwuid(os.getuid()).pw_name
 
 
 @register
@@ -346,7 +397,10 @@ class StorageThroughput(Check):
         for where, directory in places.items():
             path = f"{directory}/{name}"
             try:
-                os.makedirs(directory, exist_ok=True)
+                if where == "share":
+                    make_check_dir(directory)
+                else:
+                    os.makedirs(directory, exist_ok=True)
                 writes = ctx.repeat(lambda path=path: timed_write(path, p.bytes), p.repeats)
                 reads = [timed_read(path) for _ in range(1 + p.repeats)][1:]
             except OSError as exc:
@@ -410,7 +464,7 @@ class MpiIo(Check):
         size = sum(slots.values())
         directory = f"{storage['data_dir']}/{CHECK_DIR}"
         try:
-            os.makedirs(directory, exist_ok=True)
+            make_check_dir(directory)
         except OSError as exc:
             raise CheckError(f"cannot create {directory} on the launching node: {exc}") from exc
         path = f"{directory}/mpi-io-{uuid.uuid4().hex[:12]}.dat"
@@ -451,6 +505,7 @@ def write_dataset(directory: str, files: int, nbytes: int) -> dict[str, str]:
     (the engines' workers run as their own users): {file name: sha256}."""
     written: dict[str, str] = {}
     try:
+        make_check_dir(os.path.dirname(directory))
         os.makedirs(directory, mode=0o755)
         for index in range(files):
             name = f"part-{index:04d}.bin"

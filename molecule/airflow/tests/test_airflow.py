@@ -12,6 +12,8 @@ import pytest
 
 SECRETS = pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "secrets"
 USER = "clusterforge"
+# Runs the checks and reads the client credentials (group CLIENTS); USER, the service account, reads none.
+VERIFY, CLIENTS = "clusterforge-verify", "clusterforge-clients"
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "_shared"))
 from services import assert_comes_back_after_a_clean_exit, assert_restart_always, restarts  # noqa: E402
 
@@ -60,7 +62,7 @@ TRIGGER = textwrap.dedent(
 
 
 def as_user(host, command, *args):
-    return host.run("cd /tmp && runuser -u %s -- " + command, USER, *args)
+    return host.run("cd /tmp && runuser -u %s -- " + command, VERIFY, *args)
 
 
 def test_services_are_active(host):
@@ -105,8 +107,8 @@ def test_database_needs_the_password(host):
 def test_secrets_are_private(host):
     for path, group in (
         ("/etc/clusterforge/airflow/airflow.cfg", "airflow"),
-        ("/etc/clusterforge/airflow/client.json", USER),
-        ("/etc/clusterforge/luigi/client.cfg", USER),
+        ("/etc/clusterforge/airflow/client.json", CLIENTS),
+        ("/etc/clusterforge/luigi/client.cfg", CLIENTS),
         ("/etc/clusterforge/luigi/htpasswd", "www-data"),
     ):
         f = host.file(path)

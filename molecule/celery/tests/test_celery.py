@@ -20,6 +20,8 @@ BROKER = PLATFORMS[0]["name"]
 WORKER = PLATFORMS[1]["name"]
 SECRETS = pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "secrets" / "celery"
 USER = "clusterforge"
+# Runs the checks and reads the client configuration; USER, the service account, reads none.
+VERIFY = "clusterforge-verify"
 PYTHON = "/opt/clusterforge/venv/bin/python"
 CONFIG = "/etc/clusterforge/celery/celery.json"
 CONCURRENCY = 2
@@ -277,11 +279,12 @@ def test_flower_is_reached_over_https_only_and_requires_basic_auth(broker, worke
     assert listed, good.stdout
 
 
-def test_client_configuration_is_readable_by_the_service_account_only(broker, worker):
+def test_client_configuration_is_readable_by_the_verification_account_only(broker, worker):
     for node in (broker, worker):
         conf = node.file(CONFIG)
         assert (conf.user, conf.group, conf.mode) == ("root", "celery", 0o640)
-        assert node.run("runuser -u %s -- cat %s", USER, CONFIG).rc == 0
+        assert node.run("runuser -u %s -- cat %s", VERIFY, CONFIG).rc == 0
+        assert node.run("runuser -u %s -- cat %s", USER, CONFIG).rc != 0
         assert node.run("runuser -u nobody -- cat %s", CONFIG).rc != 0
     settings = json.loads(broker.file(CONFIG).content_string)
     assert settings["result_backend"].endswith(f"@{address(broker)}:6379/1")
@@ -330,8 +333,9 @@ def test_celery_checks_pass_from_the_head_node(broker, worker):
     }
     broker.run("printf '%%s' %s > /tmp/cluster.json && chmod 0644 /tmp/cluster.json", json.dumps(cluster))
     result = broker.run(
-        "cd /tmp && timeout 300 runuser -u %s -- %s -m compute_jobs run --cluster /tmp/cluster.json "
-        "--only celery --scope cluster --json /tmp/celery-results.jsonl",
+        "cd /tmp && timeout 300 runuser -u %s -- env CLUSTERFORGE_SERVICE_ACCOUNT=%s %s -m compute_jobs run "
+        "--cluster /tmp/cluster.json --only celery --scope cluster --json /tmp/celery-results.jsonl",
+        VERIFY,
         USER,
         PYTHON,
     )

@@ -22,6 +22,8 @@ WORKER = PLATFORMS[1]["name"]
 VENV = "/opt/clusterforge/venv"
 PYTHON = f"{VENV}/bin/python"
 USER = "clusterforge"
+# Runs the checks and reads the client credentials (group CLIENTS); USER, the service account, reads none.
+VERIFY, CLIENTS = "clusterforge-verify", "clusterforge-clients"
 CONFIG = "/etc/clusterforge/dask"
 WORKER_PROCESSES = 2
 THREADS = 1
@@ -42,7 +44,7 @@ def address_of(host, name: str) -> str:
     return host.run("getent ahostsv4 %s", name).stdout.split()[0]
 
 
-def run_python(host, code: str, user: str = USER, timeout: int = 90, config: bool = True):
+def run_python(host, code: str, user: str = VERIFY, timeout: int = 90, config: bool = True):
     """Run a Python snippet with the venv as ``user`` (with the client configuration loaded)."""
     put(host, "/tmp/cf_probe.py", textwrap.dedent(code))
     env = f"DASK_CONFIG={CONFIG}/client" if config else "DASK_CONFIG=/nonexistent"
@@ -168,7 +170,8 @@ def test_a_lost_controller_copy_of_the_secrets_stops_the_run_before_any_change(h
 def test_private_keys_are_readable_by_their_service_only(host):
     if is_head(host):
         key = host.file(f"{CONFIG}/tls/client.key")
-        assert key.group == USER and key.mode == 0o640
+        assert key.group == CLIENTS and key.mode == 0o640
+        assert host.run("runuser -u %s -- cat %s/tls/client.key", USER, CONFIG).rc != 0
         scheduler_key = host.file(f"{CONFIG}/tls/scheduler.key")
         assert scheduler_key.group == "dask" and scheduler_key.mode == 0o640
     else:
@@ -262,10 +265,14 @@ def test_tls_client_without_a_cluster_certificate_is_refused(host):
     cert, key = intruder_certificate()
     put(host, "/tmp/other.crt", cert)
     put(host, "/tmp/other.key", key)
-    none = host.run("runuser -u %s -- %s /tmp/cf_tls.py", USER, PYTHON)
-    other = host.run("runuser -u %s -- %s /tmp/cf_tls.py /tmp/other.crt /tmp/other.key", USER, PYTHON)
+    none = host.run("runuser -u %s -- %s /tmp/cf_tls.py", VERIFY, PYTHON)
+    other = host.run("runuser -u %s -- %s /tmp/cf_tls.py /tmp/other.crt /tmp/other.key", VERIFY, PYTHON)
     own = host.run(
-        "runuser -u %s -- %s /tmp/cf_tls.py %s/tls/client.crt %s/tls/client.key", USER, PYTHON, CONFIG, CONFIG
+        "runuser -u %s -- %s /tmp/cf_tls.py %s/tls/client.crt %s/tls/client.key",
+        VERIFY,
+        PYTHON,
+        CONFIG,
+        CONFIG,
     )
     assert own.stdout.startswith("ACCEPTED"), own.stdout + own.stderr
     for refused in (none, other):
@@ -278,7 +285,7 @@ def test_dashboard_is_reached_only_through_the_authenticating_https_gateway(host
     if not is_head(host):
         pytest.skip("the dashboard runs on the scheduler")
     credentials = host.file(f"{CONFIG}/client/dashboard.credentials")
-    assert credentials.group == USER and credentials.mode == 0o640
+    assert credentials.group == CLIENTS and credentials.mode == 0o640
     assert host.run("runuser -u nobody -- cat %s/client/dashboard.credentials", CONFIG).rc != 0
     assert_ui_listens_on_loopback_only(host, "dask", 8787)
     worker = testinfra.get_host(f"podman://{WORKER}")
@@ -286,7 +293,7 @@ def test_dashboard_is_reached_only_through_the_authenticating_https_gateway(host
     assert_gateway_refuses_strangers(worker, address_of(host, HEAD), 8787, "/status", secret)
 
 
-def test_client_configuration_is_readable_by_the_service_account_only_where_it_matters(host):
+def test_client_configuration_is_readable_by_the_client_group_only_where_it_matters(host):
     if not is_head(host):
         pytest.skip("the client configuration lives on the head node")
     conf = yaml.safe_load(host.file(f"{CONFIG}/client/dask-client.yaml").content_string)

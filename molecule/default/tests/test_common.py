@@ -13,6 +13,7 @@ NODES = [p["name"] for p in yaml.safe_load((SCENARIO / "molecule.yml").read_text
 DEFAULTS = yaml.safe_load((ROOT / "roles/common/defaults/main.yml").read_text())
 CA_DIR = pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "test-ca"
 USER = "clusterforge"
+VERIFY, CLIENTS = "clusterforge-verify", "clusterforge-clients"
 VENV = "/opt/clusterforge/venv"
 
 
@@ -45,6 +46,25 @@ def test_service_account_key_is_private(host):
     key = host.file(f"/home/{USER}/.ssh/id_ed25519")
     assert key.user == USER
     assert key.mode == 0o600
+
+
+def test_verification_account_reaches_other_nodes_only_as_the_service_account(host):
+    """The verification account reads the client credentials (client group) and has no SSH key of
+    its own: ssh as itself is refused, the same ssh run as the service account through its one sudo
+    rule works. The service account, whose key every node trusts, is not in the client group."""
+    verify = host.user(VERIFY)
+    assert CLIENTS in verify.groups and "sudo" not in verify.groups
+    assert CLIENTS not in host.user(USER).groups
+    assert not host.file(f"{verify.home}/.ssh/id_ed25519").exists
+    other = next(node for node in NODES if node != host.backend.get_hostname())
+    ssh = "ssh -o BatchMode=yes -o ConnectTimeout=5 %s hostname"
+    assert host.run("runuser -u %s -- " + ssh, VERIFY, other).rc != 0
+    through = host.run("runuser -u %s -- sudo -n -u %s -- " + ssh, VERIFY, USER, other)
+    assert through.rc == 0 and through.stdout.strip() == other, through.stderr
+    # The rule is for the service account only: not root.
+    assert host.run("runuser -u %s -- sudo -n true", VERIFY).rc != 0
+    rule = host.file("/etc/sudoers.d/clusterforge-verify")
+    assert (rule.user, rule.mode) == ("root", 0o440)
 
 
 def test_venv_imports_the_pinned_scientific_stack(host):

@@ -91,9 +91,9 @@ def test_generated_passwords_are_private_on_the_controller():
     assert not (secrets / "bob").exists()  # bob's password is given in the inventory
 
 
-def test_the_check_account_credentials_are_the_service_accounts_alone(head):
+def test_the_check_account_credentials_are_the_verification_accounts_alone(head):
     f = head.file("/etc/clusterforge/jupyter/check.json")
-    assert f.user == "clusterforge" and f.mode == 0o600
+    assert f.user == "clusterforge-verify" and f.mode == 0o600
     assert head.file("/etc/clusterforge/jupyter/tls/hub.key").mode == 0o600
 
 
@@ -181,9 +181,11 @@ def run_suite(head, address: str, only: str, inject: str | None = None) -> list[
         ],
         "engines": merged_engines(),
     }
-    head.run("printf '%%s' %s > /tmp/cj/cluster.json && chown -R clusterforge /tmp/cj", json.dumps(cluster))
+    head.run(
+        "printf '%%s' %s > /tmp/cj/cluster.json && chown -R clusterforge-verify /tmp/cj", json.dumps(cluster)
+    )
     done = head.run(
-        "cd /tmp/cj && timeout 1500 runuser -u clusterforge -- env PYTHONPATH=/tmp/cj "
+        "cd /tmp/cj && timeout 1500 runuser -u clusterforge-verify -- env PYTHONPATH=/tmp/cj "
         "/opt/clusterforge/venv/bin/python -m compute_jobs run --cluster /tmp/cj/cluster.json --only %s "
         "--scope cluster --target %s --quiet --json /tmp/cj/out.jsonl"
         + (f" --inject {inject}" if inject else ""),

@@ -79,9 +79,10 @@ def test_prometheus_listens_on_loopback_behind_its_gateway():
     assert_gateway_refuses_strangers(node(OTHER), address(SERVER), 9090, "/api/v1/targets", credentials)
 
 
-def test_credentials_are_for_the_service_account_only():
+def test_credentials_are_for_the_verification_account_only():
     f = node(SERVER).file(CREDENTIALS)
-    assert (f.user, f.group, f.mode) == ("root", "clusterforge", 0o640)
+    assert (f.user, f.group, f.mode) == ("root", "clusterforge-verify", 0o640)
+    assert node(SERVER).run("runuser -u clusterforge -- cat %s", CREDENTIALS).rc != 0
     key = node(SERVER).file(f"{EXPORTER_TLS}/host.key")
     assert (key.user, key.group, key.mode) == ("root", "prometheus", 0o640)
 

@@ -132,13 +132,15 @@ def test_mpi_checks_pass_from_the_head_node(head):
         },
     }
     head.run("printf '%%s' %s > /tmp/cluster.json && chmod 0644 /tmp/cluster.json", json.dumps(cluster))
-    result = as_user(
-        head,
+    # As the suite runs on a cluster: as the verification account, which launches mpirun as the
+    # service account through its sudo rule (it has no SSH key of its own).
+    result = head.run(
+        "cd /tmp && timeout 300 runuser -u clusterforge-verify -- env CLUSTERFORGE_SERVICE_ACCOUNT=%s "
         # mpi.io needs the shared data directory (engines.storage), which this scenario does not
         # provision: it runs where the storage tier does (the lab).
         f"{PYTHON} -m compute_jobs run --cluster /tmp/cluster.json --only mpi --skip mpi.io --scope cluster "
         "--json /tmp/mpi-results.jsonl",
-        timeout=300,
+        USER,
     )
     lines = head.run("cat /tmp/mpi-results.jsonl").stdout.splitlines()
     results = [r for r in map(json.loads, lines) if r.get("type") == "result"]

@@ -22,6 +22,8 @@ SECRETS = (
     pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "secrets" / "mpmanager"
 )
 USER = "clusterforge"
+# Runs the checks and reads the key; USER, the service account, reads none.
+VERIFY = "clusterforge-verify"
 PYTHON = "/opt/clusterforge/venv/bin/python"
 SETTINGS = "/etc/clusterforge/mpmanager/mpmanager.json"
 KEY = "/etc/clusterforge/mpmanager/authkey"
@@ -80,7 +82,8 @@ def test_the_key_is_generated_private_and_readable_by_the_group_only(server, wor
         assert (node_key.user, node_key.group, node_key.mode) == ("root", "mpmanager", 0o640)
         assert node_key.content_string.strip() == key
         assert node.run("runuser -u nobody -- cat %s", KEY).rc != 0
-        assert node.run("runuser -u %s -- cat %s", USER, KEY).rc == 0
+        assert node.run("runuser -u %s -- cat %s", VERIFY, KEY).rc == 0
+        assert node.run("runuser -u %s -- cat %s", USER, KEY).rc != 0
     assert key not in server.file(SETTINGS).content_string
 
 
@@ -92,7 +95,9 @@ def test_the_server_listens_on_the_cluster_address_only(server):
 def test_a_standard_library_client_computes_with_the_key_and_is_refused_without_it(server, worker):
     host = address(server)
     worker.run("printf '%%s' %s > /tmp/cf-mp-client.py", CLIENT)
-    right = worker.run("runuser -u %s -- python3 /tmp/cf-mp-client.py %s 50000 %s square 12", USER, host, KEY)
+    right = worker.run(
+        "runuser -u %s -- python3 /tmp/cf-mp-client.py %s 50000 %s square 12", VERIFY, host, KEY
+    )
     job_id, host_name, pid, ok, value = ast.literal_eval(right.stdout.strip())
     assert (job_id, host_name, ok, value) == (7, WORKER, True, 144) and pid > 0, right.stdout + right.stderr
     worker.run("printf 'not-the-key' > /tmp/cf-wrong-key && chmod 0644 /tmp/cf-wrong-key")
@@ -143,7 +148,7 @@ def test_mpmanager_checks_pass_from_the_head_node(server, worker):
     result = server.run(
         "cd /tmp && timeout 300 runuser -u %s -- %s -m compute_jobs run --cluster /tmp/cluster.json "
         "--only mpmanager --scope cluster --json /tmp/mpmanager-results.jsonl",
-        USER,
+        VERIFY,
         PYTHON,
     )
     lines = server.run("cat /tmp/mpmanager-results.jsonl").stdout.splitlines()

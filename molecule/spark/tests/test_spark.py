@@ -21,7 +21,9 @@ WORKER = PLATFORMS[1]["name"]
 WORKER_VARS = MOLECULE["provisioner"]["inventory"]["group_vars"]["spark_workers"]
 VENV = "/opt/clusterforge/venv"
 PYTHON = f"{VENV}/bin/python"
-USER = "clusterforge"
+# The account that submits applications: the verification account, in the client group; the service
+# account (SERVICE) reads no client credential.
+USER, CLIENTS, SERVICE = "clusterforge-verify", "clusterforge-clients", "clusterforge"
 CLIENT_CONF = "/etc/clusterforge/spark/client"
 sys.path.insert(0, str(SCENARIO.parent / "_shared"))
 from gateway import assert_gateway_refuses_strangers, assert_ui_listens_on_loopback_only  # noqa: E402
@@ -159,7 +161,8 @@ def test_web_ui_is_reached_only_through_the_authenticating_https_gateway(host):
 def test_secret_is_readable_by_its_service_and_the_client_group_only(host):
     if is_head(host):
         conf = host.file(f"{CLIENT_CONF}/spark-defaults.conf")
-        assert conf.group == USER and conf.mode == 0o640
+        assert conf.group == CLIENTS and conf.mode == 0o640
+        assert host.run("runuser -u %s -- cat %s/spark-defaults.conf", SERVICE, CLIENT_CONF).rc != 0
         assert "spark.authenticate.secret" in conf.content_string
         assert host.run("runuser -u nobody -- cat %s/spark-defaults.conf", CLIENT_CONF).rc != 0
     service = host.file("/etc/clusterforge/spark/service/spark-defaults.conf")
