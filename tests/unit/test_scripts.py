@@ -312,3 +312,68 @@ def test_upgrade_without_a_head_node_is_refused(tmp_path):
     )
     assert result.returncode != 0
     assert "found 0" in result.stdout
+
+
+BENCH_SPARK = ROOT / "scripts" / "bench-spark"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--runs", "0"], "--runs needs a whole number of at least 1 (got '0')"),
+        (["--runs", "two"], "--runs needs a whole number"),
+        (["--bogus"], "unknown option --bogus"),
+    ],
+)
+def test_bench_spark_rejects_bad_arguments(args, message):
+    result = run([str(BENCH_SPARK), *args], env={"CF_LAB_NAME": "argcheck"})
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def fake_podman(tmp_path: pathlib.Path, job_line: str) -> dict[str, str]:
+    """A podman that knows one running head node and answers the bench's job with JOB_LINE."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "podman").write_text(
+        "#!/bin/bash\n"
+        'case "$1" in\n'
+        '  inspect) [[ "${@: -1}" == cf-benchfake-1 ]] && echo true || exit 125 ;;\n'
+        "  cp) ;;\n"
+        f'  exec) if [[ "$*" == *runuser* ]]; then echo {json.dumps(job_line)}; fi ;;\n'
+        "esac\n"
+    )
+    (bin_dir / "runc").write_text("#!/bin/sh\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_bench_spark_names_the_missing_lab(tmp_path):
+    env = fake_podman(tmp_path, "{}") | {"CF_LAB_NAME": "nolab"}
+    result = run([str(BENCH_SPARK), "--runs", "1"], env=env)
+    assert result.returncode != 0
+    assert "no running lab head node cf-nolab-1: run scripts/lab up first" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the bench, like the lab, runs as root")
+@pytest.mark.parametrize("ok", [True, False])
+def test_bench_spark_prints_both_ways_and_fails_on_a_wrong_answer(tmp_path, ok):
+    line = json.dumps({"wall_s": 1.0, "ok": ok, "hosts": ["w1", "w2"]})
+    figure = ROOT / ".lab/bench-spark-benchfake.json"
+    figure.unlink(missing_ok=True)
+    try:
+        env = fake_podman(tmp_path, line) | {"CF_LAB_NAME": "benchfake"}
+        result = run([str(BENCH_SPARK), "--runs", "2"], env=env)
+        assert result.stdout.count("TieredStopAtLevel=4") == 2
+        assert result.stdout.count("TieredStopAtLevel=1") == 2
+        if ok:
+            assert result.returncode == 0, result.stderr
+            assert "C1 only / tiered: wall" in result.stdout
+            assert set(json.loads(figure.read_text())) >= {"tiered", "c1_only", "wall_ratio", "cpu_ratio"}
+        else:
+            assert result.returncode != 0
+            assert "a run computed a wrong answer" in result.stderr
+            assert not figure.exists()
+    finally:
+        figure.unlink(missing_ok=True)
