@@ -377,3 +377,32 @@ def test_bench_spark_prints_both_ways_and_fails_on_a_wrong_answer(tmp_path, ok):
             assert not figure.exists()
     finally:
         figure.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("inspect", "reason"),
+    [
+        ("true abc 4294967296", None),
+        ("false abc 4294967296", "not running"),
+        ("", "not running"),
+        ("true def 4294967296", "built from image def, this run starts nodes from abc"),
+        ("true abc 1073741824", "memory 1073741824 bytes, this run asks for 4294967296"),
+    ],
+)
+def test_lab_says_why_a_node_is_recreated(tmp_path, inspect, reason):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    podman = bin_dir / "podman"
+    podman.write_text(f'#!/bin/bash\ncase "$1" in\n  inspect) echo "{inspect}" ;;\n  exec) exit 0 ;;\nesac\n')
+    podman.chmod(0o755)
+    script = (
+        "source scripts/lab; "
+        'if node_healthy cf-why-2 abc debian13; then echo rc=0; else echo "rc=1 ${NODE_UNFIT}"; fi'
+    )
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CF_LAB_NAME": "why", "CF_LAB_MEMORY_MB": "4096"}
+    result = run(["bash", "-c", script], env=env)
+    if reason is None:
+        assert result.stdout.strip() == "rc=0", result.stderr
+    else:
+        assert result.stdout.startswith("rc=1 "), result.stderr
+        assert reason in result.stdout
