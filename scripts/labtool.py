@@ -7,6 +7,7 @@
     labtool.py molecule-state SCENARIO
     labtool.py run --inventory FILE --label LABEL [--skip-tags T] [--summary FILE] PLAYBOOK
     labtool.py cpu-figure --summary FILE [--tier TIER]
+    labtool.py host-cpu
     labtool.py judge --report DIR [--expected-skips FILE] [--control]
 
 `judge` reads a verification run's results.jsonl and cluster.json and fails unless the run is what
@@ -502,6 +503,13 @@ def cmd_run(args: argparse.Namespace) -> None:
         fail(f"{args.label} failed (ansible-playbook rc={runner.rc}); full log: {log_path}")
 
 
+def cmd_host_cpu(_: argparse.Namespace) -> None:
+    seconds = host_cpu_s()
+    if seconds is None:
+        fail("this host has no /proc/stat: its CPU seconds cannot be read")
+    print(f"{seconds:.2f}")
+
+
 def cmd_cpu_figure(args: argparse.Namespace) -> None:
     """The CPU line of one tier of a `run` summary (or of the whole run)."""
     summary = json.loads(pathlib.Path(args.summary).read_text())
@@ -638,6 +646,8 @@ def main(argv: list[str] | None = None) -> None:
     figure.add_argument("--summary", required=True)
     figure.add_argument("--tier", help="one tier of the run, e.g. verify")
     figure.set_defaults(func=cmd_cpu_figure)
+    host_cpu = sub.add_parser("host-cpu", help="print the host's busy CPU seconds since boot (bench scripts)")
+    host_cpu.set_defaults(func=cmd_host_cpu)
     judge = sub.add_parser("judge", help="fail unless a verification run is green (or its control held)")
     judge.add_argument("--report", required=True, help="report directory, e.g. reports/latest")
     judge.add_argument("--expected-skips", help="YAML list of {check: GLOB, reason: TEXT, why: TEXT}")

@@ -488,3 +488,14 @@ def test_the_molecule_state_directory_is_where_molecule_keeps_it(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert pathlib.Path(done.stdout.strip().splitlines()[-1]) == pathlib.Path(shown.stdout.strip())
     assert pathlib.Path(shown.stdout.strip()).parent == tmp_path / "home" / "tmp"
+
+
+def test_host_cpu_prints_the_reading_and_fails_without_one(monkeypatch, capsys):
+    monkeypatch.setattr(labtool, "host_cpu_s", lambda: 1234.567)
+    labtool.main(["host-cpu"])
+    assert capsys.readouterr().out == "1234.57\n"
+    monkeypatch.setattr(labtool, "host_cpu_s", lambda: None)
+    with pytest.raises(SystemExit) as exit_info:
+        labtool.main(["host-cpu"])
+    assert exit_info.value.code == 1
+    assert "no /proc/stat" in capsys.readouterr().err
