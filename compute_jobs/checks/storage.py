@@ -340,7 +340,13 @@ class StoragePermissions(Check):
 
 
 def timed_write(path: str, nbytes: int) -> float:
-    """Seconds to write ``nbytes`` and fsync them."""
+    """Seconds to write ``nbytes`` into a new file at ``path`` and fsync them.
+
+    The previous sample's file is removed first, not reopened: on an sshfs share every file shows
+    as the service account's, so the verification account may create and remove files in the
+    group-writable check directory but not write into one it created (0644 under a umask of 022)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
     chunk = os.urandom(min(nbytes, 1 << 20))
     start = time.perf_counter()
     with open(path, "wb") as out:

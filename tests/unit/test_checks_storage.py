@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,18 @@ def test_throughput_reports_share_and_local_figures(cluster, tmp_path, monkeypat
         assert result.status == PASS and result.unit == "MB/s" and result.value > 0
         assert len(result.samples) == 5
     assert results["storage.throughput.share_write"].details["share_vs_local"] > 0
+
+
+def test_each_write_sample_goes_to_a_new_file_not_into_the_last_one(tmp_path):
+    # On an sshfs share the verification account may create and remove files in the check
+    # directory but not reopen one for writing (every file shows as the service account's, 0644):
+    # a sample must never truncate the previous sample's file. A hard link keeps that file's bytes.
+    path = tmp_path / "sample"
+    path.write_bytes(b"previous sample")
+    os.link(path, tmp_path / "previous")
+    assert st.timed_write(str(path), 4096) > 0
+    assert path.stat().st_size == 4096
+    assert (tmp_path / "previous").read_bytes() == b"previous sample"
 
 
 def test_a_missing_storage_engine_is_not_silently_skipped_when_unavailable(cj_cluster):
