@@ -8,6 +8,7 @@
     labtool.py run --inventory FILE --label LABEL [--skip-tags T] [--summary FILE] PLAYBOOK
     labtool.py cpu-figure --summary FILE [--tier TIER]
     labtool.py host-cpu
+    labtool.py idle-cpu --seconds S NODE...
     labtool.py judge --report DIR [--expected-skips FILE] [--control]
 
 `judge` reads a verification run's results.jsonl and cluster.json and fails unless the run is what
@@ -34,6 +35,7 @@ import os
 import pathlib
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -510,6 +512,98 @@ def cmd_host_cpu(_: argparse.Namespace) -> None:
     print(f"{seconds:.2f}")
 
 
+# --- idle CPU of the nodes, per systemd unit -----------------------------------------------------
+
+# Run inside a node: one line per process, "UNIT TICKS", its systemd unit (the last component of its
+# cgroup path, cgroup v1's name=systemd line or v2's) and the CPU ticks it used (utime + stime),
+# after a first line with the node's ticks per second.
+_PROC_SAMPLE = r"""getconf CLK_TCK
+for p in /proc/[0-9]*; do
+  u=$(sed -n 's/^[0-9]*:\(name=systemd\)\{0,1\}:.*\/\([^/]*\)$/\2/p' "$p/cgroup" 2>/dev/null | head -n 1)
+  t=$(cut -d')' -f2 "$p/stat" 2>/dev/null | awk '{print $12 + $13}')
+  [ -n "$t" ] && echo "${u:-other} ${p#/proc/} $t"
+done"""
+
+
+def parse_proc_sample(text: str) -> tuple[int, dict[tuple[str, str], int]]:
+    """(ticks per second, {(unit, pid): ticks}) from the output of _PROC_SAMPLE."""
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].strip().isdigit():
+        raise ValueError("no CLK_TCK line")
+    ticks: dict[tuple[str, str], int] = {}
+    for line in lines[1:]:
+        parts = line.split()
+        if len(parts) == 3 and parts[2].isdigit():
+            ticks[(parts[0], parts[1])] = int(parts[2])
+    return int(lines[0]), ticks
+
+
+def proc_sample(node: str) -> tuple[int, dict[tuple[str, str], int]]:
+    done = subprocess.run(
+        ["podman", "exec", node, "sh", "-c", _PROC_SAMPLE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        problem = done.stderr.strip()[-300:]
+        fail(f"cannot read the processes of {node} (podman exec rc={done.returncode}): {problem}")
+    try:
+        return parse_proc_sample(done.stdout)
+    except ValueError:
+        fail(f"{node} answered no process table: {done.stdout.strip()[:200]!r}")
+        raise
+
+
+def unit_cpu(
+    before: dict[tuple[str, str], int], after: dict[tuple[str, str], int], hz: int
+) -> dict[str, float]:
+    """CPU seconds per unit between two samples: a process that started in between counts whole,
+    one that ended in between is not seen (the figure is a lower bound)."""
+    seconds: dict[str, float] = {}
+    for key, ticks in after.items():
+        used = ticks - before.get(key, 0)
+        if used > 0:
+            seconds[key[0]] = seconds.get(key[0], 0.0) + used / hz
+    return seconds
+
+
+def cmd_idle_cpu(args: argparse.Namespace) -> None:
+    """CPU seconds a minute per systemd unit of each node, over a window with nothing submitted."""
+    if args.seconds <= 0:
+        fail("--seconds must be > 0")
+    first = {node: (time.monotonic(), proc_sample(node)) for node in args.nodes}
+    time.sleep(args.seconds)
+    second = {node: (time.monotonic(), proc_sample(node)) for node in args.nodes}
+    rows = []
+    for node in args.nodes:
+        (t0, (_, before)), (t1, (hz, after)) = first[node], second[node]
+        for unit, used in unit_cpu(before, after, hz).items():
+            rows.append((used * 60 / (t1 - t0), node, unit))
+    window = args.seconds
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    print(
+        f"idle CPU of {len(args.nodes)} node(s) over {window:.0f} s: "
+        f"{total:.1f} CPU seconds a minute ({total / 60:.2f} cores)"
+    )
+    for per_minute, node, unit in rows[: args.top]:
+        print(f"  {per_minute:6.2f} s/min  {node:<14} {unit}")
+    if args.json:
+        pathlib.Path(args.json).write_text(
+            json.dumps(
+                {
+                    "window_s": round(window, 1),
+                    "cpu_s_per_min": round(total, 2),
+                    "units": [{"node": n, "unit": u, "cpu_s_per_min": round(m, 3)} for m, n, u in rows],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+
+
 def cmd_cpu_figure(args: argparse.Namespace) -> None:
     """The CPU line of one tier of a `run` summary (or of the whole run)."""
     summary = json.loads(pathlib.Path(args.summary).read_text())
@@ -648,6 +742,12 @@ def main(argv: list[str] | None = None) -> None:
     figure.set_defaults(func=cmd_cpu_figure)
     host_cpu = sub.add_parser("host-cpu", help="print the host's busy CPU seconds since boot (bench scripts)")
     host_cpu.set_defaults(func=cmd_host_cpu)
+    idle = sub.add_parser("idle-cpu", help="CPU seconds a minute per systemd unit of lab nodes (podman exec)")
+    idle.add_argument("--seconds", type=float, default=60.0, help="length of the window")
+    idle.add_argument("--top", type=int, default=25, help="units listed, the busiest first")
+    idle.add_argument("--json", help="write every unit's figure here")
+    idle.add_argument("nodes", nargs="+")
+    idle.set_defaults(func=cmd_idle_cpu)
     judge = sub.add_parser("judge", help="fail unless a verification run is green (or its control held)")
     judge.add_argument("--report", required=True, help="report directory, e.g. reports/latest")
     judge.add_argument("--expected-skips", help="YAML list of {check: GLOB, reason: TEXT, why: TEXT}")

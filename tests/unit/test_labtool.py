@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -499,3 +500,70 @@ def test_host_cpu_prints_the_reading_and_fails_without_one(monkeypatch, capsys):
         labtool.main(["host-cpu"])
     assert exit_info.value.code == 1
     assert "no /proc/stat" in capsys.readouterr().err
+
+
+# --- idle-cpu ------------------------------------------------------------------------------------
+
+
+def test_idle_cpu_sums_each_units_processes_between_two_samples():
+    hz, before = labtool.parse_proc_sample(
+        "100\ndask-worker@0.service 10 500\nredis.service 11 40\ngone.service 12 9\n"
+    )
+    _, after = labtool.parse_proc_sample(
+        "100\ndask-worker@0.service 10 650\nredis.service 11 40\ndask-worker@0.service 13 25\n"
+    )
+    # pid 13 started in between: it counts whole; pid 12 ended: unseen; redis used nothing
+    assert labtool.unit_cpu(before, after, hz) == {"dask-worker@0.service": pytest.approx(1.75)}
+    with pytest.raises(ValueError):
+        labtool.parse_proc_sample("sh: getconf: not found\n")
+
+
+def test_idle_cpu_names_the_unit_from_cgroup_v1_and_v2_lines():
+    sed = re.search(r"sed -n '([^']+)'", labtool._PROC_SAMPLE).group(1)
+    for text, unit in [
+        (
+            "45:hugetlb:/\n9:name=systemd:/system.slice/dask-worker@0.service\n0::/libpod_parent/x\n",
+            "dask-worker@0.service",
+        ),
+        ("0::/system.slice/postgresql@17-main.service\n", "postgresql@17-main.service"),
+    ]:
+        done = subprocess.run(["sed", "-n", sed], input=text, capture_output=True, text=True, check=True)
+        assert done.stdout.splitlines()[0] == unit
+
+
+def test_idle_cpu_reads_this_hosts_own_process_table():
+    done = subprocess.run(["sh", "-c", labtool._PROC_SAMPLE], capture_output=True, text=True, check=True)
+    hz, ticks = labtool.parse_proc_sample(done.stdout)
+    assert hz == os.sysconf("SC_CLK_TCK")
+    assert ("other", "1") in ticks or any(pid == "1" for _, pid in ticks)
+
+
+def test_idle_cpu_prints_cpu_seconds_a_minute_per_unit_busiest_first(tmp_path, monkeypatch, capsys):
+    podman = tmp_path / "podman"
+    # First call per node: the "before" table; second: "after" (a counter file per node).
+    podman.write_text(
+        "#!/bin/sh\n"
+        'n="$2"; c="$0.$n"; k=$(cat "$c" 2>/dev/null || echo 0); echo $((k + 1)) > "$c"\n'
+        'case "$n" in bad) echo "no such container" >&2; exit 125 ;; esac\n'
+        'a="airflow-scheduler.service 7"; d="dask-scheduler.service 8"\n'
+        'if [ "$k" = 0 ]; then printf "100\\n$a 100\\n$d 100\\n"\n'
+        'else printf "100\\n$a 160\\n$d 130\\n"; fi\n'
+    )
+    podman.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(labtool.time, "sleep", lambda s: None)
+    clock = iter([0.0, 0.0, 30.0, 30.0])
+    monkeypatch.setattr(labtool.time, "monotonic", lambda: next(clock, 30.0))
+    out_json = tmp_path / "idle.json"
+    labtool.main(["idle-cpu", "--seconds", "30", "--json", str(out_json), "n1", "n2"])
+    lines = capsys.readouterr().out.splitlines()
+    # per node: 0.6 s + 0.3 s in 30 s -> 1.2 and 0.6 s a minute; both nodes: 3.6 s a minute
+    assert lines[0] == "idle CPU of 2 node(s) over 30 s: 3.6 CPU seconds a minute (0.06 cores)"
+    assert [line.split()[0] for line in lines[1:]] == ["1.20", "1.20", "0.60", "0.60"]
+    assert "airflow-scheduler.service" in lines[1]
+    assert json.loads(out_json.read_text())["cpu_s_per_min"] == 3.6
+    with pytest.raises(SystemExit):
+        labtool.main(["idle-cpu", "--seconds", "1", "bad"])
+    assert (
+        "cannot read the processes of bad (podman exec rc=125): no such container" in capsys.readouterr().err
+    )

@@ -45,6 +45,28 @@ def test_lab_up_rejects_bad_arguments_before_any_change(args, message):
         assert lab_containers("argcheck") == []
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seconds", "0"], "--seconds must be a whole number of seconds > 0, got '0'"),
+        (["--seconds", "a minute"], "--seconds must be a whole number"),
+        (["--top"], "unknown option for idle: --top"),
+    ],
+)
+def test_lab_idle_rejects_bad_arguments(args, message):
+    result = run([str(LAB), "idle", *args], env={"CF_LAB_NAME": "argcheck"})
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_lab_idle_without_nodes_says_to_start_the_lab():
+    if not PODMAN:
+        pytest.skip("needs podman")
+    result = run([str(LAB), "idle", "--seconds", "1"], env={"CF_LAB_NAME": "idlenone"})
+    assert result.returncode != 0
+    assert "no running node of lab 'idlenone': run scripts/lab up first" in result.stderr
+
+
 def test_lab_refuses_to_run_unprivileged():
     if os.geteuid() != 0:
         result = run([str(LAB), "up", "--no-converge"])
