@@ -5,13 +5,12 @@ spark-defaults.conf carries the s3a settings only then. file:// URLs stand in fo
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from localplay import run_local_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "spark"
@@ -48,26 +47,7 @@ def converge(tmp_path: Path, **extra: Any) -> tuple[int, str]:
         "ansible_python_interpreter": sys.executable,
         **extra,
     }
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    done = subprocess.run(
-        [
-            str(ROOT / ".venv/bin/ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            str(play),
-            "-e",
-            json.dumps(values),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
+    return run_local_playbook(play, values)
 
 
 def fake_jars(tmp_path: Path) -> list[dict[str, str]]:

@@ -16,7 +16,9 @@ import testinfra
 import yaml
 
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
-PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
+MOLECULE = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
+PLATFORMS = MOLECULE["platforms"]
+PROVISIONER = MOLECULE["provisioner"]["inventory"]
 HEAD = PLATFORMS[0]["name"]
 WORKER = PLATFORMS[1]["name"]
 VENV = "/opt/clusterforge/venv"
@@ -187,6 +189,35 @@ def test_client_with_certificate_sees_the_inventory_and_computes(host):
     worker = address_of(host, WORKER)
     assert state["workers"] == [[THREADS, MEMORY, worker]] * WORKER_PROCESSES
     assert state["total"] == 500500
+
+
+def test_scheduler_and_workers_run_with_the_inventorys_monitoring_intervals(host):
+    if not is_head(host):
+        pytest.skip("asked of the scheduler from the client host")
+    wanted = PROVISIONER["group_vars"]["all"]
+    code = """
+        import json
+        import dask
+        from distributed import Client
+        KEYS = ("distributed.admin.tick.interval", "distributed.admin.system-monitor.interval",
+                "distributed.worker.profile.interval")
+        def intervals(dask_scheduler=None):
+            return [dask.config.get(key) for key in KEYS]
+        with Client(timeout=20) as client:
+            client.wait_for_workers(WORKERS, timeout=60)
+            print(json.dumps({"scheduler": client.run_on_scheduler(intervals),
+                              "workers": sorted(client.run(intervals).values())}))
+    """.replace("WORKERS", str(WORKER_PROCESSES))
+    result = run_python(host, code)
+    assert result.rc == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    tick, system, profile = (
+        wanted["dask_tick_interval"],
+        wanted["dask_system_monitor_interval"],
+        wanted["dask_worker_profile_interval"],
+    )
+    assert seen["scheduler"][:2] == [tick, system]
+    assert seen["workers"] == [[tick, system, profile]] * WORKER_PROCESSES
 
 
 def test_plain_tcp_client_is_refused(host):

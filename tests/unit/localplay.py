@@ -1,0 +1,28 @@
+"""Run a playbook on localhost with the project's Ansible configuration (roles' tasks and templates
+without a node)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_local_playbook(play: Path, values: dict[str, Any], inventory: str = "localhost,") -> tuple[int, str]:
+    """(exit status, stdout + stderr) of ansible-playbook PLAY on localhost with VALUES as extra vars."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    argv = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", inventory, "-c", "local", str(play)]
+    done = subprocess.run(
+        [*argv, "-e", json.dumps(values)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
