@@ -35,6 +35,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -758,4 +759,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    # Output piped into `head` and the like: end quietly when the reader goes, as other tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     main()

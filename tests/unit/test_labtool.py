@@ -567,3 +567,20 @@ def test_idle_cpu_prints_cpu_seconds_a_minute_per_unit_busiest_first(tmp_path, m
     assert (
         "cannot read the processes of bad (podman exec rc=125): no such container" in capsys.readouterr().err
     )
+
+
+def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
+    summary = tmp_path / "run.json"
+    summary.write_text(json.dumps({"elapsed_s": 10.0, "host_cpu_s": 15.0, "cores": 2}))
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader (`head`) is gone before the first line
+    with os.fdopen(writer, "w") as out:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "labtool.py"), "cpu-figure", "--summary", str(summary)],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
