@@ -515,9 +515,9 @@ def cmd_host_cpu(_: argparse.Namespace) -> None:
 
 # --- idle CPU of the nodes, per systemd unit -----------------------------------------------------
 
-# Run inside a node: one line per process, "UNIT TICKS", its systemd unit (the last component of its
-# cgroup path, cgroup v1's name=systemd line or v2's) and the CPU ticks it used (utime + stime),
-# after a first line with the node's ticks per second.
+# Run inside a node: a first line with the node's ticks per second, then one line per process,
+# "UNIT PID TICKS": its systemd unit (the last component of its cgroup path, cgroup v1's
+# name=systemd line or v2's), its pid and the CPU ticks it used (utime + stime).
 _PROC_SAMPLE = r"""getconf CLK_TCK
 for p in /proc/[0-9]*; do
   u=$(sed -n 's/^[0-9]*:\(name=systemd\)\{0,1\}:.*\/\([^/]*\)$/\2/p' "$p/cgroup" 2>/dev/null | head -n 1)
@@ -582,11 +582,10 @@ def cmd_idle_cpu(args: argparse.Namespace) -> None:
         (t0, (_, before)), (t1, (hz, after)) = first[node], second[node]
         for unit, used in unit_cpu(before, after, hz).items():
             rows.append((used * 60 / (t1 - t0), node, unit))
-    window = args.seconds
     rows.sort(reverse=True)
     total = sum(r[0] for r in rows)
     print(
-        f"idle CPU of {len(args.nodes)} node(s) over {window:.0f} s: "
+        f"idle CPU of {len(args.nodes)} node(s) over {args.seconds:.0f} s: "
         f"{total:.1f} CPU seconds a minute ({total / 60:.2f} cores)"
     )
     for per_minute, node, unit in rows[: args.top]:
@@ -595,7 +594,7 @@ def cmd_idle_cpu(args: argparse.Namespace) -> None:
         pathlib.Path(args.json).write_text(
             json.dumps(
                 {
-                    "window_s": round(window, 1),
+                    "window_s": round(args.seconds, 1),
                     "cpu_s_per_min": round(total, 2),
                     "units": [{"node": n, "unit": u, "cpu_s_per_min": round(m, 3)} for m, n, u in rows],
                 },
