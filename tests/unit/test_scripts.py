@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAB = ROOT / "scripts" / "lab"
@@ -428,3 +429,26 @@ def test_lab_says_why_a_node_is_recreated(tmp_path, inspect, reason):
     else:
         assert result.stdout.startswith("rc=1 "), result.stderr
         assert reason in result.stdout
+
+
+def test_lab_keeps_the_head_nodes_package_cache_in_a_volume_of_its_own(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    podman = bin_dir / "podman"
+    calls = tmp_path / "calls"
+    podman.write_text(f'#!/bin/bash\n[[ "$1" == run ]] && echo "$*" >>{calls}\nexit 0\n')
+    podman.chmod(0o755)
+    script = "source scripts/lab; start_node 1 debian13 abc; start_node 2 debian13 abc"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CF_LAB_NAME": "vol"}
+    result = run(["bash", "-c", script], env=env)
+    assert result.returncode == 0, result.stderr
+    head, worker = calls.read_text().splitlines()
+    volume = "-v clusterforge-apt-cache-vol-debian13:/var/cache/clusterforge-apt"
+    assert volume in head
+    # The lab's package cache keeps its packages there.
+    lab_vars = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/package_cache.yml").read_text())
+    assert lab_vars["package_cache_dir"] == "/var/cache/clusterforge-apt"
+    assert "apt-cacher-ng" not in worker
+    # Both keep the shared pip cache.
+    assert "-v clusterforge-pip-cache-debian13:/root/.cache/pip" in head
+    assert "-v clusterforge-pip-cache-debian13:/root/.cache/pip" in worker
