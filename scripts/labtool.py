@@ -617,6 +617,123 @@ def cmd_cpu_figure(args: argparse.Namespace) -> None:
     print(cpu_figure(wall, cpu, int(summary.get("cores") or 1)))
 
 
+# --- the install bench (scripts/bench) --------------------------------------------------------
+
+
+def bench_report(
+    *,
+    floor_s: float,
+    floor_cpu_s: float,
+    lab_s: float,
+    nodes: int,
+    converge: dict[str, Any],
+    lists: pathlib.Path,
+    strategy: str,
+    noop: dict[str, Any] | None = None,
+    every: dict[str, Any] | None = None,
+    date: str = "",
+) -> tuple[dict[str, Any], list[str]]:
+    """scripts/bench's figures (bench.json) and the lines it prints.
+
+    CONVERGE, NOOP and EVERY are `run` summaries: the first converge, the no-op re-converge and
+    the re-converge that runs every task (cluster_fast_converge=false). With EVERY, each tier's
+    converge CPU is split into what its tasks cost with nothing to do and the rest (installing,
+    first starts).
+    """
+    converge_s, converge_cpu = converge["elapsed_s"], converge.get("host_cpu_s")
+    cores = converge.get("cores") or 1
+    result: dict[str, Any] = {
+        "date": date,
+        "nodes": nodes,
+        "floor_s": round(floor_s, 1),
+        "lab_up_s": round(lab_s, 1),
+        "converge_s": round(converge_s, 1),
+        "ratio": round(lab_s / floor_s, 2),
+        "converge_ratio": round(converge_s / floor_s, 2),
+        "apt_packages": len((lists / "extra.apt").read_text().split()),
+        "pip_packages": sum(len(p.read_text().split()) for p in lists.glob("venv-*.txt")),
+        "venvs": len((lists / "venvs").read_text().split()),
+        "noop_s": (noop or {}).get("elapsed_s"),
+        "noop_changed": (noop or {}).get("changed"),
+        "strategy": strategy,
+        "cores": cores,
+        "floor_cpu_s": round(floor_cpu_s, 1),
+        "converge_cpu_s": converge_cpu,
+        "cpu_ratio": round(converge_cpu / floor_cpu_s, 2) if converge_cpu and floor_cpu_s else None,
+    }
+    lines = [
+        f"install floor (head's {result['apt_packages']} apt + {result['pip_packages']} pip packages, "
+        f"{result['venvs']} venvs, one fresh container): {result['floor_s']} s",
+        f"scripts/lab up --no-verify, {nodes} fresh nodes: {result['lab_up_s']} s "
+        f"(of which the converge {result['converge_s']} s)",
+        f"ratio lab up / floor: {result['ratio']} (converge alone: {result['converge_ratio']}; goal <= 1.3)",
+    ]
+    if result["cpu_ratio"] is not None:
+        lines.append(
+            f"CPU: the floor's container {result['floor_cpu_s']} s, the host during the converge "
+            f"{converge_cpu} s (controller and {nodes} nodes): {result['cpu_ratio']} times the floor's work; "
+            f"on {cores} cores the converge cannot take less than {converge_cpu / cores:.0f} s"
+        )
+    if result["noop_s"] is not None:
+        lines.append(
+            f"no-op re-converge, {nodes} nodes ({strategy}): {result['noop_s']} s, "
+            f"changed={result['noop_changed']}"
+        )
+    if every is not None:
+        tiers = {}
+        for tier, first in converge.get("tiers", {}).items():
+            again = every.get("tiers", {}).get(tier, {}).get("cpu_s", 0.0)
+            if first.get("cpu_s", 0.0) >= 1 or again >= 1:
+                tiers[tier] = {
+                    "converge_cpu_s": round(first.get("cpu_s", 0.0), 1),
+                    "tasks_cpu_s": round(again, 1),
+                }
+        every_cpu = every.get("host_cpu_s")
+        result["every_task"] = {
+            "elapsed_s": every["elapsed_s"],
+            "changed": every["changed"],
+            "host_cpu_s": every_cpu,
+            "tiers": tiers,
+        }
+        share = f", {every_cpu / converge_cpu:.0%} of the converge's" if converge_cpu and every_cpu else ""
+        lines.append(
+            f"re-converge running every task (nothing to install or start): {every['elapsed_s']} s, "
+            f"changed={every['changed']}, host CPU {every_cpu} s{share}"
+        )
+        lines.append(f"    {'tier':14} {'converge CPU':>13} {'tasks alone':>12} {'the rest':>9}")
+        for tier, row in tiers.items():
+            rest = row["converge_cpu_s"] - row["tasks_cpu_s"]
+            lines.append(
+                f"    {tier:14} {row['converge_cpu_s']:11.1f} s {row['tasks_cpu_s']:10.1f} s {rest:7.1f} s"
+            )
+    return result, lines
+
+
+def cmd_bench_report(args: argparse.Namespace) -> None:
+    def summary(path: str | None) -> dict[str, Any] | None:
+        return json.loads(pathlib.Path(path).read_text()) if path and pathlib.Path(path).exists() else None
+
+    import datetime
+
+    converge = summary(args.converge)
+    if converge is None:
+        fail(f"no summary of the bench lab's converge ({args.converge})")
+    result, lines = bench_report(
+        floor_s=args.floor_s,
+        floor_cpu_s=args.floor_cpu_ms / 1000,
+        lab_s=args.lab_s,
+        nodes=args.nodes,
+        converge=converge,
+        lists=pathlib.Path(args.lists),
+        strategy=args.strategy,
+        noop=summary(args.noop),
+        every=summary(args.every_task),
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    pathlib.Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print("\n".join(lines))
+
+
 # --- judging a verification run --------------------------------------------------------------
 
 
@@ -748,6 +865,18 @@ def main(argv: list[str] | None = None) -> None:
     idle.add_argument("--json", help="write every unit's figure here")
     idle.add_argument("nodes", nargs="+")
     idle.set_defaults(func=cmd_idle_cpu)
+    bench = sub.add_parser("bench-report", help="scripts/bench's figures from its measurements")
+    bench.add_argument("--floor-s", type=float, required=True)
+    bench.add_argument("--floor-cpu-ms", type=int, required=True)
+    bench.add_argument("--lab-s", type=float, required=True)
+    bench.add_argument("--nodes", type=int, required=True)
+    bench.add_argument("--converge", required=True, help="run summary of the converge")
+    bench.add_argument("--lists", required=True, help="directory of the head node's package lists")
+    bench.add_argument("--strategy", required=True)
+    bench.add_argument("--noop", help="run summary of the no-op re-converge")
+    bench.add_argument("--every-task", help="run summary of the re-converge that runs every task")
+    bench.add_argument("--out", required=True, help="write bench.json here")
+    bench.set_defaults(func=cmd_bench_report)
     judge = sub.add_parser("judge", help="fail unless a verification run is green (or its control held)")
     judge.add_argument("--report", required=True, help="report directory, e.g. reports/latest")
     judge.add_argument("--expected-skips", help="YAML list of {check: GLOB, reason: TEXT, why: TEXT}")

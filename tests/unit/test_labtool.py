@@ -584,3 +584,92 @@ def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
             check=False,
         )
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+# --- scripts/bench's report ----------------------------------------------------------------------
+
+
+def bench_lists(tmp_path: pathlib.Path) -> pathlib.Path:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "extra.apt").write_text("a=1\nb=2\nc=3\n")
+    (lists / "venvs").write_text("/opt/v1\n/opt/v2\n")
+    (lists / "venv-1.txt").write_text("x==1\ny==2\n")
+    (lists / "venv-2.txt").write_text("z==3\n")
+    return lists
+
+
+def run_summary(elapsed: float, cpu: float, tiers: dict[str, float], changed: int = 0) -> dict:
+    return {
+        "elapsed_s": elapsed,
+        "host_cpu_s": cpu,
+        "cores": 2,
+        "changed": changed,
+        "tiers": {name: {"s": 1.0, "cpu_s": value} for name, value in tiers.items()},
+    }
+
+
+def test_bench_report_splits_each_tiers_cpu_into_its_tasks_and_the_rest(tmp_path):
+    converge = run_summary(400.0, 600.0, {"common": 100.0, "airflow": 150.0, "cloud_up": 0.0})
+    every = run_summary(120.0, 150.0, {"common": 30.0, "airflow": 45.5, "cloud_up": 0.2})
+    result, lines = labtool.bench_report(
+        floor_s=100.0,
+        floor_cpu_s=120.0,
+        lab_s=410.0,
+        nodes=3,
+        converge=converge,
+        lists=bench_lists(tmp_path),
+        strategy="mitogen_linear",
+        noop={"elapsed_s": 4.0, "changed": 0},
+        every=every,
+    )
+    assert (result["apt_packages"], result["pip_packages"], result["venvs"]) == (3, 3, 2)
+    assert result["ratio"] == 4.1 and result["converge_ratio"] == 4.0 and result["cpu_ratio"] == 5.0
+    assert result["every_task"]["tiers"] == {
+        "common": {"converge_cpu_s": 100.0, "tasks_cpu_s": 30.0},
+        "airflow": {"converge_cpu_s": 150.0, "tasks_cpu_s": 45.5},
+    }
+    text = "\n".join(lines)
+    assert "ratio lab up / floor: 4.1 (converge alone: 4.0; goal <= 1.3)" in text
+    assert "on 2 cores the converge cannot take less than 300 s" in text
+    every_line = "re-converge running every task (nothing to install or start): 120.0 s, changed=0"
+    assert f"{every_line}, host CPU 150.0 s, 25% of the converge's" in text
+    airflow = next(line for line in lines if line.split()[:1] == ["airflow"])
+    assert airflow.split() == ["airflow", "150.0", "s", "45.5", "s", "104.5", "s"]
+    assert not any(line.split()[:1] == ["cloud_up"] for line in lines)
+
+
+def test_bench_report_without_the_re_converges(tmp_path):
+    result, lines = labtool.bench_report(
+        floor_s=100.0,
+        floor_cpu_s=0.0,
+        lab_s=200.0,
+        nodes=1,
+        converge=run_summary(190.0, 0.0, {}),
+        lists=bench_lists(tmp_path),
+        strategy="linear",
+    )
+    assert result["noop_s"] is None and "every_task" not in result and result["cpu_ratio"] is None
+    assert len(lines) == 3
+
+
+def test_bench_report_command_writes_bench_json(tmp_path):
+    converge = tmp_path / "converge.json"
+    converge.write_text(json.dumps(run_summary(300.0, 450.0, {"common": 90.0})))
+    every = tmp_path / "every.json"
+    every.write_text(json.dumps(run_summary(100.0, 120.0, {"common": 20.0})))
+    out = tmp_path / "bench.json"
+    args = ["bench-report", "--floor-s", "150", "--floor-cpu-ms", "150000", "--lab-s", "310", "--nodes", "3"]
+    args += ["--converge", str(converge), "--lists", str(bench_lists(tmp_path)), "--strategy", "linear"]
+    args += ["--noop", str(tmp_path / "missing.json"), "--every-task", str(every), "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "labtool.py"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert figures["ratio"] == 2.07 and figures["noop_s"] is None
+    assert figures["every_task"]["tiers"]["common"] == {"converge_cpu_s": 90.0, "tasks_cpu_s": 20.0}
+    assert "common" in result.stdout and "70.0 s" in result.stdout

@@ -337,19 +337,34 @@ def test_upgrade_without_a_head_node_is_refused(tmp_path):
     assert "found 0" in result.stdout
 
 
+BENCH = ROOT / "scripts" / "bench"
+
+
+def test_bench_help_tells_every_option_and_the_every_task_re_converge():
+    result = run([str(BENCH), "--help"], env={"CF_LAB_NAME": "argcheck"})
+    assert result.returncode == 0, result.stderr
+    assert "scripts/bench [--nodes N] [--keep] [--no-noop] [--reuse]" in result.stdout
+    assert "runs every task of every tier" in result.stdout
+    # The usage ends with the header: no code after it.
+    assert "set -euo pipefail" not in result.stdout
+
+
 BENCH_SPARK = ROOT / "scripts" / "bench-spark"
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("script", "args", "message"),
     [
-        (["--runs", "0"], "--runs needs a whole number of at least 1 (got '0')"),
-        (["--runs", "two"], "--runs needs a whole number"),
-        (["--bogus"], "unknown option --bogus"),
+        (BENCH, ["--nodes", "0"], "--nodes must be a whole number from 1 to"),
+        (BENCH, ["--nodes", "x"], "--nodes must be a whole number from 1 to"),
+        (BENCH, ["--bogus"], "unknown option --bogus"),
+        (BENCH_SPARK, ["--runs", "0"], "--runs needs a whole number of at least 1 (got '0')"),
+        (BENCH_SPARK, ["--runs", "two"], "--runs needs a whole number"),
+        (BENCH_SPARK, ["--bogus"], "unknown option --bogus"),
     ],
 )
-def test_bench_spark_rejects_bad_arguments(args, message):
-    result = run([str(BENCH_SPARK), *args], env={"CF_LAB_NAME": "argcheck"})
+def test_the_benches_reject_bad_arguments(script, args, message):
+    result = run([str(script), *args], env={"CF_LAB_NAME": "argcheck"})
     assert result.returncode != 0
     assert message in result.stderr
 
