@@ -467,3 +467,44 @@ def test_lab_keeps_the_head_nodes_package_cache_in_a_volume_of_its_own(tmp_path)
     # Both keep the shared pip cache.
     assert "-v clusterforge-pip-cache-debian13:/root/.cache/pip" in head
     assert "-v clusterforge-pip-cache-debian13:/root/.cache/pip" in worker
+
+
+@pytest.mark.parametrize(
+    ("rm_fails", "ok"),
+    [(0, True), (1, True), (99, False)],
+)
+def test_scenario_teardown_survives_podmans_stop_race(tmp_path, rm_fails, ok):
+    # A podman whose `rm -f` fails the first RM_FAILS times (the race: the container stopped by
+    # itself between the stop signal and the kill) and removes the instances after that.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gone, tries = tmp_path / "gone", tmp_path / "tries"
+    (bin_dir / "podman").write_text(
+        "#!/bin/bash\n"
+        'case "$1" in\n'
+        f"  ps) [[ -e {gone} ]] || printf 'aaa\\nbbb\\n' ;;\n"
+        f"  rm) n=$(($(cat {tries} 2>/dev/null || echo 0) + 1)); echo $n >{tries}\n"
+        f"      if ((n <= {rm_fails})); then echo 'container state improper: stopped' >&2; exit 125; fi\n"
+        f"      touch {gone} ;;\n"
+        "  network) exit 1 ;;\n"
+        "esac\n"
+    )
+    (bin_dir / "podman").chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    function = subprocess.run(
+        ["sed", "-n", "/^scenario_down() {/,/^}/p", str(ROOT / "scripts/test")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    script = f"{function}\nscenario_down celery {state} && echo DOWN"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    result = run(["bash", "-c", script], env=env)
+    if ok:
+        assert result.stdout.strip() == "DOWN", result.stderr
+        assert not state.exists()
+    else:
+        assert "DOWN" not in result.stdout
+        assert "scenario celery: podman could not remove aaa bbb" in result.stderr
+        assert state.exists()
