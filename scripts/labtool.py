@@ -28,6 +28,7 @@ wall time was bound by the cores, not by waiting, and no reordering can make it 
 from __future__ import annotations
 
 import argparse
+import datetime
 import fnmatch
 import importlib.metadata
 import json
@@ -712,8 +713,6 @@ def bench_report(
 def cmd_bench_report(args: argparse.Namespace) -> None:
     def summary(path: str | None) -> dict[str, Any] | None:
         return json.loads(pathlib.Path(path).read_text()) if path and pathlib.Path(path).exists() else None
-
-    import datetime
 
     converge = summary(args.converge)
     if converge is None:

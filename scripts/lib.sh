@@ -8,6 +8,20 @@ export CF_ROOT CF_VENV
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 info() { printf '==> %s\n' "$*" >&2; }
 
+# remove_containers WHAT SECONDS NAME...: remove containers (names or ids), giving each SECONDS
+# to stop. podman rm -f can lose a race with a container that stops by itself between the stop
+# signal and the kill ("container state improper: stopped") and fail with nothing left to do: ask
+# again once, and fail only if one is still there, naming WHAT and the containers.
+remove_containers() {
+  local what="$1" seconds="$2" name left=()
+  shift 2
+  (($#)) || return 0
+  podman rm -f -t "${seconds}" "$@" >/dev/null && return 0
+  podman rm -f -t "${seconds}" "$@" >/dev/null 2>&1 || true
+  for name in "$@"; do podman container exists "${name}" && left+=("${name}"); done
+  ((${#left[@]} == 0)) || { printf 'error: %s: podman could not remove %s\n' "${what}" "${left[*]}" >&2; return 1; }
+}
+
 # Make sure the controller virtual environment exists; build it with scripts/bootstrap if not.
 ensure_venv() {
   if [[ ! -x "${CF_VENV}/bin/ansible-playbook" ]]; then

@@ -486,6 +486,7 @@ def test_scenario_teardown_survives_podmans_stop_race(tmp_path, rm_fails, ok):
         f"  rm) n=$(($(cat {tries} 2>/dev/null || echo 0) + 1)); echo $n >{tries}\n"
         f"      if ((n <= {rm_fails})); then echo 'container state improper: stopped' >&2; exit 125; fi\n"
         f"      touch {gone} ;;\n"
+        f"  container) [[ ! -e {gone} ]] ;;\n"
         "  network) exit 1 ;;\n"
         "esac\n"
     )
@@ -498,7 +499,7 @@ def test_scenario_teardown_survives_podmans_stop_race(tmp_path, rm_fails, ok):
         text=True,
         check=True,
     ).stdout
-    script = f"{function}\nscenario_down celery {state} && echo DOWN"
+    script = f"source scripts/lib.sh\n{function}\nscenario_down celery {state} && echo DOWN"
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
     result = run(["bash", "-c", script], env=env)
     if ok:
