@@ -9,17 +9,28 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 info() { printf '==> %s\n' "$*" >&2; }
 
 # remove_containers WHAT SECONDS NAME...: remove containers (names or ids), giving each SECONDS
-# to stop. podman rm -f can lose a race with a container that stops by itself between the stop
-# signal and the kill ("container state improper: stopped") and fail with nothing left to do: ask
-# again once, and fail only if one is still there, naming WHAT and the containers.
+# to stop. podman (4.3) rm -f can lose a race with a container that stops by itself between the
+# stop signal and the kill: it fails with "container state improper: stopped" and leaves the
+# container in that state until its exit is cleaned up, which can take seconds on a busy host. Ask
+# again up to 4 times, a second apart, cleaning up the exit first; fail only if one is still
+# there, naming WHAT, the containers and podman's last words.
 remove_containers() {
-  local what="$1" seconds="$2" name left=()
+  local what="$1" seconds="$2" name left err try
   shift 2
   (($#)) || return 0
-  podman rm -f -t "${seconds}" "$@" >/dev/null && return 0
-  podman rm -f -t "${seconds}" "$@" >/dev/null 2>&1 || true
-  for name in "$@"; do podman container exists "${name}" && left+=("${name}"); done
-  ((${#left[@]} == 0)) || { printf 'error: %s: podman could not remove %s\n' "${what}" "${left[*]}" >&2; return 1; }
+  left=("$@")
+  for try in 0 1 2 3 4; do
+    if ((try)); then
+      sleep 1
+      podman container cleanup "${left[@]}" >/dev/null 2>&1 || true
+    fi
+    err="$(podman rm -f -t "${seconds}" "${left[@]}" 2>&1 >/dev/null)" && return 0
+    left=()
+    for name in "$@"; do podman container exists "${name}" && left+=("${name}"); done
+    ((${#left[@]})) || return 0
+  done
+  printf 'error: %s: podman could not remove %s: %s\n' "${what}" "${left[*]}" "${err##*$'\n'}" >&2
+  return 1
 }
 
 # Make sure the controller virtual environment exists; build it with scripts/bootstrap if not.
