@@ -35,6 +35,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -451,7 +452,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     # passes none: a `--no-verify` converge would leave `--skip-tags verify` behind for the next one.
     shutil.rmtree(work / "env", ignore_errors=True)
     log_path = pathlib.Path(args.log) if args.log else work / "ansible.log"
-    cmdline = " ".join(f"--skip-tags {t}" for t in args.skip_tags) + " " + " ".join(args.extra)
+    # ansible-runner splits the command line with shlex: quote each argument (`-e 'x=a b'`).
+    cmdline = shlex.join([word for tag in args.skip_tags for word in ("--skip-tags", tag)] + args.extra)
     with log_path.open("w") as log:
         progress = Progress(tier_of_plays(playbook), log)
         progress.say(f"{args.label}: {args.playbook} on {args.inventory} (log: {log_path})")
@@ -460,7 +462,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             project_dir=str(ROOT),
             playbook=str(playbook),
             inventory=str(pathlib.Path(args.inventory).resolve()),
-            cmdline=cmdline.strip() or None,
+            cmdline=cmdline or None,
             quiet=True,
             event_handler=progress.handle,
             # Keep the project's fact cache (ansible.cfg), not one per runner artifact directory.

@@ -283,6 +283,22 @@ def test_a_run_finds_ansible_playbook_beside_its_interpreter_without_path(tmp_pa
     assert "hello-from-the-venv" in log.read_text()
 
 
+def test_a_runs_extra_arguments_keep_their_spaces(tmp_path):
+    """`labtool.py run ... -- -e '{"greeting": "hello from the lab"}'`: one argument, not four words."""
+    playbook = tmp_path / "greet.yml"
+    task = {"name": "Say the greeting", "ansible.builtin.debug": {"msg": "[{{ greeting }}]"}}
+    play = {"name": "Greet", "hosts": "localhost", "connection": "local", "gather_facts": False}
+    playbook.write_text(yaml.safe_dump([{**play, "tasks": [task]}], sort_keys=False))
+    log = tmp_path / "ansible.log"
+    argv = [sys.executable, str(ROOT / "scripts" / "labtool.py"), "run", "--inventory", "localhost,"]
+    argv += ["--label", "unit-extra", "--log", str(log), str(playbook)]
+    argv += ["--", "-e", '{"greeting": "hello from the lab"}']
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[hello from the lab]" in log.read_text()
+
+
 def test_a_run_without_arguments_does_not_inherit_the_last_runs_skip_tags(tmp_path):
     """`lab up --no-verify` then `lab up`: the second converge must run the tagged plays again."""
     playbook = tmp_path / "tagged.yml"
