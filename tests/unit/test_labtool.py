@@ -268,55 +268,44 @@ def test_runner_loads_the_live_line_callback(tmp_path):
     assert "verify localhost" in result.stdout and "node.cpu" in result.stdout, result.stdout + result.stderr
 
 
+def labtool_run(tmp_path, label, task, *options, tags=(), extra=(), path=None, log_name="ansible.log"):
+    """`labtool.py run` of a one-task play on localhost; its result and the run's log."""
+    playbook = tmp_path / f"{label}.yml"
+    play = {"name": label, "hosts": "localhost", "connection": "local", "gather_facts": False}
+    playbook.write_text(yaml.safe_dump([{**play, "tags": list(tags), "tasks": [task]}], sort_keys=False))
+    log = tmp_path / log_name
+    argv = [sys.executable, str(ROOT / "scripts" / "labtool.py"), "run", "--inventory", "localhost,"]
+    argv += ["--label", label, "--log", str(log), *options, str(playbook)]
+    argv += ["--", *extra] if extra else []
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": path or os.environ["PATH"]}
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    return result, log.read_text()
+
+
 def test_a_run_finds_ansible_playbook_beside_its_interpreter_without_path(tmp_path):
     """`.venv/bin/python scripts/labtool.py run ...` from a shell whose PATH lacks .venv/bin."""
-    playbook = tmp_path / "hello.yml"
     task = {"name": "Say hello", "ansible.builtin.debug": {"msg": "hello-from-the-venv"}}
-    play = {"name": "Hello", "hosts": "localhost", "connection": "local", "gather_facts": False}
-    playbook.write_text(yaml.safe_dump([{**play, "tasks": [task]}], sort_keys=False))
-    log = tmp_path / "ansible.log"
-    argv = [sys.executable, str(ROOT / "scripts" / "labtool.py"), "run", "--inventory", "localhost,"]
-    argv += ["--label", "unit-path", "--log", str(log), str(playbook)]
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    result, log = labtool_run(tmp_path, "unit-path", task, path="/usr/bin:/bin")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "hello-from-the-venv" in log.read_text()
+    assert "hello-from-the-venv" in log
 
 
 def test_a_runs_extra_arguments_keep_their_spaces(tmp_path):
     """`labtool.py run ... -- -e '{"greeting": "hello from the lab"}'`: one argument, not four words."""
-    playbook = tmp_path / "greet.yml"
     task = {"name": "Say the greeting", "ansible.builtin.debug": {"msg": "[{{ greeting }}]"}}
-    play = {"name": "Greet", "hosts": "localhost", "connection": "local", "gather_facts": False}
-    playbook.write_text(yaml.safe_dump([{**play, "tasks": [task]}], sort_keys=False))
-    log = tmp_path / "ansible.log"
-    argv = [sys.executable, str(ROOT / "scripts" / "labtool.py"), "run", "--inventory", "localhost,"]
-    argv += ["--label", "unit-extra", "--log", str(log), str(playbook)]
-    argv += ["--", "-e", '{"greeting": "hello from the lab"}']
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    extra = ("-e", '{"greeting": "hello from the lab"}')
+    result, log = labtool_run(tmp_path, "unit-extra", task, extra=extra)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[hello from the lab]" in log.read_text()
+    assert "[hello from the lab]" in log
 
 
 def test_a_run_without_arguments_does_not_inherit_the_last_runs_skip_tags(tmp_path):
     """`lab up --no-verify` then `lab up`: the second converge must run the tagged plays again."""
-    playbook = tmp_path / "tagged.yml"
     task = {"name": "Say the tagged word", "ansible.builtin.debug": {"msg": "tagged-play-ran"}}
-    play = {"name": "Tagged", "hosts": "localhost", "connection": "local", "gather_facts": False}
-    playbook.write_text(yaml.safe_dump([{**play, "tags": ["verify"], "tasks": [task]}], sort_keys=False))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    logs = []
-    for run, extra in enumerate((["--skip-tags", "verify"], [])):
-        log = tmp_path / f"ansible-{run}.log"
-        argv = [sys.executable, str(ROOT / "scripts" / "labtool.py"), "run", "--inventory", "localhost,"]
-        argv += ["--label", "unit-tags", "--log", str(log), *extra, str(playbook)]
-        subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env, check=False)
-        logs.append(log.read_text())
+    path = f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}"
+    _, skipped = labtool_run(tmp_path, "unit-tags", task, "--skip-tags", "verify", tags=["verify"], path=path)
+    _, again = labtool_run(tmp_path, "unit-tags", task, tags=["verify"], path=path, log_name="again.log")
+    logs = [skipped, again]
     assert "tagged-play-ran" not in logs[0], logs[0]
     assert "tagged-play-ran" in logs[1], logs[1]
 
