@@ -12,8 +12,8 @@ info() { printf '==> %s\n' "$*" >&2; }
 # to stop. podman (4.3) rm -f can lose a race with a container that stops by itself between the
 # stop signal and the kill: it fails with "container state improper: stopped" and leaves the
 # container in that state until its exit is cleaned up, which can take seconds on a busy host. Ask
-# again up to 4 times, a second apart, cleaning up the exit first; fail only if one is still
-# there, naming WHAT, the containers and podman's last words.
+# again up to 4 times, after 1, 2, 3 and 4 s, cleaning up the exit first; fail only if one is
+# still there, naming WHAT, the containers and podman's last words.
 remove_containers() {
   local what="$1" seconds="$2" name left err try
   shift 2
@@ -21,7 +21,7 @@ remove_containers() {
   left=("$@")
   for try in 0 1 2 3 4; do
     if ((try)); then
-      sleep 1
+      sleep "${try}"
       podman container cleanup "${left[@]}" >/dev/null 2>&1 || true
     fi
     err="$(podman rm -f -t "${seconds}" "${left[@]}" 2>&1 >/dev/null)" && return 0

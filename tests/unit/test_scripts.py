@@ -493,6 +493,8 @@ def test_scenario_teardown_survives_podmans_stop_race(tmp_path, rm_fails, ok):
         "esac\n"
     )
     (bin_dir / "podman").chmod(0o755)
+    (bin_dir / "sleep").write_text(f'#!/bin/bash\necho "sleep $*" >>{calls}\n')
+    (bin_dir / "sleep").chmod(0o755)
     state = tmp_path / "state"
     state.mkdir()
     function = subprocess.run(
@@ -511,6 +513,8 @@ def test_scenario_teardown_survives_podmans_stop_race(tmp_path, rm_fails, ok):
         assert "DOWN" not in result.stdout
         assert "scenario celery: podman could not remove aaa bbb: container state improper" in result.stderr
         assert state.exists()
-    # Every retry first cleans up the exits of what is left.
+    # Every retry waits longer than the one before, then cleans up the exits of what is left.
     log = calls.read_text().splitlines()
-    assert log.count("container cleanup aaa bbb") == min(rm_fails, 4)
+    retries = min(rm_fails, 4)
+    assert [line for line in log if line.startswith("sleep")] == [f"sleep {n}" for n in range(1, retries + 1)]
+    assert log.count("container cleanup aaa bbb") == retries
