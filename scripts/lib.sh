@@ -21,6 +21,7 @@ remove_containers() {
   left=("$@")
   for try in 0 1 2 3 4; do
     if ((try)); then
+      printf 'note: %s: podman rm: %s; asking again in %s s\n' "${what}" "${err##*$'\n'}" "${try}" >&2
       sleep "${try}"
       podman container cleanup "${left[@]}" >/dev/null 2>&1 || true
     fi

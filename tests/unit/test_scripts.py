@@ -518,3 +518,4 @@ def test_scenario_teardown_survives_podmans_stop_race(tmp_path, rm_fails, ok):
     retries = min(rm_fails, 4)
     assert [line for line in log if line.startswith("sleep")] == [f"sleep {n}" for n in range(1, retries + 1)]
     assert log.count("container cleanup aaa bbb") == retries
+    assert result.stderr.count("note: scenario celery: podman rm: container state improper") == retries
