@@ -8,6 +8,14 @@ export CF_ROOT CF_VENV
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 info() { printf '==> %s\n' "$*" >&2; }
 
+# stop_container NAME: stop a container at once (its process gets SIGKILL). podman stop can lose
+# the race that remove_containers describes and fail on a container that did stop: that counts as
+# stopped; only a container still running fails.
+stop_container() {
+  podman stop -t 0 "$1" >/dev/null 2>&1 && return 0
+  [[ "$(podman container inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" == false ]]
+}
+
 # remove_containers WHAT SECONDS NAME...: remove containers (names or ids), giving each SECONDS
 # to stop. podman (4.3) rm -f can lose a race with a container that stops by itself between the
 # stop signal and the kill: it fails with "container state improper: stopped" and leaves the

@@ -519,3 +519,20 @@ def test_scenario_teardown_survives_podmans_stop_race(tmp_path, rm_fails, ok):
     assert [line for line in log if line.startswith("sleep")] == [f"sleep {n}" for n in range(1, retries + 1)]
     assert log.count("container cleanup aaa bbb") == retries
     assert result.stderr.count("note: scenario celery: podman rm: container state improper") == retries
+
+
+@pytest.mark.parametrize(
+    ("stop_rc", "running", "ok"),
+    [(0, "true", True), (125, "false", True), (125, "true", False)],
+)
+def test_a_layer_containers_stop_counts_the_stop_podman_lost_the_race_on(tmp_path, stop_rc, running, ok):
+    # podman stop failing ("container state improper: stopped") on a container that did stop.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "podman").write_text(
+        f'#!/bin/bash\ncase "$1" in\n  stop) exit {stop_rc} ;;\n  container) echo {running} ;;\nesac\n'
+    )
+    (bin_dir / "podman").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    result = run(["bash", "-c", "source scripts/lib.sh; stop_container cf-layer-x && echo STOPPED"], env=env)
+    assert ("STOPPED" in result.stdout) == ok
