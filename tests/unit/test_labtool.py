@@ -305,9 +305,8 @@ def test_a_run_without_arguments_does_not_inherit_the_last_runs_skip_tags(tmp_pa
     path = f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}"
     _, skipped = labtool_run(tmp_path, "unit-tags", task, "--skip-tags", "verify", tags=["verify"], path=path)
     _, again = labtool_run(tmp_path, "unit-tags", task, tags=["verify"], path=path, log_name="again.log")
-    logs = [skipped, again]
-    assert "tagged-play-ran" not in logs[0], logs[0]
-    assert "tagged-play-ran" in logs[1], logs[1]
+    assert "tagged-play-ran" not in skipped, skipped
+    assert "tagged-play-ran" in again, again
 
 
 # --- judge: is a verification run green, did its control hold ------------------------------------
