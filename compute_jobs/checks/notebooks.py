@@ -3,7 +3,9 @@
 The suite logs in to the hub over HTTPS as the check account (a non-admin course account) through
 the REST API, starts that account's own server (a systemd unit under the user limits), opens
 kernels of the ``clusterforge`` kernel spec through the server's API and runs each notebook from
-the account's home, cell after cell. Each notebook ends in a cell that asserts its known answer
+the account's home, cell after cell, each in a kernel of its own, two notebooks at a time (param
+``kernels``) but never two that compute on Spark (a Spark application holds every core of the
+standalone cluster). Each notebook ends in a cell that asserts its known answer
 and prints one line ``CLUSTERFORGE_RESULT {"answer": ..., "hosts": [...]}``; the check judges that
 answer against its own table and the hosts against the inventory's workers of the engine the
 notebook uses (its ``metadata.clusterforge.engine``). A notebook for an engine the inventory does
@@ -33,14 +35,15 @@ import json
 import re
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from compute_jobs.context import CheckContext
 from compute_jobs.model import FAIL, SKIP, Check, CheckError, Metric, Param, Result, register
@@ -100,6 +103,9 @@ HUB_REQUIREMENTS = {
         "the course accounts' homes are not on the share (jupyter_home_dir is not shared_storage_home_dir)"
     )
 }
+# Engines of which one notebook at a time may compute: a Spark application takes every core the
+# standalone master has, so a second one would wait for the first to end (or starve until it does).
+ONE_AT_A_TIME = frozenset({"spark"})
 # engines.<engine> keys that name the hosts which must take part (first one present wins).
 WORKER_KEYS = ("workers", "expected_workers", "processes", "slots", "pipeline_workers")
 MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -336,6 +342,99 @@ def read_credentials(path: str) -> tuple[str, str]:
         ) from exc
 
 
+@dataclass(frozen=True)
+class NotebookPlan:
+    """A notebook the check runs: its cells, who must do its work, which one-at-a-time engines it uses."""
+
+    path: str
+    label: str
+    engine: str | None
+    hosts: list[str] | None
+    cells: list[str]
+    one_at_a_time: frozenset[str]
+
+
+def engines_used(ctx: CheckContext, meta: dict[str, Any]) -> set[str]:
+    """The engines a notebook computes on: its engine, what it requires, and the back ends of a
+    pipeline engine (engines.<engine>.pipeline_backends: the Luigi notebook aggregates on Spark)."""
+    engine = meta.get("engine")
+    used = {e for e in (engine, *meta.get("requires", [])) if e}
+    section = ctx.cluster.engines.get(engine) if engine else None
+    if isinstance(section, dict):
+        used.update(str(v) for v in (section.get("pipeline_backends") or {}).values())
+    return used
+
+
+Outcome = TypeVar("Outcome")
+
+
+def side_by_side(
+    plans: list[NotebookPlan], kernels: int, execute: Callable[[NotebookPlan], Outcome]
+) -> Iterator[Outcome]:
+    """EXECUTE the PLANS, up to KERNELS at once, never two that share a one-at-a-time engine; each
+    starts as soon as that allows, in the list's order (with more than one kernel, those of such an
+    engine first: they form the longest queue). The outcomes come in the list's order, each
+    as soon as it and those before it are done; the first exception stops what has not started and
+    is raised in its place once the running ones have finished."""
+    lock = threading.Condition()
+    pending = list(range(len(plans)))
+    busy: set[str] = set()
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    stopped = False
+
+    def worker() -> None:
+        nonlocal stopped
+        while True:
+            with lock:
+                while True:
+                    if stopped or not pending:
+                        return
+                    free = [i for i in pending if not plans[i].one_at_a_time & busy]
+                    # Beside another kernel, those of a one-at-a-time engine first: they queue
+                    # behind each other anyway. One kernel keeps the list's order.
+                    index = min(
+                        free, key=lambda i: (kernels > 1 and not plans[i].one_at_a_time, i), default=None
+                    )
+                    if index is not None:
+                        break
+                    lock.wait()
+                pending.remove(index)
+                busy.update(plans[index].one_at_a_time)
+            try:
+                outcome: tuple[bool, Any] = (True, execute(plans[index]))
+            except BaseException as exc:  # handed to the caller's thread, raised there
+                outcome = (False, exc)
+            with lock:
+                busy.difference_update(plans[index].one_at_a_time)
+                outcomes[index] = outcome
+                stopped = stopped or not outcome[0]
+                lock.notify_all()
+
+    threads = [
+        threading.Thread(target=worker, name=f"notebook-kernel-{n}", daemon=True)
+        for n in range(max(1, min(kernels, len(plans))))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for index in range(len(plans)):
+            with lock:
+                while index not in outcomes and not (stopped and index in pending):
+                    lock.wait()
+                if index not in outcomes:
+                    break
+                ok, value = outcomes[index]
+            if not ok:
+                raise value
+            yield value
+    finally:
+        with lock:
+            stopped = True
+            lock.notify_all()
+        for thread in threads:
+            thread.join()
+
+
 # --- the checks -------------------------------------------------------------------------------------
 
 
@@ -455,7 +554,18 @@ class NotebooksRun(_HubCheck):
         "Each course notebook, run in the clusterforge kernel of a course account's server: known answer, "
         "and the work ran on every worker host of its engine"
     )
-    params = (Param("cell_timeout", float, 300.0, "seconds one cell may run", 1.0, 3600.0, smoke=30.0),)
+    params = (
+        Param("cell_timeout", float, 300.0, "seconds one cell may run", 1.0, 3600.0, smoke=30.0),
+        Param(
+            "kernels",
+            int,
+            2,
+            "notebooks that run at once, each in a kernel of its own (as a participant with two open "
+            "notebooks); two that compute on Spark never run at once",
+            1,
+            8,
+        ),
+    )
     metrics = (Metric("wall_time", "s", better="lower", help="one notebook, first cell to last"),)
     correctness_rule = "the notebook's CLUSTERFORGE_RESULT answer equals the check's known answer"
     placement_rule = "hosts the notebook reports == the workers engines.<engine> names"
@@ -467,54 +577,69 @@ class NotebooksRun(_HubCheck):
         hub.start_server(user, time.monotonic() + ctx.bounded(ctx.remaining() - 30))
         folder = (settings.get("notebooks_dir") or "notebooks").strip("/")
         try:
+            plans: list[NotebookPlan] = []
             for name in settings.get("notebooks") or []:
                 ctx.check_deadline()
-                yield from self.run_notebook(ctx, settings, hub, user, f"{folder}/{name}")
+                judged, plan = self.plan_notebook(ctx, settings, hub, user, f"{folder}/{name}")
+                yield from judged
+                if plan is not None:
+                    plans.append(plan)
+
+            def execute(plan: NotebookPlan) -> list[Result]:
+                ctx.check_deadline()
+                return self.run_notebook(ctx, settings, hub, user, plan)
+
+            for judged in side_by_side(plans, ctx.params.kernels, execute):
+                yield from judged
         finally:
             hub.stop_server(user)
 
-    def run_notebook(
+    def plan_notebook(
         self, ctx: CheckContext, settings: dict[str, Any], hub: Hub, user: str, path: str
-    ) -> Iterator[Result]:
+    ) -> tuple[list[Result], NotebookPlan | None]:
+        """What to run of the notebook at PATH, or the SKIP/ERROR that stands for it."""
         name = path.rsplit("/", 1)[-1]
         label = f"notebooks.run.{name.removesuffix('.ipynb')}"
         status, model = hub.call(
             "GET", f"/user/{urllib.parse.quote(user)}/api/contents/{urllib.parse.quote(path)}"
         )
         if status != 200 or not isinstance(model, dict):
-            yield ctx.error(
-                f"{user}'s server has no {path} (HTTP {status}): the notebooks were not copied", label
-            )
-            return
+            error = f"{user}'s server has no {path} (HTTP {status}): the notebooks were not copied"
+            return [ctx.error(error, label)], None
         notebook = model.get("content") or {}
         meta = notebook.get("metadata", {}).get("clusterforge", {})
         engine = meta.get("engine")
         requires = [engine, *meta.get("requires", [])]
         lacking = [e for e in requires if e and e not in HUB_REQUIREMENTS and e not in ctx.cluster.engines]
         if lacking:
-            yield ctx.result(
-                label, status=SKIP, reason=f"the inventory provisions no {' and no '.join(lacking)}"
-            )
-            return
+            reason = f"the inventory provisions no {' and no '.join(lacking)}"
+            return [ctx.result(label, status=SKIP, reason=reason)], None
         unmet = [HUB_REQUIREMENTS[r] for r in requires if r in HUB_REQUIREMENTS and not settings.get(r)]
         if unmet:
-            yield ctx.result(label, status=SKIP, reason="; ".join(unmet))
-            return
+            return [ctx.result(label, status=SKIP, reason="; ".join(unmet))], None
         hosts = expected_hosts(ctx, engine) if engine else None
         if engine in HUB_ENGINES and not hosts:
             where = ", ".join(hub_host_names(ctx)) or "no host in group jupyter"
-            yield ctx.result(
-                label, status=SKIP, reason=f"the hub host ({where}) is not {HUB_ENGINES[engine]}"
-            )
-            return
+            reason = f"the hub host ({where}) is not {HUB_ENGINES[engine]}"
+            return [ctx.result(label, status=SKIP, reason=reason)], None
         cells = [
             "".join(c.get("source", "")) for c in notebook.get("cells", []) if c.get("cell_type") == "code"
         ]
+        plan = NotebookPlan(
+            path, label, engine, hosts, cells, frozenset(engines_used(ctx, meta) & ONE_AT_A_TIME)
+        )
+        return [], plan
+
+    def run_notebook(
+        self, ctx: CheckContext, settings: dict[str, Any], hub: Hub, user: str, plan: NotebookPlan
+    ) -> list[Result]:
+        """Run PLAN's cells in a kernel of its own and judge what the notebook printed."""
+        name = plan.path.rsplit("/", 1)[-1]
         kernel, kernel_id = self.open_kernel(ctx, settings, hub, user)
         started = time.monotonic()
         stdout, error = [], None
         try:
-            for number, code in enumerate(cells, start=1):
+            for number, code in enumerate(plan.cells, start=1):
                 try:
                     outcome = kernel.execute(code, ctx.bounded(ctx.params.cell_timeout))
                 except CheckError as exc:  # this notebook fails; the next one still runs
@@ -528,16 +653,28 @@ class NotebooksRun(_HubCheck):
             self.close_kernel(hub, user, kernel, kernel_id)
         wall = time.monotonic() - started
         result = parse_result("".join(stdout)) or {}
-        details = {"path": path, "engine": engine or "none", "user": user, "error": error}
+        details = {"path": plan.path, "engine": plan.engine or "none", "user": user, "error": error}
+        label = plan.label
+        judged = []
         if error:
-            reason = f"{path} stopped at {error}"
-            yield ctx.result(label, category="correctness", status=FAIL, reason=reason, details=details)
+            reason = f"{plan.path} stopped at {error}"
+            judged.append(
+                ctx.result(label, category="correctness", status=FAIL, reason=reason, details=details)
+            )
         else:
-            yield ctx.compare(
-                KNOWN_ANSWERS.get(name, "a known answer"), result.get("answer"), name=label, details=details
+            judged.append(
+                ctx.compare(
+                    KNOWN_ANSWERS.get(name, "a known answer"),
+                    result.get("answer"),
+                    name=label,
+                    details=details,
+                )
             )
-        if hosts is not None and not error:
-            yield ctx.compare_sets(
-                hosts, result.get("hosts") or [], name=f"{label}.placement", details=details
+        if plan.hosts is not None and not error:
+            judged.append(
+                ctx.compare_sets(
+                    plan.hosts, result.get("hosts") or [], name=f"{label}.placement", details=details
+                )
             )
-        yield ctx.performance("wall_time", [wall], name=f"{label}.wall_time", details=details)
+        judged.append(ctx.performance("wall_time", [wall], name=f"{label}.wall_time", details=details))
+        return judged

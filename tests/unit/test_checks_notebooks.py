@@ -4,6 +4,7 @@ user server's API behind it), the kernel's websocket, and systemctl show of the 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -174,7 +175,11 @@ def cluster(cj_cluster, tmp_path):
                 "hosts": {h: {"platforms": ["Portable Computing Language"]} for h in opencl_hosts}
             }
         if "luigi" in engines:
-            sections["luigi"] = {"endpoint": "https://a:8082", "pipeline_workers": HOSTS["luigi"]}
+            sections["luigi"] = {
+                "endpoint": "https://a:8082",
+                "pipeline_workers": HOSTS["luigi"],
+                "pipeline_backends": {"generate": "dask", "process": "dask", "aggregate": "spark"},
+            }
         if "mpi" in engines:
             sections["mpi"] = {
                 "hostfile": "/etc/clusterforge/mpi/hostfile",
@@ -243,6 +248,115 @@ def test_every_notebook_passes_with_answer_placement_and_wall_time(fake, cluster
         if notebook_engine(name):
             assert results[stem(name) + ".placement"].status == PASS
     assert ("DELETE", f"/hub/api/users/{USER}/server") in fake.calls
+
+
+def timed_notebooks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, float]]:
+    """Wrap run_notebook: each notebook takes 50 ms; returns (label, start, end) of each as it ends."""
+    spans: list[tuple[str, float, float]] = []
+    original = nbc.NotebooksRun.run_notebook
+
+    def timed(self, ctx, settings, hub, user, plan):
+        start = time.monotonic()
+        time.sleep(0.05)
+        judged = original(self, ctx, settings, hub, user, plan)
+        spans.append((plan.label, start, time.monotonic()))
+        return judged
+
+    monkeypatch.setattr(nbc.NotebooksRun, "run_notebook", timed)
+    return spans
+
+
+def overlaps(spans: list[tuple[str, float, float]]) -> set[frozenset[str]]:
+    return {frozenset((a, b)) for a, s1, e1 in spans for b, s2, e2 in spans if a < b and s1 < e2 and s2 < e1}
+
+
+SPARK_NOTEBOOKS = {
+    stem(n) for n in ("02-pyspark.ipynb", "13-pandas-on-spark.ipynb", "15-luigi-pipeline.ipynb")
+}
+
+
+def test_notebooks_run_two_at_a_time_but_never_two_on_spark(fake, cluster, monkeypatch):
+    spans = timed_notebooks(monkeypatch)
+    judged = run(cluster(), ["notebooks.run"], overrides={"notebooks.run": {"cell_timeout": 30.0}})
+    results = [r for name, r in judged.items() if name.startswith("notebooks.run.")]
+    assert all(r.status in (PASS, SKIP) for r in results), [
+        (r.name, r.reason) for r in results if r.status != PASS
+    ]
+    ran = [label for label, _, _ in spans]
+    assert len(ran) == len(SHIPPED)
+    assert set(ran) >= SPARK_NOTEBOOKS
+    pairs = overlaps(spans)
+    assert pairs, "no two notebooks ran at once"
+    assert max(sum(s <= t < e for _, s, e in spans) for _, t, _ in spans) == 2  # never more than two kernels
+    assert not [pair for pair in pairs if pair <= SPARK_NOTEBOOKS], "two Spark notebooks ran at once"
+    # The results keep the notebooks' order, whichever finished first.
+    answers = [r.name for r in results if r.name.count(".") == 2 and r.status != SKIP]
+    assert answers == sorted(answers)
+
+
+def test_the_spark_notebooks_wait_for_each_other_while_another_runs_beside(fake, cluster, monkeypatch):
+    spans = timed_notebooks(monkeypatch)
+    first = [
+        "02-pyspark.ipynb",
+        "13-pandas-on-spark.ipynb",
+        "15-luigi-pipeline.ipynb",
+        "01-dask-array-dataframe.ipynb",
+    ]
+    results = run(
+        cluster(notebooks=first), ["notebooks.run"], overrides={"notebooks.run": {"cell_timeout": 30.0}}
+    )
+    assert all(results[stem(name)].status == PASS for name in first)
+    pairs = overlaps(spans)
+    assert not [pair for pair in pairs if pair <= SPARK_NOTEBOOKS], "two Spark notebooks ran at once"
+    assert frozenset({stem(first[0]), stem(first[3])}) in pairs  # the Dask one did not wait for Spark
+
+
+def test_one_kernel_runs_the_notebooks_one_after_the_other(fake, cluster, monkeypatch):
+    spans = timed_notebooks(monkeypatch)
+    results = run(
+        cluster(), ["notebooks.run"], overrides={"notebooks.run": {"cell_timeout": 30.0, "kernels": 1}}
+    )
+    assert all(r.status in (PASS, SKIP) for r in results.values())
+    assert len(spans) == len(SHIPPED) and not overlaps(spans)
+    assert [label for label, _, _ in spans] == sorted(label for label, _, _ in spans)
+
+
+def test_a_kernel_that_cannot_start_stops_the_run_after_what_is_running(fake, cluster, monkeypatch):
+    started: list[str] = []
+
+    def broken(self, ctx, settings, hub, user, plan):
+        started.append(plan.label)
+        if plan.label == stem("03-celery-canvas.ipynb"):
+            raise nbc.CheckError("starting a clusterforge kernel answered HTTP 500")
+        time.sleep(0.05)
+        return [ctx.result(plan.label, status=PASS)]
+
+    monkeypatch.setattr(nbc.NotebooksRun, "run_notebook", broken)
+    results = run(cluster(), ["notebooks.run"], overrides={"notebooks.run": {"cell_timeout": 30.0}})
+    assert results["notebooks.run"].status == ERROR and "HTTP 500" in results["notebooks.run"].reason
+    assert stem("15-luigi-pipeline.ipynb") not in started  # nothing new starts after the failure
+    assert fake.calls[-1] == ("DELETE", f"/hub/api/users/{USER}/server")  # the server is stopped last
+
+
+def test_side_by_side_keeps_the_order_and_raises_in_place():
+    plans = [
+        nbc.NotebookPlan(f"p{i}", f"n{i}", None, None, [], frozenset({"spark"} if i in (1, 2) else ()))
+        for i in range(5)
+    ]
+
+    def execute(plan):
+        time.sleep(0.02 * (5 - int(plan.label[1:])))  # the later ones finish first
+        if plan.label == "n3":
+            raise ValueError("n3 broke")
+        return plan.label
+
+    got = []
+    with pytest.raises(ValueError, match="n3 broke"):
+        for value in nbc.side_by_side(plans, 2, execute):
+            got.append(value)
+    assert got == ["n0", "n1", "n2"]
+    assert list(nbc.side_by_side(plans[:3], 3, lambda plan: plan.label)) == ["n0", "n1", "n2"]
+    assert list(nbc.side_by_side([], 2, lambda plan: plan.label)) == []
 
 
 def test_a_worker_that_did_no_work_fails_placement(fake, cluster):
