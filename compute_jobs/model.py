@@ -402,6 +402,23 @@ class Check:
     # engines.<engine> must set at least one of these (how to reach the engine) for the check to apply.
     engine_keys: ClassVar[tuple[str, ...]] = ()
     timeout: ClassVar[float] = 60.0
+    # Engines besides its own whose services the check uses or disturbs (the engine a drill stops);
+    # resilience checks that share none run side by side (see engines_used).
+    also_uses: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def engines_used(cls, cluster: Any) -> frozenset[str]:
+        """The engines whose services the check relies on: its own, ``also_uses``, and what its
+        engine's section of cluster.json says it runs on (``pipeline_backends``, an ``executor``
+        that is an engine of the cluster: Airflow's Celery executor)."""
+        own = cls.engine or cls.name.split(".")[0]
+        used = {own, *cls.also_uses}
+        section = cluster.engines.get(own)
+        if isinstance(section, dict):
+            used.update(str(v) for v in (section.get("pipeline_backends") or {}).values())
+            if section.get("executor") in cluster.engines:
+                used.add(str(section["executor"]))
+        return frozenset(used)
 
     def applies(self, ctx: CheckContext) -> str | None:
         """Return a reason to SKIP, or None when the check applies to ``ctx.target``."""
@@ -539,10 +556,10 @@ def register_shared_session(engine: str, release: Callable[[], None]) -> None:
     SHARED_SESSIONS[engine] = release
 
 
-def release_shared_sessions(keep: str | None = None) -> None:
-    """Release every engine's shared sessions but KEEP's."""
+def release_shared_sessions(keep: str | None = None, only: Collection[str] | None = None) -> None:
+    """Release every engine's shared sessions (or ONLY those of these engines) but KEEP's."""
     for engine, release in SHARED_SESSIONS.items():
-        if engine != keep:
+        if engine != keep and (only is None or engine in only):
             release()
 
 

@@ -13,7 +13,7 @@ import platform
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -108,7 +108,8 @@ def plan_lanes(checks: list[type[Check]]) -> tuple[list[list[type[Check]]], list
     A lane holds the correctness, placement and inventory checks of engines that share services,
     in their order; lanes touch different services. Performance checks (a figure another check
     would disturb) and resilience checks (they kill and restart services) stay out of the lanes:
-    they run serially once every lane is done, resilience last.
+    they run once every lane is done, the performance checks one by one, then the resilience
+    checks, two at a time where they share no engine (see run_apart and Check.engines_used).
     """
     lanes: dict[str, list[type[Check]]] = {}
     serial: list[type[Check]] = []
@@ -120,6 +121,47 @@ def plan_lanes(checks: list[type[Check]]) -> tuple[list[list[type[Check]]], list
         lanes.setdefault(LANE_OF_ENGINE.get(key, key), []).append(cls)
     serial.sort(key=lambda cls: cls.category == "resilience")
     return list(lanes.values()), serial
+
+
+def run_apart(
+    checks: list[type[Check]],
+    uses: Callable[[type[Check]], frozenset[str]],
+    at_once: int,
+    run_one: Callable[[type[Check]], None],
+) -> None:
+    """RUN_ONE each of CHECKS, up to AT_ONCE at a time: a check starts once every check before it in
+    the list that USES one of its engines has finished, so two that share an engine never overlap
+    and keep their order, and those that share none run side by side."""
+    lock = threading.Condition()
+    pending = list(checks)
+    running: list[type[Check]] = []
+
+    def ready(cls: type[Check]) -> bool:
+        earlier = [*running, *pending[: pending.index(cls)]]
+        return not any(uses(cls) & uses(other) for other in earlier)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                while True:
+                    if not pending:
+                        return
+                    cls = next((c for c in pending if ready(c)), None)
+                    if cls is not None:
+                        break
+                    lock.wait()
+                pending.remove(cls)
+                running.append(cls)
+            try:
+                run_one(cls)
+            finally:
+                with lock:
+                    running.remove(cls)
+                    lock.notify_all()
+
+    with ThreadPoolExecutor(max_workers=max(1, at_once), thread_name_prefix="apart") as pool:
+        for _ in range(max(1, min(at_once, len(checks)))):
+            pool.submit(worker)
 
 
 class Progress:
@@ -470,10 +512,23 @@ class Runner:
             with ThreadPoolExecutor(max_workers=LANES_AT_ONCE, thread_name_prefix="lane") as pool:
                 for lane in sorted(lanes, key=len, reverse=True):
                     pool.submit(lambda lane=lane: [run_one(c) for c in lane])
+        resilience = [cls for cls in serial if cls.category == "resilience"] if config.lanes else []
         for cls in serial:
+            if cls in resilience:
+                continue
             # One by one: an engine's shared session (every Spark core) does not outlive its checks.
             release_shared_sessions(keep=cls.engine or cls.name.split(".")[0])
             run_one(cls)
+        if resilience:
+            release_shared_sessions()
+
+            def drill(cls: type[Check]) -> None:
+                try:
+                    run_one(cls)
+                finally:  # its session does not hold cores a later check of the engine waits for
+                    release_shared_sessions(only=cls.engines_used(cluster))
+
+            run_apart(resilience, lambda cls: cls.engines_used(cluster), LANES_AT_ONCE, drill)
         for cls in checks:  # results in the order of the checks, however they ran
             results.extend(done.get(cls.name) or [_lost(cls, config)])
         finished_at = utc_now()

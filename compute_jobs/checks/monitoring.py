@@ -219,6 +219,7 @@ class MonitoringAlert(Check):
     category = "resilience"
     scope = "cluster"
     engine = "monitoring"
+    also_uses = frozenset({"dask"})  # the drill stops a Dask worker
     tags = frozenset({"monitoring"})
     description = (
         "Stop one Dask worker: the worker-count alert fires within its window, and clears after it returns"

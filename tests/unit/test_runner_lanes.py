@@ -13,12 +13,12 @@ LOG: list[tuple[str, str, float]] = []
 LOCK = threading.Lock()
 
 
-def _check(name: str, category: str, engine: str | None = None) -> type[Check]:
+def _check(name: str, category: str, engine: str | None = None, seconds: float = 0.3) -> type[Check]:
     class Fake(Check):
         def run(self, ctx: Any):
             with LOCK:
                 LOG.append((self.name, "start", time.monotonic()))
-            time.sleep(0.3)
+            time.sleep(seconds)
             with LOCK:
                 LOG.append((self.name, "end", time.monotonic()))
             yield ctx.compare(1, 1)
@@ -121,3 +121,57 @@ def test_a_shared_session_is_released_before_another_engine_runs_one_by_one(cj_c
         ("airflow.resilience", "start"),
         ("airflow.resilience", "end"),
     ]
+
+
+DRILLS = [
+    _check("airflow.resilience", "resilience"),
+    _check("celery.resilience", "resilience"),
+    _check("dask.resilience", "resilience", seconds=0.6),  # the Celery drill ends first
+    _check("monitoring.alert", "resilience"),
+    _check("spark.resilience", "resilience"),
+]
+DRILLS[3].also_uses = frozenset({"dask"})  # its drill stops a Dask worker
+PIPELINE = {"executor": "celery", "pipeline_backends": {"generate": "dask", "aggregate": "spark"}}
+ENGINES = {"airflow": PIPELINE, "celery": {}, "dask": {}, "monitoring": {}, "spark": {}}
+
+
+def run_drills(cluster: Any, lanes: bool = True) -> dict[tuple[str, str], float]:
+    local = Registry()
+    for cls in DRILLS:
+        local.register(cls)
+    LOG.clear()
+    outcome = Runner(local).run(RunConfig(cluster=cluster, target="a", scope="cluster", lanes=lanes))
+    assert [r.name for r in outcome.results] == [c.name for c in DRILLS]  # the checks' order
+    assert {r.status for r in outcome.results} == {PASS}
+    return {(name, edge): at for name, edge, at in LOG}
+
+
+def overlap(times: dict[tuple[str, str], float], one: str, other: str) -> bool:
+    return times[(one, "start")] < times[(other, "end")] and times[(other, "start")] < times[(one, "end")]
+
+
+def test_resilience_checks_that_share_no_engine_run_side_by_side(cj_cluster):
+    times = run_drills(cj_cluster(engines=ENGINES))
+    names = [c.name for c in DRILLS]
+    # Airflow's pipeline runs on Dask, Spark and its Celery executor: it shares an engine with every
+    # other drill, so it runs alone, first (its place in the list)
+    assert not any(overlap(times, "airflow.resilience", other) for other in names[1:])
+    assert all(times[(other, "start")] >= times[("airflow.resilience", "end")] for other in names[1:])
+    assert overlap(times, "celery.resilience", "dask.resilience")
+    # the alert drill stops a Dask worker: after the Dask drill, beside the Spark one
+    assert times[("monitoring.alert", "start")] >= times[("dask.resilience", "end")]
+    assert overlap(times, "monitoring.alert", "spark.resilience")
+    for name in names:
+        at = times[(name, "start")]
+        assert sum(times[(n, "start")] <= at < times[(n, "end")] for n in names) <= 2, name
+
+
+def test_without_its_backends_declared_the_airflow_drill_overlaps_the_others(cj_cluster):
+    times = run_drills(cj_cluster(engines={**ENGINES, "airflow": {}}))
+    assert overlap(times, "airflow.resilience", "celery.resilience")
+
+
+def test_without_lanes_the_drills_run_one_by_one(cj_cluster):
+    times = run_drills(cj_cluster(engines=ENGINES), lanes=False)
+    names = [c.name for c in DRILLS]
+    assert not any(overlap(times, a, b) for a in names for b in names if a < b)
