@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,20 @@ PROJECT = (
     "notebooks",
     "requirements",
 )
+# What a tier's inputs take of the project (tier_files): the files every tier reads (the
+# configuration, site.yml, the plugins, the playbooks that are no other tier's), the roles its
+# playbook applies and the roles those apply (roles lists, meta dependencies, include_role and
+# import_role, a sibling's files through role_path/../), and a directory of DEPLOYED only where one
+# of those names it (role_path/../../compute_jobs). A role's molecule scenarios and its README are
+# no converge's input. A tier whose roles cannot be told (no playbooks/<tier>.yml, a templated
+# role name, a role outside roles/, a file that is not plain YAML) takes every file, as before.
+DEPLOYED = ("compute_jobs", "clusterforge_pipeline", "dags", "notebooks")
+NOT_READ_BY_A_CONVERGE = ("molecule",)
+ROLE_KEYS = ("include_role", "import_role")
+# Where a role's YAML may apply other roles, and the files that may reach a sibling's through role_path.
+ROLE_DIRS = ("tasks", "handlers", "meta")
+TEXT_SUFFIXES = (".yml", ".yaml", ".j2", ".py", ".cfg", ".conf", ".txt", ".json", ".sh")
+SIBLING = re.compile(r"role_path\s*}}/\.\./([A-Za-z0-9_]+)")
 # Skipping these tags still runs every task of a tier (no tier task carries them): the fast path
 # stays allowed. molecule skips its own on every run (and one more in its idempotence run).
 NEUTRAL_SKIP_TAGS = {"verify", "molecule-notest", "notest", "molecule-idempotence-notest"}
@@ -114,24 +129,153 @@ def _walk(hasher: Any, path: Path) -> None:
     if not path.is_dir():
         hasher.update(f"{path} absent\0".encode())
         return
+    for full in _files(path):
+        hasher.update(f"{full.relative_to(path)}\0".encode())
+        try:
+            hasher.update(full.read_bytes())
+        except OSError as exc:
+            hasher.update(f"unreadable {exc.errno}".encode())
+
+
+def _files(path: Path) -> list[Path]:
+    """The regular files below PATH (a file: itself), in a stable order, without byte code and
+    hidden directories."""
+    if path.is_file():
+        return [path]
+    found = []
     for directory, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith((".pyc", ".retry")):
+        found.extend(Path(directory, name) for name in sorted(files) if not name.endswith((".pyc", ".retry")))
+    return found
+
+
+def _role_refs(data: Any) -> list[str]:
+    """The role names a playbook or a role's YAML applies: roles lists, meta dependencies,
+    include_role and import_role (FQCN or short)."""
+    found: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in ("roles", "dependencies") and isinstance(value, list):
+                for item in value:
+                    name = item.get("role", item.get("name")) if isinstance(item, dict) else item
+                    found.append(name if isinstance(name, str) else "{{ not a name }}")
+            if str(key).rsplit(".", 1)[-1] in ROLE_KEYS and isinstance(value, dict):
+                name = value.get("name")
+                found.append(name if isinstance(name, str) else "{{ not a name }}")
+            found.extend(_role_refs(value))
+    elif isinstance(data, list):
+        for item in data:
+            found.extend(_role_refs(item))
+    return found
+
+
+_REFS: dict[tuple[str, int, int], list[str]] = {}
+
+
+def _refs_of(full: Path, yaml_refs: bool) -> list[str]:
+    """The roles a file names (its YAML's role references when YAML_REFS, a sibling's files through
+    role_path/../), remembered for this process while the file stays the same."""
+    import yaml  # ansible-core's own dependency
+
+    status = full.stat()
+    key = (f"{full}\0{yaml_refs}", status.st_mtime_ns, status.st_size)
+    if key not in _REFS:
+        text = full.read_text(errors="replace")
+        refs = SIBLING.findall(text)
+        if yaml_refs:
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            refs += _role_refs(yaml.load(text, Loader=loader))
+        _REFS[key] = refs
+    return _REFS[key]
+
+
+def tier_roles(tier: str, root: Path = ROOT) -> set[str] | None:
+    """The roles TIER's playbook applies, with those they apply in turn; None when that cannot be
+    told (README "Re-converging": the tier then takes every role)."""
+    import yaml  # ansible-core's own dependency
+
+    playbook = root / "playbooks" / f"{tier}.yml"
+    if not tier or not playbook.is_file():
+        return None
+    try:
+        todo = list(_refs_of(playbook, True))
+        roles: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name in roles:
                 continue
-            full = Path(directory, name)
-            hasher.update(f"{full.relative_to(path)}\0".encode())
-            try:
-                hasher.update(full.read_bytes())
-            except OSError as exc:
-                hasher.update(f"unreadable {exc.errno}".encode())
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name) or not (root / "roles" / name).is_dir():
+                return None
+            roles.add(name)
+            prefix = len(str(root / "roles" / name)) + 1
+            for full in _files(root / "roles" / name):
+                top = str(full)[prefix:].split(os.sep, 1)[0]
+                if top in NOT_READ_BY_A_CONVERGE or full.suffix not in TEXT_SUFFIXES:
+                    continue
+                todo.extend(_refs_of(full, full.suffix in (".yml", ".yaml") and top in ROLE_DIRS))
+    except (OSError, yaml.YAMLError):
+        return None
+    return roles
 
 
-def inputs_digest(task_vars: dict[str, Any], loader: Any) -> str:
-    """sha256 of what a tier converges from: project files, inventory and extra vars (not secrets)."""
+_SCANS: dict[tuple[str, int, int], tuple[str, frozenset[str]]] = {}
+
+
+def _scan(full: Path) -> tuple[str, frozenset[str]]:
+    """A file's content digest and which DEPLOYED directories it names (../compute_jobs),
+    remembered for this process while the file stays the same."""
+    try:
+        status = full.stat()
+        key = (str(full), status.st_mtime_ns, status.st_size)
+        if key not in _SCANS:
+            content = full.read_bytes()
+            named = frozenset(name for name in DEPLOYED if f"../{name}".encode() in content)
+            _SCANS[key] = (hashlib.sha256(content).hexdigest(), named)
+        return _SCANS[key]
+    except OSError as exc:
+        return f"unreadable {exc.errno}", frozenset()
+
+
+def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
+    """The project's files TIER's inputs are made of (README "Re-converging"): each one's path in
+    the project and its full path, in a stable order."""
+    prefix = len(str(root)) + 1
+    every = [(str(full)[prefix:], full) for name in PROJECT for full in _files(root / name)]
+    roles = tier_roles(tier, root) if tier else None
+    if roles is None:
+        return every
+    tiers = {
+        path.stem
+        for path in (root / "playbooks").glob("*.yml")
+        if "tier_state_tier:" in path.read_text(errors="replace")
+    }
+    kept: list[tuple[str, Path]] = []
+    named: set[str] = set()
+    for relative, full in every:
+        parts = relative.split(os.sep)
+        if parts[0] == "roles":
+            if len(parts) < 3 or parts[1] not in roles or parts[2] in NOT_READ_BY_A_CONVERGE:
+                continue
+            if len(parts) == 3 and full.suffix == ".md":
+                continue
+            named |= _scan(full)[1]
+        elif parts[0] == "playbooks" and len(parts) == 2 and full.stem in tiers:
+            if full.stem != tier:
+                continue
+            named |= _scan(full)[1]
+        elif parts[0] in DEPLOYED:
+            continue
+        kept.append((relative, full))
+    kept.extend((relative, full) for relative, full in every if relative.split(os.sep)[0] in named)
+    return sorted(kept)
+
+
+def inputs_digest(task_vars: dict[str, Any], loader: Any, tier: str | None = None, root: Path = ROOT) -> str:
+    """sha256 of what a tier converges from: its project files (tier_files), inventory and extra
+    vars (not secrets)."""
     hasher = hashlib.sha256()
-    for name in PROJECT:
-        _walk(hasher, ROOT / name)
+    for relative, full in tier_files(tier, root):
+        hasher.update(f"{relative}\0{_scan(full)[0]}\0".encode())
     for source in task_vars.get("ansible_inventory_sources") or []:
         source_path = Path(source)
         _walk(hasher, source_path)
@@ -251,7 +395,7 @@ class ActionModule(ActionBase):
             return {**result, "changed": False, "skipped": True, "skip_reason": reason}
         secrets = task_vars.get("cluster_secrets_dir")
         secrets_dir = self._templar.template(secrets) if secrets else None
-        args["inputs"] = inputs_digest(task_vars, self._loader)
+        args["inputs"] = inputs_digest(task_vars, self._loader, args.get("tier"))
         args["secrets"] = secrets_digests(secrets_dir)
         args.setdefault(
             "paths", self._templar.template(task_vars.get("cluster_fast_converge_paths", DEFAULT_PATHS))
@@ -276,7 +420,13 @@ class ActionModule(ActionBase):
             outcome["fresh_tiers"] = sorted(
                 tier
                 for tier in outcome.get("markers") or {}
-                if judge_snapshot(outcome, tier, args["inputs"], args["secrets"], args["max_age"])["fresh"]
+                if judge_snapshot(
+                    outcome,
+                    tier,
+                    inputs_digest(task_vars, self._loader, tier),
+                    args["secrets"],
+                    args["max_age"],
+                )["fresh"]
             )
         if mode == "check" and outcome.get("fresh") is False:
             host = task_vars.get("inventory_hostname", "?")

@@ -329,3 +329,126 @@ def test_the_action_rejects_a_switch_that_is_not_a_boolean(tmp_path, etc):
     (tmp_path / "play.yml").write_text(PLAYBOOK)
     with pytest.raises(AssertionError, match="cluster_fast_converge must be true or false"):
         playbook(tmp_path, "check", "-e", "cluster_fast_converge=sometimes")
+
+
+def load_action() -> Any:
+    import importlib.util
+
+    path = ROOT / "plugins/action/clusterforge_converge_state.py"
+    spec = importlib.util.spec_from_file_location("clusterforge_converge_state_action", path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    loaded.load_extra_vars = lambda loader: {}
+    return loaded
+
+
+ACTION = load_action()
+TIER_PLAY = """
+- ansible.builtin.import_playbook: tier_state/check.yml
+  vars: {{tier_state_tier: {tier}}}
+- name: The {tier} tier
+  hosts: all
+  roles:
+{roles}
+"""
+
+
+def project(root: Path) -> Path:
+    """A project of two tiers: front applies role web (which includes role tls and deploys the
+    notebooks), back applies role db; both read the plugins, site.yml and the tier_state plays."""
+    files = {
+        "ansible.cfg": "[defaults]\n",
+        "site.yml": "- ansible.builtin.import_playbook: playbooks/front.yml\n",
+        "plugins/filter/f.py": "x = 1\n",
+        "playbooks/tier_state/check.yml": "[]\n",
+        "playbooks/front.yml": TIER_PLAY.format(tier="front", roles="    - role: web"),
+        "playbooks/back.yml": TIER_PLAY.format(tier="back", roles="    - db"),
+        "roles/web/tasks/main.yml": "- ansible.builtin.include_role:\n    name: tls\n",
+        "roles/web/defaults/main.yml": 'web_notebooks: "{{ role_path }}/../../notebooks"\n',
+        "roles/web/README.md": "# web\n",
+        "roles/web/molecule/default/converge.yml": "[]\n",
+        "roles/tls/tasks/main.yml": "- ansible.builtin.debug: {msg: tls}\n",
+        "roles/db/tasks/main.yml": "- ansible.builtin.debug: {msg: db}\n",
+        "roles/db/meta/main.yml": "dependencies: []\n",
+        "notebooks/01.ipynb": "{}\n",
+        "compute_jobs/runner.py": "x = 1\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {tier: ACTION.inputs_digest({}, None, tier, root) for tier in ("front", "back")}
+
+
+def test_a_tier_s_inputs_are_its_roles_and_what_they_deploy(tmp_path):
+    root = project(tmp_path)
+    assert ACTION.tier_roles("front", root) == {"web", "tls"}
+    assert ACTION.tier_roles("back", root) == {"db"}
+    front = [relative for relative, _ in ACTION.tier_files("front", root)]
+    assert front == [
+        "ansible.cfg",
+        "notebooks/01.ipynb",
+        "playbooks/front.yml",
+        "playbooks/tier_state/check.yml",
+        "plugins/filter/f.py",
+        "roles/tls/tasks/main.yml",
+        "roles/web/defaults/main.yml",
+        "roles/web/tasks/main.yml",
+        "site.yml",
+    ]
+    back = [relative for relative, _ in ACTION.tier_files("back", root)]
+    assert "roles/db/meta/main.yml" in back and not [
+        f for f in back if f.startswith(("roles/web", "notebooks"))
+    ]
+    before = digests(root)
+    # A role's edit reaches the tiers that apply it, directly or through another role, only.
+    (root / "roles/tls/tasks/main.yml").write_text("- ansible.builtin.debug: {msg: tls 2}\n")
+    after = digests(root)
+    assert after["front"] != before["front"] and after["back"] == before["back"]
+    (root / "notebooks/02.ipynb").write_text("{}\n")
+    assert digests(root)["back"] == before["back"] != digests(root)["front"]
+    # Its scenarios and README are no converge's input; the configuration and the plugins are every tier's.
+    before = digests(root)
+    (root / "roles/web/molecule/default/converge.yml").write_text("[1]\n")
+    (root / "roles/web/README.md").write_text("# web, again\n")
+    assert digests(root) == before
+    (root / "plugins/filter/f.py").write_text("x = 2\n")
+    after = digests(root)
+    assert after["front"] != before["front"] and after["back"] != before["back"]
+
+
+def test_a_tier_whose_roles_cannot_be_told_takes_every_file(tmp_path):
+    root = project(tmp_path)
+    every = [relative for relative, _ in ACTION.tier_files(None, root)]
+    assert "roles/db/tasks/main.yml" in every and "roles/web/README.md" in every
+    (root / "roles/web/tasks/main.yml").write_text(
+        '- ansible.builtin.include_role:\n    name: "{{ web_tls_role }}"\n'
+    )
+    assert ACTION.tier_roles("front", root) is None
+    assert [relative for relative, _ in ACTION.tier_files("front", root)] == every
+    (root / "roles/web/tasks/main.yml").write_text("- ansible.builtin.include_role:\n    name: elsewhere\n")
+    assert ACTION.tier_roles("front", root) is None  # a role outside roles/
+    (root / "roles/web/tasks/main.yml").write_text("- name: [unclosed\n")
+    assert ACTION.tier_roles("front", root) is None
+    assert ACTION.tier_roles("nosuchtier", root) is None
+    # A sibling's files reached through role_path count as that role's.
+    (root / "roles/web/tasks/main.yml").write_text(
+        '- ansible.builtin.include_vars: "{{ role_path }}/../db/vars.yml"\n'
+    )
+    assert ACTION.tier_roles("front", root) == {"web", "db"}
+
+
+def test_every_tier_of_the_project_has_roles_that_can_be_told():
+    tiers = sorted(p.stem for p in (ROOT / "playbooks").glob("*.yml") if "tier_state_tier:" in p.read_text())
+    assert len(tiers) >= 12
+    roles = {tier: ACTION.tier_roles(tier) for tier in tiers}
+    assert None not in roles.values(), roles
+    assert {"airflow", "dask", "spark", "luigi", "pipeline", "web_gateway"} <= roles["airflow"]
+    assert roles["dask"] == {"dask", "web_gateway"}
+    # The tiers that deploy compute_jobs take its files; the others do not.
+    takers = {t for t in tiers if any(rel.startswith("compute_jobs/") for rel, _ in ACTION.tier_files(t))}
+    assert takers == {"celery", "jupyter", "mpi", "mpmanager"}
