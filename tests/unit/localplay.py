@@ -12,6 +12,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def role_play(role: Path, body: str) -> str:
+    """A play on localhost, without facts, that loads ROLE's defaults and vars as play vars_files (not
+    include_vars: a task's own vars, e.g. a component, still win over them), then BODY: its tasks and
+    handlers sections, indented as play keys."""
+    return (
+        "- hosts: localhost\n"
+        "  gather_facts: false\n"
+        f"  vars_files: [{role}/defaults/main.yml, {role}/vars/main.yml]\n"
+        f"{body}"
+    )
+
+
 def run_local_playbook(play: Path, values: dict[str, Any], inventory: str = "localhost,") -> tuple[int, str]:
     """(exit status, stdout + stderr) of ansible-playbook PLAY on localhost with VALUES as extra vars."""
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}

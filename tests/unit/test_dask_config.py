@@ -10,31 +10,29 @@ from typing import Any
 
 import pytest
 import yaml
-from localplay import run_local_playbook
+from localplay import ROOT, role_play, run_local_playbook
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "dask"
 
-PLAY = """
-- hosts: localhost
-  gather_facts: false
-  # Play vars_files, not include_vars: the template task's own dask_component must win over them.
-  vars_files: [{role}/defaults/main.yml, {role}/vars/main.yml]
-  tasks:
-    - ansible.builtin.import_tasks: {role}/tasks/validate.yml
+# The template task's own dask_component wins over the role's defaults (play vars_files).
+PLAY = role_play(
+    ROLE,
+    f"""  tasks:
+    - ansible.builtin.import_tasks: {ROLE}/tasks/validate.yml
     - ansible.builtin.template:
-        src: {role}/templates/dask.yaml.j2
+        src: {ROLE}/templates/dask.yaml.j2
         dest: "{{{{ out }}}}/dask-{{{{ item }}}}.yaml"
         mode: "0600"
       vars:
         dask_component: "{{{{ item }}}}"
       loop: [scheduler, worker, client]
-"""
+""",
+)
 
 
 def render(tmp_path: Path, **extra: Any) -> tuple[int, str]:
     play = tmp_path / "play.yml"
-    play.write_text(PLAY.format(role=ROLE))
+    play.write_text(PLAY)
     inventory = tmp_path / "hosts.ini"
     inventory.write_text("[dask_scheduler]\nlocalhost\n[dask_workers]\nlocalhost\n")
     values = {

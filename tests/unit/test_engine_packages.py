@@ -11,17 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from localplay import run_local_playbook
+from localplay import ROOT, role_play, run_local_playbook
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "dask"
 
-PLAY = """
-- hosts: localhost
-  gather_facts: false
-  vars_files: [{role}/defaults/main.yml, {role}/vars/main.yml]
-  tasks:
-    - ansible.builtin.import_tasks: {role}/tasks/packages.yml
+PLAY = role_play(
+    ROLE,
+    f"""  tasks:
+    - ansible.builtin.import_tasks: {ROLE}/tasks/packages.yml
   handlers:
     - name: Note the restart
       ansible.builtin.copy:
@@ -29,7 +26,8 @@ PLAY = """
         dest: "{{{{ dask_venv_dir }}}}/restarted"
         mode: "0644"
       listen: restart dask services
-"""
+""",
+)
 
 # Answers freeze (and list) from freeze.txt beside bin/, records every other call in calls.log; an install
 # adds a line to what freeze prints (the module's change).
@@ -62,7 +60,7 @@ def converge(tmp_path: Path, component: str, freeze: list[str]) -> tuple[list[st
     pip.chmod(0o755)
     (venv / "freeze.txt").write_text("".join(f"{line}\n" for line in freeze))
     play = tmp_path / "play.yml"
-    play.write_text(PLAY.format(role=ROLE))
+    play.write_text(PLAY)
     rc, out = run_local_playbook(
         play,
         {
