@@ -35,12 +35,13 @@ PROJECT = (
     "requirements",
 )
 # What a tier's inputs take of the project (tier_files): the files every tier reads (the
-# configuration, site.yml, the plugins, the playbooks that are no other tier's), the roles its
-# playbook applies and the roles those apply (roles lists, meta dependencies, include_role and
-# import_role, a sibling's files through role_path/../), and a directory of DEPLOYED only where one
-# of those names it (role_path/../../compute_jobs). A role's molecule scenarios and its README are
-# no converge's input. A tier whose roles cannot be told (no playbooks/<tier>.yml, a templated
-# role name, a role outside roles/, a file that is not plain YAML) takes every file, as before.
+# configuration, site.yml, the plugins, tier_state's playbooks and those site.yml imports before
+# the tier's own), the roles its playbook applies and the roles those apply (roles lists, meta
+# dependencies, include_role and import_role, a sibling's files through role_path/../), and a
+# directory of DEPLOYED only where one of those names it (role_path/../../compute_jobs). A role's
+# molecule scenarios and its README are no converge's input. A tier whose roles cannot be told (no
+# playbooks/<tier>.yml, a templated role name, a role outside roles/, a file that is not plain
+# YAML) takes every file, as before; one that site.yml does not import takes every playbook.
 DEPLOYED = ("compute_jobs", "clusterforge_pipeline", "dags", "notebooks")
 NOT_READ_BY_A_CONVERGE = ("molecule",)
 ROLE_KEYS = ("include_role", "import_role")
@@ -218,6 +219,29 @@ def tier_roles(tier: str, root: Path = ROOT) -> set[str] | None:
     return roles
 
 
+def playbooks_before(tier: str, root: Path = ROOT) -> set[str] | None:
+    """The names of the playbooks site.yml imports before TIER's own (preflight.yml, cloud_up.yml:
+    what runs before a tier may set what it reads); None when site.yml cannot tell (it does not
+    import playbooks/<tier>.yml as such, or is not plain YAML): the tier then takes every playbook."""
+    import yaml  # ansible-core's own dependency
+
+    try:
+        plays = yaml.safe_load((root / "site.yml").read_text(errors="replace"))
+    except (OSError, yaml.YAMLError):
+        return None
+    names: list[str] = []
+    for play in plays if isinstance(plays, list) else []:
+        path = None
+        if isinstance(play, dict):
+            path = play.get("ansible.builtin.import_playbook", play.get("import_playbook"))
+        if not isinstance(path, str) or not path.startswith("playbooks/") or "{" in path:
+            return None
+        if path == f"playbooks/{tier}.yml":
+            return set(names)
+        names.append(path.removeprefix("playbooks/"))
+    return None
+
+
 _SCANS: dict[tuple[str, int, int], tuple[str, frozenset[str]]] = {}
 
 
@@ -249,10 +273,14 @@ def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
         for path in (root / "playbooks").glob("*.yml")
         if "tier_state_tier:" in path.read_text(errors="replace")
     }
+    before = playbooks_before(tier, root)
     kept: list[tuple[str, Path]] = []
     named: set[str] = set()
     for relative, full in every:
         parts = relative.split(os.sep)
+        other = parts[0] == "playbooks" and len(parts) == 2 and full.stem not in tiers
+        if other and before is not None and full.name not in before:
+            continue  # run after the tier (verify.yml) or not by site.yml (scale.yml, upgrade.yml)
         if parts[0] == "roles":
             if len(parts) < 3 or parts[1] not in roles or parts[2] in NOT_READ_BY_A_CONVERGE:
                 continue

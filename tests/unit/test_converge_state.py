@@ -384,6 +384,15 @@ def digests(root: Path) -> dict[str, str]:
     return {tier: ACTION.inputs_digest({}, None, tier, root) for tier in ("front", "back")}
 
 
+def stale_after(root: Path, edits: dict[str, str]) -> set[str]:
+    """The tiers whose inputs digest changes when the project's files in EDITS get that text."""
+    before = digests(root)
+    for name, text in edits.items():
+        (root / name).write_text(text)
+    after = digests(root)
+    return {tier for tier in before if after[tier] != before[tier]}
+
+
 def test_a_tier_s_inputs_are_its_roles_and_what_they_deploy(tmp_path):
     root = project(tmp_path)
     assert ACTION.tier_roles("front", root) == {"web", "tls"}
@@ -404,21 +413,43 @@ def test_a_tier_s_inputs_are_its_roles_and_what_they_deploy(tmp_path):
     assert "roles/db/meta/main.yml" in back and not [
         f for f in back if f.startswith(("roles/web", "notebooks"))
     ]
-    before = digests(root)
     # A role's edit reaches the tiers that apply it, directly or through another role, only.
-    (root / "roles/tls/tasks/main.yml").write_text("- ansible.builtin.debug: {msg: tls 2}\n")
-    after = digests(root)
-    assert after["front"] != before["front"] and after["back"] == before["back"]
-    (root / "notebooks/02.ipynb").write_text("{}\n")
-    assert digests(root)["back"] == before["back"] != digests(root)["front"]
+    tls = {"roles/tls/tasks/main.yml": "- ansible.builtin.debug: {msg: tls 2}\n"}
+    assert stale_after(root, tls) == {"front"}
+    assert stale_after(root, {"notebooks/02.ipynb": "{}\n"}) == {"front"}
     # Its scenarios and README are no converge's input; the configuration and the plugins are every tier's.
-    before = digests(root)
-    (root / "roles/web/molecule/default/converge.yml").write_text("[1]\n")
-    (root / "roles/web/README.md").write_text("# web, again\n")
-    assert digests(root) == before
-    (root / "plugins/filter/f.py").write_text("x = 2\n")
-    after = digests(root)
-    assert after["front"] != before["front"] and after["back"] != before["back"]
+    readme = {"roles/web/molecule/default/converge.yml": "[1]\n", "roles/web/README.md": "# web, again\n"}
+    assert stale_after(root, readme) == set()
+    assert stale_after(root, {"plugins/filter/f.py": "x = 2\n"}) == {"front", "back"}
+
+
+def test_a_tier_takes_the_playbooks_site_yml_runs_before_it_only(tmp_path):
+    root = project(tmp_path)
+    for name in ("preflight", "verify", "scale"):
+        (root / f"playbooks/{name}.yml").write_text("[]\n")
+    # back is not imported by site.yml: it cannot be told what runs before it, so it takes every playbook.
+    assert stale_after(root, {"playbooks/scale.yml": "[1]\n"}) == {"back"}
+    (root / "site.yml").write_text(
+        "".join(
+            f"- name: {name}\n  ansible.builtin.import_playbook: playbooks/{name}.yml\n"
+            for name in ("preflight", "front", "back", "verify")
+        )
+    )
+    assert ACTION.playbooks_before("back", root) == {"preflight.yml", "front.yml"}
+    front = [relative for relative, _ in ACTION.tier_files("front", root)]
+    assert [f for f in front if f.startswith("playbooks/")] == [
+        "playbooks/front.yml",
+        "playbooks/preflight.yml",
+        "playbooks/tier_state/check.yml",
+    ]
+    # What runs after every tier (the verification) or outside site.yml (scale, upgrade) is no input.
+    assert stale_after(root, {"playbooks/verify.yml": "[2]\n", "playbooks/scale.yml": "[2]\n"}) == set()
+    # What runs before the tiers is every tier's: a changed preflight makes both stale.
+    assert stale_after(root, {"playbooks/preflight.yml": "[2]\n"}) == {"front", "back"}
+    # A site.yml that cannot be read as plain imports takes every playbook again.
+    (root / "site.yml").write_text('- ansible.builtin.import_playbook: "playbooks/{{ tier }}.yml"\n')
+    assert ACTION.playbooks_before("front", root) is None
+    assert "playbooks/scale.yml" in [relative for relative, _ in ACTION.tier_files("front", root)]
 
 
 def test_a_tier_whose_roles_cannot_be_told_takes_every_file(tmp_path):
@@ -452,3 +483,8 @@ def test_every_tier_of_the_project_has_roles_that_can_be_told():
     # The tiers that deploy compute_jobs take its files; the others do not.
     takers = {t for t in tiers if any(rel.startswith("compute_jobs/") for rel, _ in ACTION.tier_files(t))}
     assert takers == {"celery", "jupyter", "mpi", "mpmanager"}
+    # The verification, scaling and upgrade playbooks are no tier's input; the preflight is every tier's.
+    for tier in tiers:
+        playbooks = {rel for rel, _ in ACTION.tier_files(tier) if rel.startswith("playbooks/")}
+        assert "playbooks/preflight.yml" in playbooks and f"playbooks/{tier}.yml" in playbooks, tier
+        assert not playbooks & {"playbooks/verify.yml", "playbooks/scale.yml", "playbooks/upgrade.yml"}, tier
