@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from compute_jobs.checks._reference import reference_groupby
 from compute_jobs.compare import ratio
 from compute_jobs.context import CheckContext
 from compute_jobs.engines import worker_map
@@ -503,7 +504,7 @@ class DaskKnownAnswer(_DaskCheck):
             start = time.perf_counter()
             grouped = sess.groupby(keys, values, p.partitions)
             seconds = time.perf_counter() - start
-            expected = _pandas_free_groupby(keys, values)
+            expected = reference_groupby(keys, values)
             yield ctx.compare(
                 np.concatenate([expected["key"], expected["sum"], expected["count"]]),
                 np.concatenate([grouped["key"], grouped["sum"], grouped["count"]]),
@@ -516,15 +517,6 @@ class DaskKnownAnswer(_DaskCheck):
                     "seconds": round(seconds, 4),
                 },
             )
-
-
-def _pandas_free_groupby(keys: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
-    """The reference groupby in numpy (what pandas computes for sum and count of int64)."""
-    unique, inverse = np.unique(keys, return_inverse=True)
-    sums = np.zeros(len(unique), dtype=np.int64)
-    np.add.at(sums, inverse, values)
-    counts = np.bincount(inverse, minlength=len(unique)).astype(np.int64)
-    return {"key": unique.astype(np.int64), "sum": sums, "count": counts}
 
 
 @register

@@ -398,11 +398,27 @@ class GpuGemm(Check):
         )
 
 
+class _EachDevice(Check):
+    """A check run on each GPU of the node in turn (``_one``), or the one no-GPU result."""
+
+    def run(self, ctx: CheckContext) -> Iterator[Result]:
+        inventory, devices = gpu_devices(ctx)
+        if not devices:
+            yield no_gpu_result(ctx, inventory)
+            return
+        for device in devices:
+            with device.activate():
+                yield from self._one(ctx, device)
+
+    def _one(self, ctx: CheckContext, device: Device) -> Iterator[Result]:
+        raise NotImplementedError
+
+
 # STREAM triad ------------------------------------------------------------------------------------------
 
 
 @register
-class GpuStream(Check):
+class GpuStream(_EachDevice):
     name = "gpu.stream"
     category = "performance"
     tags = frozenset({"gpu"})
@@ -419,15 +435,6 @@ class GpuStream(Check):
     )
     metrics = (Metric("triad", "GB/s", help="STREAM convention: 3 x N x 8 bytes per triad, device time"),)
     timeout = 300.0
-
-    def run(self, ctx: CheckContext) -> Iterator[Result]:
-        inventory, devices = gpu_devices(ctx)
-        if not devices:
-            yield no_gpu_result(ctx, inventory)
-            return
-        for device in devices:
-            with device.activate():
-                yield from self._one(ctx, device)
 
     def _one(self, ctx: CheckContext, device: Device) -> Iterator[Result]:
         p = ctx.params
@@ -505,7 +512,7 @@ def _measure_link(device: Device, load: Callable[[], None], seconds: float = 0.3
 
 
 @register
-class GpuTransfer(Check):
+class GpuTransfer(_EachDevice):
     name = "gpu.transfer"
     category = "performance"
     tags = frozenset({"gpu"})
@@ -525,15 +532,6 @@ class GpuTransfer(Check):
         Metric("d2h", "GB/s", help="device -> pinned host, 10^9 bytes per s of device time"),
     )
     timeout = 300.0
-
-    def run(self, ctx: CheckContext) -> Iterator[Result]:
-        inventory, devices = gpu_devices(ctx)
-        if not devices:
-            yield no_gpu_result(ctx, inventory)
-            return
-        for device in devices:
-            with device.activate():
-                yield from self._one(ctx, device)
 
     def _one(self, ctx: CheckContext, device: Device) -> Iterator[Result]:
         p = ctx.params

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from compute_jobs.checks._reference import reference_groupby
 from compute_jobs.compare import ratio
 from compute_jobs.context import CheckContext
 from compute_jobs.engines import worker_map
@@ -515,15 +516,6 @@ class SparkKnownAnswer(_SparkCheck):
             rule="pyspark.pandas groupby(key).value.agg([sum, count]) == numpy reference, exactly",
             details={"rows": p.rows, "keys": p.keys},
         )
-
-
-def reference_groupby(keys: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
-    """What pandas computes for groupby(key).value.agg([sum, count]) on int64, in numpy."""
-    unique, inverse = np.unique(keys, return_inverse=True)
-    sums = np.zeros(len(unique), dtype=np.int64)
-    np.add.at(sums, inverse, values)
-    counts = np.bincount(inverse, minlength=len(unique)).astype(np.int64)
-    return {"key": unique.astype(np.int64), "sum": sums, "count": counts}
 
 
 @register
