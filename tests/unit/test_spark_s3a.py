@@ -10,32 +10,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from localplay import run_local_playbook
+from localplay import ROOT, role_play, run_local_playbook
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "spark"
 
-PLAY = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - ansible.builtin.include_vars: {role}/defaults/main.yml
-    - ansible.builtin.include_vars: {role}/vars/main.yml
-    - ansible.builtin.import_tasks: {role}/tasks/s3a.yml
+PLAY = role_play(
+    ROLE,
+    f"""  tasks:
+    - ansible.builtin.import_tasks: {ROLE}/tasks/s3a.yml
     - ansible.builtin.template:
-        src: {role}/templates/spark-defaults.conf.j2
+        src: {ROLE}/templates/spark-defaults.conf.j2
         dest: "{{{{ out }}}}"
         mode: "0600"
   handlers:
     - name: restart spark services
       ansible.builtin.debug:
         msg: restart
-"""
+""",
+)
 
 
 def converge(tmp_path: Path, **extra: Any) -> tuple[int, str]:
     play = tmp_path / "play.yml"
-    play.write_text(PLAY.format(role=ROLE))
+    play.write_text(PLAY)
     values = {
         "spark_component": "client",
         "spark_cluster_address": "127.0.0.1",
