@@ -64,6 +64,8 @@ class Spark:
     python: str = ""  # executors' Python
     expected_workers: Workers = field(default_factory=list)
     workers: dict[str, SparkWorker] = field(default_factory=dict)
+    # Cores the master grants an application that does not set spark.cores.max (0: every free core).
+    app_default_cores: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ The suite logs in to the hub over HTTPS as the check account (a non-admin course
 the REST API, starts that account's own server (a systemd unit under the user limits), opens
 kernels of the ``clusterforge`` kernel spec through the server's API and runs each notebook from
 the account's home, cell after cell, each in a kernel of its own, two notebooks at a time (param
-``kernels``) but never two that compute on Spark (a Spark application holds every core of the
-standalone cluster). Each notebook ends in a cell that asserts its known answer
+``kernels``) but no more that compute on Spark than the cluster runs applications at once: one
+where an application takes every core of the standalone master (Spark's default), as many as
+``engines.spark.app_default_cores`` fits into the workers' cores where the master grants each a
+share. Each notebook ends in a cell that asserts its known answer
 and prints one line ``CLUSTERFORGE_RESULT {"answer": ..., "hosts": [...]}``; the check judges that
 answer against its own table and the hosts against the inventory's workers of the engine the
 notebook uses (its ``metadata.clusterforge.engine``). A notebook for an engine the inventory does
@@ -103,9 +105,10 @@ HUB_REQUIREMENTS = {
         "the course accounts' homes are not on the share (jupyter_home_dir is not shared_storage_home_dir)"
     )
 }
-# Engines of which one notebook at a time may compute: a Spark application takes every core the
-# standalone master has, so a second one would wait for the first to end (or starve until it does).
-ONE_AT_A_TIME = frozenset({"spark"})
+# Engines of which only so many notebooks may compute at once (see engine_slots): a Spark application
+# takes every core the standalone master has unless the master grants a share, so a second one would
+# wait for the first to end (or starve until it does).
+LIMITED_ENGINES = frozenset({"spark"})
 # engines.<engine> keys that name the hosts which must take part (first one present wins).
 WORKER_KEYS = ("workers", "expected_workers", "processes", "slots", "pipeline_workers")
 MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -344,14 +347,14 @@ def read_credentials(path: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class NotebookPlan:
-    """A notebook the check runs: its cells, who must do its work, which one-at-a-time engines it uses."""
+    """A notebook the check runs: its cells, who must do its work, which limited engines it uses."""
 
     path: str
     label: str
     engine: str | None
     hosts: list[str] | None
     cells: list[str]
-    one_at_a_time: frozenset[str]
+    limited: frozenset[str]
 
 
 def engines_used(ctx: CheckContext, meta: dict[str, Any]) -> set[str]:
@@ -365,22 +368,43 @@ def engines_used(ctx: CheckContext, meta: dict[str, Any]) -> set[str]:
     return used
 
 
+def engine_slots(ctx: CheckContext) -> dict[str, int]:
+    """How many applications of each limited engine run at once on this cluster: Spark's standalone
+    master grants an application every free core unless ``engines.spark.app_default_cores`` (the
+    master's spark.deploy.defaultCores) gives each a share; then as many as fit in the workers' cores."""
+    spark = ctx.cluster.engines.get("spark")
+    slots = 1
+    if isinstance(spark, dict):
+        share = int(spark.get("app_default_cores") or 0)
+        cores = sum(int((w or {}).get("cores", 1)) for w in (spark.get("workers") or {}).values())
+        if share > 0 and cores > 0:
+            slots = max(1, cores // share)
+    return {"spark": slots}
+
+
 Outcome = TypeVar("Outcome")
 
 
 def side_by_side(
-    plans: list[NotebookPlan], kernels: int, execute: Callable[[NotebookPlan], Outcome]
+    plans: list[NotebookPlan],
+    kernels: int,
+    execute: Callable[[NotebookPlan], Outcome],
+    slots: dict[str, int] | None = None,
 ) -> Iterator[Outcome]:
-    """EXECUTE the PLANS, up to KERNELS at once, never two that share a one-at-a-time engine; each
-    starts as soon as that allows, in the list's order (with more than one kernel, those of such an
-    engine first: they form the longest queue). The outcomes come in the list's order, each
-    as soon as it and those before it are done; the first exception stops what has not started and
-    is raised in its place once the running ones have finished."""
+    """EXECUTE the PLANS, up to KERNELS at once, never more at once that use a limited engine than
+    its SLOTS (one where SLOTS does not say); each starts as soon as that allows, in the list's order
+    (with more than one kernel, those of a limited engine first: they form the longest queue). The
+    outcomes come in the list's order, each as soon as it and those before it are done; the first
+    exception stops what has not started and is raised in its place once the running ones have
+    finished."""
     lock = threading.Condition()
     pending = list(range(len(plans)))
-    busy: set[str] = set()
+    busy: dict[str, int] = {}
     outcomes: dict[int, tuple[bool, Any]] = {}
     stopped = False
+
+    def fits(index: int) -> bool:
+        return all(busy.get(e, 0) < max(1, (slots or {}).get(e, 1)) for e in plans[index].limited)
 
     def worker() -> None:
         nonlocal stopped
@@ -389,23 +413,23 @@ def side_by_side(
                 while True:
                     if stopped or not pending:
                         return
-                    free = [i for i in pending if not plans[i].one_at_a_time & busy]
-                    # Beside another kernel, those of a one-at-a-time engine first: they queue
-                    # behind each other anyway. One kernel keeps the list's order.
-                    index = min(
-                        free, key=lambda i: (kernels > 1 and not plans[i].one_at_a_time, i), default=None
-                    )
+                    free = [i for i in pending if fits(i)]
+                    # Beside another kernel, those of a limited engine first: they queue behind
+                    # each other anyway. One kernel keeps the list's order.
+                    index = min(free, key=lambda i: (kernels > 1 and not plans[i].limited, i), default=None)
                     if index is not None:
                         break
                     lock.wait()
                 pending.remove(index)
-                busy.update(plans[index].one_at_a_time)
+                for engine in plans[index].limited:
+                    busy[engine] = busy.get(engine, 0) + 1
             try:
                 outcome: tuple[bool, Any] = (True, execute(plans[index]))
             except BaseException as exc:  # handed to the caller's thread, raised there
                 outcome = (False, exc)
             with lock:
-                busy.difference_update(plans[index].one_at_a_time)
+                for engine in plans[index].limited:
+                    busy[engine] -= 1
                 outcomes[index] = outcome
                 stopped = stopped or not outcome[0]
                 lock.notify_all()
@@ -561,7 +585,8 @@ class NotebooksRun(_HubCheck):
             int,
             2,
             "notebooks that run at once, each in a kernel of its own (as a participant with two open "
-            "notebooks); two that compute on Spark never run at once",
+            "notebooks); no more that compute on Spark than the cluster runs applications at once "
+            "(engines.spark.app_default_cores)",
             1,
             8,
         ),
@@ -589,7 +614,7 @@ class NotebooksRun(_HubCheck):
                 ctx.check_deadline()
                 return self.run_notebook(ctx, settings, hub, user, plan)
 
-            for judged in side_by_side(plans, ctx.params.kernels, execute):
+            for judged in side_by_side(plans, ctx.params.kernels, execute, engine_slots(ctx)):
                 yield from judged
         finally:
             hub.stop_server(user)
@@ -626,7 +651,7 @@ class NotebooksRun(_HubCheck):
             "".join(c.get("source", "")) for c in notebook.get("cells", []) if c.get("cell_type") == "code"
         ]
         plan = NotebookPlan(
-            path, label, engine, hosts, cells, frozenset(engines_used(ctx, meta) & ONE_AT_A_TIME)
+            path, label, engine, hosts, cells, frozenset(engines_used(ctx, meta) & LIMITED_ENGINES)
         )
         return [], plan
 

@@ -118,6 +118,18 @@ FETCH_JSON: Callable[[str, float], Any] = fetch_json
 # --- the boundary: one SparkSession on the provisioned master -----------------------------------
 
 
+def session_conf(settings: Mapping[str, Any], partitions: int) -> dict[str, str]:
+    """Properties of the checks' shared application, on top of the client configuration."""
+    conf = {"spark.sql.shuffle.partitions": str(partitions), "spark.default.parallelism": str(partitions)}
+    cores = sum(int((w or {}).get("cores", 1)) for w in (settings.get("workers") or {}).values())
+    if int(settings.get("app_default_cores") or 0) > 0 and cores > 0:
+        # Where the master grants an application a share of the cores, the checks' session asks for
+        # every core: its checks run with no other application, and the figures of spark.performance
+        # are the whole cluster's.
+        conf["spark.cores.max"] = str(cores)
+    return conf
+
+
 class SparkHandle:
     """A SparkSession on the standalone master, with every engine call the checks make."""
 
@@ -137,11 +149,9 @@ class SparkHandle:
             from pyspark.sql import SparkSession
         except ImportError as exc:
             raise CheckError(f"cannot import pyspark ({exc}): install the spark role's packages") from exc
-        builder = (
-            SparkSession.builder.appName("clusterforge-verify")
-            .config("spark.sql.shuffle.partitions", str(partitions))
-            .config("spark.default.parallelism", str(partitions))
-        )
+        builder = SparkSession.builder.appName("clusterforge-verify")
+        for key, value in session_conf(settings, partitions).items():
+            builder = builder.config(key, value)
         if settings.get("endpoint"):
             builder = builder.master(str(settings["endpoint"]))
         start = time.perf_counter()

@@ -145,6 +145,7 @@ def cluster(cj_cluster, tmp_path):
         ),
         opencl_hosts: tuple[str, ...] = ("a", "b", "c"),
         gpu_hosts: tuple[str, ...] = ("a",),
+        spark_share: int = 0,
         **jupyter: Any,
     ) -> Any:
         settings = {
@@ -164,6 +165,9 @@ def cluster(cj_cluster, tmp_path):
             sections["dask"] = {"workers": {h: {"nworkers": 1} for h in HOSTS["dask"]}}
         if "spark" in engines:
             sections["spark"] = {"expected_workers": HOSTS["spark"]}
+            if spark_share:  # the master grants each application this many of the workers' cores
+                sections["spark"]["workers"] = {h: {"cores": 2} for h in HOSTS["spark"]}
+                sections["spark"]["app_default_cores"] = spark_share
         if "celery" in engines:
             sections["celery"] = {"workers": {h: 2 for h in HOSTS["celery"]}}
         if "storage" in engines:
@@ -309,6 +313,22 @@ def test_the_spark_notebooks_wait_for_each_other_while_another_runs_beside(fake,
     pairs = overlaps(spans)
     assert not [pair for pair in pairs if pair <= SPARK_NOTEBOOKS], "two Spark notebooks ran at once"
     assert frozenset({stem(first[0]), stem(first[3])}) in pairs  # the Dask one did not wait for Spark
+
+
+def test_spark_notebooks_run_side_by_side_as_many_as_the_master_shares_the_cores(fake, cluster, monkeypatch):
+    # Two workers of two cores: a share of 2 runs two Spark applications at once, never three; a
+    # share of 3 fits once.
+    spans = timed_notebooks(monkeypatch)
+    overrides = {"notebooks.run": {"cell_timeout": 30.0, "kernels": 3}}
+    results = run(cluster(spark_share=2), ["notebooks.run"], overrides=overrides)
+    assert all(results[name].status == PASS for name in SPARK_NOTEBOOKS)
+    spark_spans = [span for span in spans if span[0] in SPARK_NOTEBOOKS]
+    assert [pair for pair in overlaps(spark_spans)], "no two Spark notebooks ran at once"
+    assert max(sum(s <= t < e for _, s, e in spark_spans) for _, t, _ in spark_spans) == 2
+    spans.clear()
+    results = run(cluster(spark_share=3), ["notebooks.run"], overrides=overrides)
+    assert all(results[name].status == PASS for name in SPARK_NOTEBOOKS)
+    assert not overlaps([span for span in spans if span[0] in SPARK_NOTEBOOKS])
 
 
 def test_one_kernel_runs_the_notebooks_one_after_the_other(fake, cluster, monkeypatch):

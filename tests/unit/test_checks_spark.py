@@ -449,3 +449,16 @@ def test_resilience_skips_with_one_worker(cj_cluster, fake):
     )
     result = run(cj_cluster(HOSTS[:2], engines={"spark": one}), ["spark.resilience"])["spark.resilience"]
     assert result.status == SKIP and "needs two Spark workers" in result.reason
+
+
+def test_the_checks_session_asks_for_every_core_where_the_master_grants_a_share():
+    workers = {"n2": {"cores": 2}, "n3": {"cores": 3}}
+    shared = spark_checks.session_conf({"workers": workers, "app_default_cores": 2}, 10)
+    assert shared == {
+        "spark.sql.shuffle.partitions": "10",
+        "spark.default.parallelism": "10",
+        "spark.cores.max": "5",
+    }
+    # Spark's default (every free core): nothing to ask for.
+    for settings in ({"workers": workers, "app_default_cores": 0}, {"workers": workers}):
+        assert "spark.cores.max" not in spark_checks.session_conf(settings, 10)

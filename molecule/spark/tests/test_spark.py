@@ -208,6 +208,61 @@ def test_authenticated_application_computes_known_answers(host):
     assert "cf-molecule-authenticated" in names
 
 
+HOLDER = """
+    import os, sys, time
+    from pyspark.sql import SparkSession
+    spark = SparkSession.builder.appName(sys.argv[1]).getOrCreate()
+    spark.sparkContext.parallelize(range(4), 2).count()
+    # Holds its executors, as an open notebook's SparkSession does, until told to stop.
+    deadline = time.monotonic() + 300
+    while not os.path.exists("/tmp/cf-holder.stop") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    spark.stop()
+    """
+
+
+def test_a_second_application_computes_while_the_first_holds_its_share(host):
+    """The master grants an application spark_app_default_cores of the worker's cores (1 of 2 here):
+    while one application holds its executors (an open notebook's session), a second one gets the
+    other core and computes its known answers. With Spark's default (every core to the first) the
+    second would wait until the first ends, past this test's timeout."""
+    if not is_head(host):
+        pytest.skip("applications are submitted from the head node")
+    share = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]["spark_app_default_cores"]
+    assert 0 < share < WORKER_VARS["spark_worker_cores"]
+    assert (
+        f"spark.deploy.defaultCores             {share}"
+        in host.file("/etc/clusterforge/spark/service/spark-defaults.conf").content_string
+    )
+    host.run("rm -f /tmp/cf-holder.stop /tmp/cf-holder.out")
+    put(host, "/tmp/cf_holder.py", textwrap.dedent(HOLDER))
+    started = host.run(
+        "cd /tmp && (runuser -u %s -- env SPARK_CONF_DIR=%s PYSPARK_PYTHON=%s timeout 300 %s "
+        "/tmp/cf_holder.py cf-molecule-holder > /tmp/cf-holder.out 2>&1 &)",
+        USER,
+        CLIENT_CONF,
+        PYTHON,
+        PYTHON,
+    )
+    assert started.rc == 0, started.stderr
+
+    def holder() -> dict | None:
+        return next((a for a in master_state(host)["activeapps"] if a["name"] == "cf-molecule-holder"), None)
+
+    try:
+        _wait(lambda: (holder() or {}).get("cores") == share, 120, f"the holder running on {share} core(s)")
+        result = run_application(host, "cf-molecule-beside", CLIENT_CONF, 150)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+        assert result.rc == 0 and lines, result.stderr[-3000:]
+        assert json.loads(lines[-1].removeprefix("RESULT "))["total"] == 333333833333500000
+        assert (holder() or {}).get("state") == "RUNNING", "the holder ended before the second application"
+        beside = [a for a in master_state(host)["completedapps"] if a["name"] == "cf-molecule-beside"]
+        assert beside and beside[-1]["cores"] == share, beside
+    finally:
+        host.run("touch /tmp/cf-holder.stop")
+    _wait(lambda: holder() is None, 60, "the holder ended")
+
+
 REFUSAL_PROBE = r"""
 cd /tmp
 for n in nosecret wrongsecret; do
