@@ -338,6 +338,16 @@ def worker_map(section: Mapping[str, Any], name: str, source: str) -> dict[str, 
     return {str(k): workers[k] for k in sorted(workers)}
 
 
+def spark_share(section: Mapping[str, Any]) -> tuple[int, int]:
+    """(app_default_cores, the cores of every worker together) of engines.spark: the share the master
+    grants an application that asks for no number (0: every free core) and what it is a share of."""
+    workers = section.get("workers")
+    cores = (
+        sum(int((w or {}).get("cores", 1)) for w in workers.values()) if isinstance(workers, Mapping) else 0
+    )
+    return int(section.get("app_default_cores") or 0), cores
+
+
 def host_counts(section: Mapping[str, Any], name: str, key: str, source: str) -> dict[str, int]:
     """engines.NAME.KEY as host -> integer >= 1 (Celery worker concurrency, MPI slots); {} when absent.
 

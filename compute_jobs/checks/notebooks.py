@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from compute_jobs.context import CheckContext
+from compute_jobs.engines import spark_share
 from compute_jobs.model import FAIL, SKIP, Check, CheckError, Metric, Param, Result, register
 from compute_jobs.transport import Transport, https_transport
 
@@ -373,13 +374,8 @@ def engine_slots(ctx: CheckContext) -> dict[str, int]:
     master grants an application every free core unless ``engines.spark.app_default_cores`` (the
     master's spark.deploy.defaultCores) gives each a share; then as many as fit in the workers' cores."""
     spark = ctx.cluster.engines.get("spark")
-    slots = 1
-    if isinstance(spark, dict):
-        share = int(spark.get("app_default_cores") or 0)
-        cores = sum(int((w or {}).get("cores", 1)) for w in (spark.get("workers") or {}).values())
-        if share > 0 and cores > 0:
-            slots = max(1, cores // share)
-    return {"spark": slots}
+    share, cores = spark_share(spark) if isinstance(spark, dict) else (0, 0)
+    return {"spark": max(1, cores // share) if share > 0 and cores > 0 else 1}
 
 
 Outcome = TypeVar("Outcome")

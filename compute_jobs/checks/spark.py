@@ -46,7 +46,7 @@ import numpy as np
 from compute_jobs.checks._reference import reference_groupby
 from compute_jobs.compare import ratio
 from compute_jobs.context import CheckContext
-from compute_jobs.engines import worker_map
+from compute_jobs.engines import spark_share, worker_map
 from compute_jobs.model import (
     FAIL,
     PASS,
@@ -121,8 +121,8 @@ FETCH_JSON: Callable[[str, float], Any] = fetch_json
 def session_conf(settings: Mapping[str, Any], partitions: int) -> dict[str, str]:
     """Properties of the checks' shared application, on top of the client configuration."""
     conf = {"spark.sql.shuffle.partitions": str(partitions), "spark.default.parallelism": str(partitions)}
-    cores = sum(int((w or {}).get("cores", 1)) for w in (settings.get("workers") or {}).values())
-    if int(settings.get("app_default_cores") or 0) > 0 and cores > 0:
+    share, cores = spark_share(settings)
+    if share > 0 and cores > 0:
         # Where the master grants an application a share of the cores, the checks' session asks for
         # every core: its checks run with no other application, and the figures of spark.performance
         # are the whole cluster's.
