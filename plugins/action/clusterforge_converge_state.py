@@ -49,6 +49,15 @@ ROLE_KEYS = ("include_role", "import_role")
 ROLE_DIRS = ("tasks", "handlers", "meta")
 TEXT_SUFFIXES = (".yml", ".yaml", ".j2", ".py", ".cfg", ".conf", ".txt", ".json", ".sh")
 SIBLING = re.compile(r"role_path\s*}}/\.\./([A-Za-z0-9_]+)")
+# The names a file may use (a variable is a tier's input where one of its files names it).
+WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+# A file that reaches variables by a computed name: every inventory variable is that tier's input.
+DYNAMIC_NAMES = re.compile(
+    rb"(?<![A-Za-z0-9_])(?:lookup|query|q)\(\s*['\"](?:ansible\.builtin\.)?var(?:s|names)['\"]"
+    rb"|(?<![A-Za-z0-9_.])vars\s*\["
+)
+# Inventory variables Ansible itself reads (connection, privilege, interpreter): every tier's input.
+EVERY_TIER_PREFIXES = ("ansible_", "mitogen_")
 # Skipping these tags still runs every task of a tier (no tier task carries them): the fast path
 # stays allowed. molecule skips its own on every run (and one more in its idempotence run).
 NEUTRAL_SKIP_TAGS = {"verify", "molecule-notest", "notest", "molecule-idempotence-notest"}
@@ -119,23 +128,6 @@ DEFAULT_IGNORE = [
     "*/__pycache__/*",
     "*.pyc",
 ]
-
-
-def _walk(hasher: Any, path: Path) -> None:
-    """Add the names and contents of the regular files below PATH, in a stable order."""
-    if path.is_file():
-        hasher.update(f"{path}\0".encode())
-        hasher.update(path.read_bytes())
-        return
-    if not path.is_dir():
-        hasher.update(f"{path} absent\0".encode())
-        return
-    for full in _files(path):
-        hasher.update(f"{full.relative_to(path)}\0".encode())
-        try:
-            hasher.update(full.read_bytes())
-        except OSError as exc:
-            hasher.update(f"unreadable {exc.errno}".encode())
 
 
 def _files(path: Path) -> list[Path]:
@@ -242,22 +234,28 @@ def playbooks_before(tier: str, root: Path = ROOT) -> set[str] | None:
     return None
 
 
-_SCANS: dict[tuple[str, int, int], tuple[str, frozenset[str]]] = {}
+_SCANS: dict[tuple[str, int, int], tuple[str, frozenset[str], frozenset[str] | None]] = {}
 
 
-def _scan(full: Path) -> tuple[str, frozenset[str]]:
-    """A file's content digest and which DEPLOYED directories it names (../compute_jobs),
-    remembered for this process while the file stays the same."""
+def _scan(full: Path) -> tuple[str, frozenset[str], frozenset[str] | None]:
+    """A file's content digest, which DEPLOYED directories it names (../compute_jobs) and the
+    names it uses (None: it reaches variables by computed names), remembered for this process
+    while the file stays the same."""
     try:
         status = full.stat()
         key = (str(full), status.st_mtime_ns, status.st_size)
         if key not in _SCANS:
             content = full.read_bytes()
             named = frozenset(name for name in DEPLOYED if f"../{name}".encode() in content)
-            _SCANS[key] = (hashlib.sha256(content).hexdigest(), named)
+            words = (
+                None
+                if DYNAMIC_NAMES.search(content)
+                else frozenset(word.decode() for word in WORD.findall(content))
+            )
+            _SCANS[key] = (hashlib.sha256(content).hexdigest(), named, words)
         return _SCANS[key]
     except OSError as exc:
-        return f"unreadable {exc.errno}", frozenset()
+        return f"unreadable {exc.errno}", frozenset(), None
 
 
 def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
@@ -298,20 +296,145 @@ def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
     return sorted(kept)
 
 
+def _yaml(full: Path) -> Any:
+    """FULL's YAML (plain YAML only: a vault, a tag or a syntax error raises ValueError)."""
+    import yaml  # ansible-core's own dependency
+
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return yaml.load(full.read_text(errors="strict"), Loader=loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _static_vars(data: Any, where: str, found: list[tuple[str, str, Any]]) -> None:
+    """The variables of a YAML inventory's groups and hosts, each with where it is set; ValueError
+    for anything but groups of hosts, vars and children (an inventory plugin's configuration)."""
+    if not isinstance(data, dict):
+        raise ValueError("not a YAML inventory")
+    for group, body in data.items():
+        if body is None:
+            continue
+        if not isinstance(body, dict) or set(body) - {"hosts", "vars", "children"}:
+            raise ValueError("not a YAML inventory")
+        for name, value in (body.get("vars") or {}).items():
+            found.append((f"{where}:{group}", str(name), value))
+        for host, host_vars in (body.get("hosts") or {}).items():
+            if host_vars is not None and not isinstance(host_vars, dict):
+                raise ValueError("not a YAML inventory")
+            for name, value in (host_vars or {}).items():
+                found.append((f"{where}:{host}", str(name), value))
+        _static_vars(body.get("children") or {}, where, found)
+
+
+def inventory_vars(sources: list[str]) -> tuple[list[tuple[str, str, Any]], list[tuple[str, bytes]]]:
+    """What the inventory SOURCES set: each variable of a YAML inventory or of a group_vars or
+    host_vars file (where, name, value), and the files that cannot be read as such (an INI
+    inventory, an inventory plugin's configuration, a vault) whole (where, content)."""
+    variables: list[tuple[str, str, Any]] = []
+    whole: list[tuple[str, bytes]] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            files = [
+                (full, bool({"group_vars", "host_vars"} & set(full.relative_to(path).parts[:-1])))
+                for full in _files(path)
+            ]
+        elif path.is_file():  # group_vars and host_vars beside an inventory file
+            files = [(path, False)] + [
+                (full, True)
+                for sibling in ("group_vars", "host_vars")
+                for full in _files(path.parent / sibling)
+            ]
+        else:
+            whole.append((f"{path} absent", b""))
+            continue
+        for full, holds_variables in files:
+            try:
+                if holds_variables:
+                    data = _yaml(full)
+                    if data is not None and not isinstance(data, dict):
+                        raise ValueError("not a mapping of variables")
+                    variables.extend((str(full), str(name), value) for name, value in (data or {}).items())
+                else:
+                    _static_vars(_yaml(full), str(full), variables)
+            except ValueError:
+                try:
+                    whole.append((str(full), full.read_bytes()))
+                except OSError as exc:
+                    whole.append((str(full), f"unreadable {exc.errno}".encode()))
+    return variables, whole
+
+
+def tier_names(tier: str | None, root: Path = ROOT) -> frozenset[str] | None:
+    """The names TIER's project files use; None when every variable is its input (its roles
+    cannot be told, or a file of it reaches variables by computed names)."""
+    if not tier or tier_roles(tier, root) is None:
+        return None
+    names: set[str] = set()
+    for _, full in tier_files(tier, root):
+        words = _scan(full)[2]
+        if words is None:
+            return None
+        names |= words
+    return frozenset(names)
+
+
+def tier_inputs(variables: list[tuple[str, str, Any]], names: frozenset[str] | None) -> set[str]:
+    """The variables of VARIABLES that are a tier's inputs: those its files name (NAMES; None: all),
+    Ansible's own, and every variable the value of one of those names (its templates)."""
+    defined = {name for _, name, _ in variables}
+    if names is None:
+        return defined
+    inputs = {name for name in defined if name in names or name.startswith(EVERY_TIER_PREFIXES)}
+    todo = list(inputs)
+    while todo:
+        name = todo.pop()
+        for _, other, value in variables:
+            if other != name:
+                continue
+            text = json.dumps(value, sort_keys=True, default=str).encode()
+            for word in WORD.findall(text):
+                used = word.decode()
+                if used in defined and used not in inputs:
+                    inputs.add(used)
+                    todo.append(used)
+    return inputs
+
+
 def inputs_digest(task_vars: dict[str, Any], loader: Any, tier: str | None = None, root: Path = ROOT) -> str:
-    """sha256 of what a tier converges from: its project files (tier_files), inventory and extra
-    vars (not secrets)."""
+    """sha256 of what a tier converges from: its project files (tier_files), the variables of the
+    inventory and the extra vars that it reads (tier_inputs; the inventory's files that are not
+    plain variables, whole), the hosts and their groups (not secrets)."""
+    return tier_digests(task_vars, loader, tier, root)[0]
+
+
+def tier_digests(
+    task_vars: dict[str, Any], loader: Any, tier: str | None = None, root: Path = ROOT
+) -> tuple[str, dict[str, str]]:
+    """inputs_digest, and a digest of each variable it took (its places and values), by name."""
     hasher = hashlib.sha256()
     for relative, full in tier_files(tier, root):
         hasher.update(f"{relative}\0{_scan(full)[0]}\0".encode())
-    for source in task_vars.get("ansible_inventory_sources") or []:
-        source_path = Path(source)
-        _walk(hasher, source_path)
-        if source_path.is_file():  # group_vars and host_vars beside an inventory file
-            for sibling in ("group_vars", "host_vars"):
-                _walk(hasher, source_path.parent / sibling)
+    variables, whole = inventory_vars([str(s) for s in task_vars.get("ansible_inventory_sources") or []])
     extra = {k: v for k, v in load_extra_vars(loader).items() if k not in NOT_INPUTS}
-    hasher.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    variables += [("extra vars", str(name), value) for name, value in extra.items()]
+    inputs = tier_inputs(variables, tier_names(tier, root))
+    kept = sorted(
+        (where, name, json.dumps(value, sort_keys=True, default=str))
+        for where, name, value in variables
+        if name in inputs
+    )
+    hasher.update(json.dumps(kept).encode())
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for where, name, value in kept:
+        by_name.setdefault(name, []).append((where, value))
+    read = {
+        name: hashlib.sha256(json.dumps(places).encode()).hexdigest()[:16] for name, places in by_name.items()
+    }
+    for where, content in sorted(whole):
+        hasher.update(f"{where}\0".encode())
+        hasher.update(content)
     groups = {
         k: sorted(v) for k, v in (task_vars.get("groups") or {}).items() if not k.startswith("cf_converge_")
     }
@@ -324,7 +447,7 @@ def inputs_digest(task_vars: dict[str, Any], loader: Any, tier: str | None = Non
         except Exception:  # an unresolvable host counts as itself
             hosts[host] = host
     hasher.update(json.dumps(hosts, sort_keys=True).encode())
-    return hasher.hexdigest()
+    return hasher.hexdigest(), read
 
 
 def secrets_digests(secrets_dir: str | None) -> dict[str, str]:
@@ -366,7 +489,12 @@ judge = _load_judge()
 
 
 def judge_snapshot(
-    snapshot: dict[str, Any], tier: str, inputs: str, secrets: dict[str, str], max_age: int
+    snapshot: dict[str, Any],
+    tier: str,
+    inputs: str,
+    secrets: dict[str, str],
+    max_age: int,
+    variables: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A tier's check from the node's snapshot of this run (mode=snapshot): no second read of the
     node. The tiers that converged since the snapshot recorded the node's new state, so a drift
@@ -374,7 +502,15 @@ def judge_snapshot(
     drifted = list(snapshot.get("drifted") or [])
     marker = (snapshot.get("markers") or {}).get(tier)
     fresh, reason = judge(
-        tier, bool(snapshot.get("recorded")), drifted, marker, inputs, secrets, int(max_age), time.time()
+        tier,
+        bool(snapshot.get("recorded")),
+        drifted,
+        marker,
+        inputs,
+        secrets,
+        int(max_age),
+        time.time(),
+        variables,
     )
     return {"changed": False, "fresh": fresh, "reason": reason, "drifted": drifted}
 
@@ -423,7 +559,7 @@ class ActionModule(ActionBase):
             return {**result, "changed": False, "skipped": True, "skip_reason": reason}
         secrets = task_vars.get("cluster_secrets_dir")
         secrets_dir = self._templar.template(secrets) if secrets else None
-        args["inputs"] = inputs_digest(task_vars, self._loader, args.get("tier"))
+        args["inputs"], args["variables"] = tier_digests(task_vars, self._loader, args.get("tier"))
         args["secrets"] = secrets_digests(secrets_dir)
         args.setdefault(
             "paths", self._templar.template(task_vars.get("cluster_fast_converge_paths", DEFAULT_PATHS))
@@ -436,7 +572,12 @@ class ActionModule(ActionBase):
         )
         if mode == "check" and isinstance(snapshot, dict) and "markers" in snapshot:
             outcome = judge_snapshot(
-                snapshot, str(args.get("tier")), args["inputs"], args["secrets"], args["max_age"]
+                snapshot,
+                str(args.get("tier")),
+                args["inputs"],
+                args["secrets"],
+                args["max_age"],
+                args["variables"],
             )
         else:
             outcome = self._execute_module(
@@ -451,7 +592,7 @@ class ActionModule(ActionBase):
                 if judge_snapshot(
                     outcome,
                     tier,
-                    inputs_digest(task_vars, self._loader, tier),
+                    tier_digests(task_vars, self._loader, tier)[0],
                     args["secrets"],
                     args["max_age"],
                 )["fresh"]

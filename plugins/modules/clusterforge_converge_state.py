@@ -57,6 +57,12 @@ options:
         tier's key is not an input of the tiers before it).
     type: dict
     default: {}
+  variables:
+    description:
+      - Each inventory variable and extra var the tier reads and a digest of its values; recorded
+        so that a check can name the variables that changed.
+    type: dict
+    default: {}
   paths:
     description:
       - Files and directories whose metadata (mode, owner, size, modification time) make up the
@@ -132,6 +138,8 @@ markers:
 
 TIER = re.compile(r"[a-z][a-z0-9_]*")
 MAX_DRIFT = 20
+# Changed variables a reason names.
+MAX_NAMED = 3
 
 
 def file_entries(roots: list[str]) -> dict[str, str]:
@@ -279,9 +287,12 @@ def judge(
     secrets: dict[str, str],
     max_age: int,
     now: float,
+    variables: dict[str, str] | None = None,
 ) -> tuple[bool, str]:
     """Whether TIER may skip its converge on a node, and why not: the one rule of the fast path,
-    applied by the module (check) and by the action plugin to a snapshot."""
+    applied by the module (check) and by the action plugin to a snapshot. VARIABLES (each read
+    variable's digest) name what changed where the marker recorded them too."""
+    variables = variables or {}
     if not recorded:
         return False, "no converge recorded on this node"
     if drifted:
@@ -289,6 +300,14 @@ def judge(
     if marker is None:
         return False, f"no converge of the {tier} tier recorded since the node changed"
     if marker.get("inputs") != inputs:
+        was = marker.get("variables")
+        if isinstance(was, dict):
+            changed = sorted(
+                name for name in set(was) | set(variables) if was.get(name) != variables.get(name)
+            )
+            if changed:
+                more = ", ..." if len(changed) > MAX_NAMED else ""
+                return False, f"its inputs changed (variables: {', '.join(changed[:MAX_NAMED])}{more})"
         return False, "its inputs changed (project files, inventory or extra vars)"
     changed = sorted(
         name for name, digest in (marker.get("secrets") or {}).items() if secrets.get(name) != digest
@@ -307,6 +326,7 @@ def main() -> None:
             "mode": {"type": "str", "required": True, "choices": ["check", "record", "snapshot"]},
             "inputs": {"type": "str", "required": True},
             "secrets": {"type": "dict", "default": {}},
+            "variables": {"type": "dict", "default": {}},
             "paths": {"type": "list", "elements": "path", "required": True},
             "venvs": {"type": "list", "elements": "str", "default": []},
             "units": {"type": "list", "elements": "str", "default": []},
@@ -327,7 +347,12 @@ def main() -> None:
     if p["mode"] == "record":
         if not module.check_mode:
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            marker = {"inputs": p["inputs"], "secrets": p["secrets"], "at": time.time()}
+            marker = {
+                "inputs": p["inputs"],
+                "secrets": p["secrets"],
+                "variables": p["variables"],
+                "at": time.time(),
+            }
             write_json(module, marker_file, marker)
             write_json(module, node_file, {"state": now})
         module.exit_json(changed=False, fresh=True, reason="", drifted=[])
@@ -347,7 +372,15 @@ def main() -> None:
         module.exit_json(changed=False, drifted=drifted, recorded=recorded is not None, markers=markers)
     marker = read_json(marker_file) if recorded is not None and not drifted else None
     fresh, reason = judge(
-        p["tier"], recorded is not None, drifted, marker, p["inputs"], p["secrets"], p["max_age"], time.time()
+        p["tier"],
+        recorded is not None,
+        drifted,
+        marker,
+        p["inputs"],
+        p["secrets"],
+        p["max_age"],
+        time.time(),
+        p["variables"],
     )
     module.exit_json(changed=False, fresh=fresh, reason=reason, drifted=drifted)
 

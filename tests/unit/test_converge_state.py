@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,35 @@ def test_the_action_digests_extra_vars_secrets_and_the_inventory(tmp_path, etc):
     (tmp_path / "inventory/group_vars").mkdir()
     (tmp_path / "inventory/group_vars/all.yml").write_text("dask_worker_nthreads: 2\n")
     assert "inputs changed" in playbook(tmp_path, "check")["reason"]
+    # Of the inventory, what the tier reads counts, and a check names it.
+    playbook(tmp_path, "record")
+    (tmp_path / "inventory/group_vars/all.yml").write_text(
+        "dask_worker_nthreads: 2\nspark_app_default_cores: 2\n"
+    )
+    assert playbook(tmp_path, "check")["fresh"] is True
+    (tmp_path / "inventory/group_vars/all.yml").write_text(
+        "dask_worker_nthreads: 3\nspark_app_default_cores: 2\n"
+    )
+    assert playbook(tmp_path, "check")["reason"] == "its inputs changed (variables: dask_worker_nthreads)"
+    named = playbook(tmp_path, "check", "-e", "dask_scheduler_port=8787")["reason"]
+    assert named == "its inputs changed (variables: dask_scheduler_port, dask_worker_nthreads)"
+
+
+def test_a_marker_that_named_no_variables_gives_the_general_reason():
+    now = time.time()
+    old = {"inputs": "a", "secrets": {}, "at": now}
+    assert ACTION.judge("dask", True, [], old, "b", {}, 100, now, {"x": "1"}) == (
+        False,
+        "its inputs changed (project files, inventory or extra vars)",
+    )
+    same = {**old, "variables": {"x": "1"}}
+    assert ACTION.judge("dask", True, [], same, "b", {}, 100, now, {"x": "1"})[1] == (
+        "its inputs changed (project files, inventory or extra vars)"
+    )
+    many = {**old, "variables": {}}
+    assert ACTION.judge("dask", True, [], many, "b", {}, 100, now, dict.fromkeys("wxyz", "1"))[1] == (
+        "its inputs changed (variables: w, x, y, ...)"
+    )
 
 
 def test_a_site_run_judges_each_tier_from_one_snapshot_of_the_node(tmp_path, etc):
@@ -488,3 +518,137 @@ def test_every_tier_of_the_project_has_roles_that_can_be_told():
         playbooks = {rel for rel, _ in ACTION.tier_files(tier) if rel.startswith("playbooks/")}
         assert "playbooks/preflight.yml" in playbooks and f"playbooks/{tier}.yml" in playbooks, tier
         assert not playbooks & {"playbooks/verify.yml", "playbooks/scale.yml", "playbooks/upgrade.yml"}, tier
+
+
+def inventory(root: Path) -> dict[str, Any]:
+    """A YAML inventory beside group_vars (the lab's layout) for the two-tier project: web reads
+    web_port, db reads db_size; what the action's task_vars name of it."""
+    (root / "roles/web/defaults/main.yml").write_text('web_port: 80\nweb_url: "http://x:{{ web_port }}"\n')
+    (root / "roles/db/defaults").mkdir()
+    (root / "roles/db/defaults/main.yml").write_text("db_size: 1\n")
+    files = {
+        "inventory/hosts.yml": "all:\n  hosts:\n    n1: {ansible_host: 10.0.0.1, ansible_user: root}\n"
+        "  children:\n    dbs:\n      hosts: {n1: {db_shards: 2}}\n",
+        "inventory/group_vars/all/main.yml": (
+            'base: 8000\nweb_port: "{{ base + 80 }}"\ndb_size: 5\nnote: hi\n'
+        ),
+        "inventory/group_vars/dbs.yml": "db_shards_per_host: 1\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return {"ansible_inventory_sources": [str(root / "inventory/hosts.yml")]}
+
+
+def replaced(root: Path, name: str, old: str, new: str) -> dict[str, str]:
+    """The edit of NAME (as it is now) that replaces OLD by NEW."""
+    text = (root / name).read_text()
+    assert old in text, (name, old)
+    return {name: text.replace(old, new)}
+
+
+def stale_with(root: Path, task_vars: dict[str, Any], edits: dict[str, str | None]) -> set[str]:
+    """The tiers whose inputs digest changes when the files in EDITS get that text (None: removed)."""
+
+    def now() -> dict[str, str]:
+        return {tier: ACTION.inputs_digest(task_vars, None, tier, root) for tier in ("front", "back")}
+
+    before = now()
+    for name, text in edits.items():
+        if text is None:
+            (root / name).unlink()
+        else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+    after = now()
+    return {tier for tier in before if after[tier] != before[tier]}
+
+
+def test_an_inventory_variable_is_an_input_of_the_tiers_that_read_it(tmp_path):
+    root = project(tmp_path)
+    task_vars = inventory(root)
+    main = "inventory/group_vars/all/main.yml"
+    # Read by the db role only: the front tier stays fresh.
+    assert stale_with(root, task_vars, replaced(root, main, "db_size: 5", "db_size: 6")) == {"back"}
+    # Read by no tier: none converges again.
+    assert stale_with(root, task_vars, replaced(root, main, "note: hi", "note: bye")) == set()
+    # A variable the value of a read one names (base in web_port's template) is read too.
+    assert stale_with(root, task_vars, replaced(root, main, "base: 8000", "base: 9000")) == {"front"}
+    # Host variables: Ansible's own (the connection) are every tier's, a role's only its tier's;
+    # db_shards_per_host is a name of its own, not db_shards.
+    hosts = "inventory/hosts.yml"
+    assert stale_with(root, task_vars, replaced(root, hosts, "root", "admin")) == {
+        "front",
+        "back",
+    }
+    (root / "roles/db/tasks/main.yml").write_text("- ansible.builtin.debug: {msg: '{{ db_shards }}'}\n")
+    assert stale_with(root, task_vars, replaced(root, hosts, "db_shards: 2", "db_shards: 3")) == {"back"}
+    assert stale_with(root, task_vars, {"inventory/group_vars/dbs.yml": "db_shards_per_host: 2\n"}) == set()
+    # A read variable that vanishes, or appears in a new file, is a change of that tier's inputs.
+    assert stale_with(root, task_vars, replaced(root, main, "db_size: 6\n", "")) == {"back"}
+    assert stale_with(root, task_vars, {"inventory/host_vars/n1.yml": "db_size: 7\n"}) == {"back"}
+    # The extra vars are filtered alike.
+    plain = {tier: ACTION.inputs_digest(task_vars, None, tier, root) for tier in ("front", "back")}
+    ACTION.load_extra_vars = lambda loader: {"web_port": 81, "unrelated": 1}
+    try:
+        extra = {tier: ACTION.inputs_digest(task_vars, None, tier, root) for tier in ("front", "back")}
+    finally:
+        ACTION.load_extra_vars = lambda loader: {}
+    assert extra["back"] == plain["back"] and extra["front"] != plain["front"]
+
+
+def test_what_cannot_be_read_as_variables_is_every_tier_s_input(tmp_path):
+    root = project(tmp_path)
+    task_vars = inventory(root)
+    vault = "$ANSIBLE_VAULT;1.1;AES256\n6162\n"
+    assert stale_with(root, task_vars, {"inventory/group_vars/all/vault.yml": vault}) == {"front", "back"}
+    assert stale_with(root, task_vars, {"inventory/group_vars/all/vault.yml": vault + "6364\n"}) == {
+        "front",
+        "back",
+    }
+    tagged = "db_password: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\n"
+    assert stale_with(root, task_vars, {"inventory/group_vars/all/vault.yml": tagged}) == {"front", "back"}
+    assert stale_with(root, task_vars, {"inventory/group_vars/all/vault.yml": None}) == {"front", "back"}
+    # An inventory that is not a YAML inventory (INI, an inventory plugin's configuration): whole.
+    (root / "inventory/hosts.ini").write_text("[dbs]\nn1 db_size=1\n")
+    ini = {"ansible_inventory_sources": [str(root / "inventory/hosts.ini")]}
+    assert stale_with(root, ini, {"inventory/hosts.ini": "[dbs]\nn1 note=2\n"}) == {"front", "back"}
+    plugin = {"ansible_inventory_sources": [str(root / "inventory")]}
+    (root / "inventory/ec2.yml").write_text("plugin: clusterforge_ec2\nregions: [a]\n")
+    assert stale_with(root, plugin, {"inventory/ec2.yml": "plugin: clusterforge_ec2\nregions: [b]\n"}) == {
+        "front",
+        "back",
+    }
+    # An inventory directory's group_vars are read as variables.
+    main = "inventory/group_vars/all/main.yml"
+    assert stale_with(root, plugin, replaced(root, main, "db_size: 5", "db_size: 6")) == {"back"}
+
+
+def test_a_tier_that_reaches_variables_by_computed_names_takes_every_variable(tmp_path):
+    root = project(tmp_path)
+    task_vars = inventory(root)
+    main = "inventory/group_vars/all/main.yml"
+    (root / "roles/tls/tasks/main.yml").write_text(
+        "- ansible.builtin.debug:\n    msg: \"{{ lookup('ansible.builtin.vars', 'db_' ~ 'size') }}\"\n"
+    )
+    assert ACTION.tier_names("front", root) is None
+    assert stale_with(root, task_vars, replaced(root, main, "note: hi", "note: bye")) == {"front"}
+    (root / "roles/tls/tasks/main.yml").write_text(
+        "- ansible.builtin.debug: {msg: \"{{ vars['db_size'] }}\"}\n"
+    )
+    assert ACTION.tier_names("front", root) is None
+    # hostvars[...] names its variables; it is no computed name.
+    (root / "roles/tls/tasks/main.yml").write_text(
+        "- ansible.builtin.debug: {msg: \"{{ hostvars['n1'].db_size }}\"}\n"
+    )
+    assert ACTION.tier_names("front", root) is not None
+    assert stale_with(root, task_vars, replaced(root, main, "db_size: 5", "db_size: 6")) == {"front", "back"}
+
+
+def test_every_tier_of_the_project_reads_its_variables_by_name():
+    """The fast path skips a tier an inventory edit does not concern only where the tier's files
+    name what they read; a file that computes a variable's name would make every edit every tier's."""
+    tiers = sorted(p.stem for p in (ROOT / "playbooks").glob("*.yml") if "tier_state_tier:" in p.read_text())
+    names = {tier: ACTION.tier_names(tier) for tier in tiers}
+    assert None not in names.values(), [tier for tier, found in names.items() if found is None]
+    assert "spark_app_default_cores" in names["spark"] and "spark_app_default_cores" not in names["dask"]
