@@ -63,6 +63,8 @@ EVERY_TIER_PREFIXES = ("ansible_", "mitogen_")
 NEUTRAL_SKIP_TAGS = {"verify", "molecule-notest", "notest", "molecule-idempotence-notest"}
 # Written by the verification tier (its own token), not read by any converging tier.
 SECRETS_NOT_INPUTS = {"verify"}
+# What a tier's inputs are made of, as a check names them when they changed (tier_digests).
+PART_KINDS = ("files", "variables", "inventory files", "hosts")
 # Extra vars that choose how to converge, not what: they are not inputs.
 NOT_INPUTS = {"cluster_fast_converge"}
 # What the roles write on a node, as far as a tier's state goes (README "Re-converging").
@@ -258,6 +260,15 @@ def _scan(full: Path) -> tuple[str, frozenset[str], frozenset[str] | None]:
         return f"unreadable {exc.errno}", frozenset(), None
 
 
+def tier_names_of(root: Path = ROOT) -> list[str]:
+    """The project's tiers: the playbooks that import tier_state with their tier's name."""
+    return sorted(
+        path.stem
+        for path in (root / "playbooks").glob("*.yml")
+        if "tier_state_tier:" in path.read_text(errors="replace")
+    )
+
+
 def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
     """The project's files TIER's inputs are made of (README "Re-converging"): each one's path in
     the project and its full path, in a stable order."""
@@ -266,11 +277,7 @@ def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
     roles = tier_roles(tier, root) if tier else None
     if roles is None:
         return every
-    tiers = {
-        path.stem
-        for path in (root / "playbooks").glob("*.yml")
-        if "tier_state_tier:" in path.read_text(errors="replace")
-    }
+    tiers = set(tier_names_of(root))
     before = playbooks_before(tier, root)
     kept: list[tuple[str, Path]] = []
     named: set[str] = set()
@@ -409,13 +416,21 @@ def inputs_digest(task_vars: dict[str, Any], loader: Any, tier: str | None = Non
     return tier_digests(task_vars, loader, tier, root)[0]
 
 
+def _short(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def tier_digests(
     task_vars: dict[str, Any], loader: Any, tier: str | None = None, root: Path = ROOT
-) -> tuple[str, dict[str, str]]:
-    """inputs_digest, and a digest of each variable it took (its places and values), by name."""
+) -> tuple[str, dict[str, dict[str, str]]]:
+    """inputs_digest, and the parts it was made of, each with a short digest, by kind (PART_KINDS):
+    what a check names when the digest changed."""
     hasher = hashlib.sha256()
+    parts: dict[str, dict[str, str]] = {kind: {} for kind in PART_KINDS}
     for relative, full in tier_files(tier, root):
-        hasher.update(f"{relative}\0{_scan(full)[0]}\0".encode())
+        digest = _scan(full)[0]
+        hasher.update(f"{relative}\0{digest}\0".encode())
+        parts["files"][relative] = digest[:16]
     variables, whole = inventory_vars([str(s) for s in task_vars.get("ansible_inventory_sources") or []])
     extra = {k: v for k, v in load_extra_vars(loader).items() if k not in NOT_INPUTS}
     variables += [("extra vars", str(name), value) for name, value in extra.items()]
@@ -429,12 +444,11 @@ def tier_digests(
     by_name: dict[str, list[tuple[str, str]]] = {}
     for where, name, value in kept:
         by_name.setdefault(name, []).append((where, value))
-    read = {
-        name: hashlib.sha256(json.dumps(places).encode()).hexdigest()[:16] for name, places in by_name.items()
-    }
+    parts["variables"] = {name: _short(places) for name, places in by_name.items()}
     for where, content in sorted(whole):
         hasher.update(f"{where}\0".encode())
         hasher.update(content)
+        parts["inventory files"][where] = hashlib.sha256(content).hexdigest()[:16]
     groups = {
         k: sorted(v) for k, v in (task_vars.get("groups") or {}).items() if not k.startswith("cf_converge_")
     }
@@ -447,7 +461,8 @@ def tier_digests(
         except Exception:  # an unresolvable host counts as itself
             hosts[host] = host
     hasher.update(json.dumps(hosts, sort_keys=True).encode())
-    return hasher.hexdigest(), read
+    parts["hosts"] = {"groups": _short(groups), "addresses": _short(hosts)}
+    return hasher.hexdigest(), parts
 
 
 def secrets_digests(secrets_dir: str | None) -> dict[str, str]:
@@ -494,7 +509,7 @@ def judge_snapshot(
     inputs: str,
     secrets: dict[str, str],
     max_age: int,
-    variables: dict[str, str] | None = None,
+    parts: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A tier's check from the node's snapshot of this run (mode=snapshot): no second read of the
     node. The tiers that converged since the snapshot recorded the node's new state, so a drift
@@ -510,7 +525,7 @@ def judge_snapshot(
         secrets,
         int(max_age),
         time.time(),
-        variables,
+        parts,
     )
     return {"changed": False, "fresh": fresh, "reason": reason, "drifted": drifted}
 
@@ -559,7 +574,16 @@ class ActionModule(ActionBase):
             return {**result, "changed": False, "skipped": True, "skip_reason": reason}
         secrets = task_vars.get("cluster_secrets_dir")
         secrets_dir = self._templar.template(secrets) if secrets else None
-        args["inputs"], args["variables"] = tier_digests(task_vars, self._loader, args.get("tier"))
+        args["inputs"], args["parts"] = tier_digests(task_vars, self._loader, args.get("tier"))
+        if mode == "snapshot":  # judges no tier on the node: the parts would only travel
+            args["parts"] = {}
+        started = snapshot.get("inputs") if isinstance(snapshot, dict) else None
+        if (
+            mode != "snapshot"
+            and isinstance(started, dict)
+            and isinstance(started.get(args.get("tier")), str)
+        ):
+            args["inputs"] = started[args.get("tier")]  # as the run read them at its start (snapshot.yml)
         args["secrets"] = secrets_digests(secrets_dir)
         args.setdefault(
             "paths", self._templar.template(task_vars.get("cluster_fast_converge_paths", DEFAULT_PATHS))
@@ -577,13 +601,19 @@ class ActionModule(ActionBase):
                 args["inputs"],
                 args["secrets"],
                 args["max_age"],
-                args["variables"],
+                args["parts"],
             )
         else:
             outcome = self._execute_module(
                 module_name="clusterforge_converge_state", module_args=args, task_vars=task_vars
             )
         if mode == "snapshot" and not outcome.get("failed"):
+            # Every tier's inputs as this run read them at its start: a tier that converges records
+            # these (record), not what its files say by then (an edit made while the run went on
+            # was not what it converged from, and the next run must see it).
+            outcome["inputs"] = {
+                tier: tier_digests(task_vars, self._loader, tier)[0] for tier in tier_names_of()
+            }
             # Each tier judged now, with this run's inputs and secrets: a tier fresh on every host
             # needs no comparison of its own unless a tier before it converges (clusterforge_compare_hosts).
             outcome["fresh_tiers"] = sorted(
@@ -592,7 +622,7 @@ class ActionModule(ActionBase):
                 if judge_snapshot(
                     outcome,
                     tier,
-                    tier_digests(task_vars, self._loader, tier)[0],
+                    outcome["inputs"].get(tier) or tier_digests(task_vars, self._loader, tier)[0],
                     args["secrets"],
                     args["max_age"],
                 )["fresh"]

@@ -57,10 +57,10 @@ options:
         tier's key is not an input of the tiers before it).
     type: dict
     default: {}
-  variables:
+  parts:
     description:
-      - Each inventory variable and extra var the tier reads and a digest of its values; recorded
-        so that a check can name the variables that changed.
+      - What the inputs digest was made of, by kind (C(files), C(variables), C(inventory files),
+        C(hosts)), each part with a short digest; recorded so that a check can name what changed.
     type: dict
     default: {}
   paths:
@@ -278,6 +278,21 @@ def marker_names(state_dir: str) -> list[str]:
     return sorted(name for name in os.listdir(state_dir) if name.endswith(".json") and name != "node.json")
 
 
+def changed_parts(was: Any, now: dict[str, dict[str, str]]) -> str:
+    """The parts of a tier's inputs that differ between the marker's record WAS and NOW, in words
+    ("" where the marker recorded none)."""
+    if not isinstance(was, dict):
+        return ""
+    told = []
+    for kind in sorted(set(was) | set(now)):
+        old, new = was.get(kind) or {}, now.get(kind) or {}
+        changed = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+        if changed:
+            more = ", ..." if len(changed) > MAX_NAMED else ""
+            told.append(f"{kind}: {', '.join(changed[:MAX_NAMED])}{more}")
+    return "; ".join(told)
+
+
 def judge(
     tier: str,
     recorded: bool,
@@ -287,12 +302,11 @@ def judge(
     secrets: dict[str, str],
     max_age: int,
     now: float,
-    variables: dict[str, str] | None = None,
+    parts: dict[str, dict[str, str]] | None = None,
 ) -> tuple[bool, str]:
     """Whether TIER may skip its converge on a node, and why not: the one rule of the fast path,
-    applied by the module (check) and by the action plugin to a snapshot. VARIABLES (each read
-    variable's digest) name what changed where the marker recorded them too."""
-    variables = variables or {}
+    applied by the module (check) and by the action plugin to a snapshot. PARTS (what the inputs
+    digest was made of) name what changed where the marker recorded its parts too."""
     if not recorded:
         return False, "no converge recorded on this node"
     if drifted:
@@ -300,14 +314,9 @@ def judge(
     if marker is None:
         return False, f"no converge of the {tier} tier recorded since the node changed"
     if marker.get("inputs") != inputs:
-        was = marker.get("variables")
-        if isinstance(was, dict):
-            changed = sorted(
-                name for name in set(was) | set(variables) if was.get(name) != variables.get(name)
-            )
-            if changed:
-                more = ", ..." if len(changed) > MAX_NAMED else ""
-                return False, f"its inputs changed (variables: {', '.join(changed[:MAX_NAMED])}{more})"
+        told = changed_parts(marker.get("parts"), parts or {})
+        if told:
+            return False, f"its inputs changed ({told})"
         return False, "its inputs changed (project files, inventory or extra vars)"
     changed = sorted(
         name for name, digest in (marker.get("secrets") or {}).items() if secrets.get(name) != digest
@@ -326,7 +335,7 @@ def main() -> None:
             "mode": {"type": "str", "required": True, "choices": ["check", "record", "snapshot"]},
             "inputs": {"type": "str", "required": True},
             "secrets": {"type": "dict", "default": {}},
-            "variables": {"type": "dict", "default": {}},
+            "parts": {"type": "dict", "default": {}},
             "paths": {"type": "list", "elements": "path", "required": True},
             "venvs": {"type": "list", "elements": "str", "default": []},
             "units": {"type": "list", "elements": "str", "default": []},
@@ -350,7 +359,7 @@ def main() -> None:
             marker = {
                 "inputs": p["inputs"],
                 "secrets": p["secrets"],
-                "variables": p["variables"],
+                "parts": p["parts"],
                 "at": time.time(),
             }
             write_json(module, marker_file, marker)
@@ -380,7 +389,7 @@ def main() -> None:
         p["secrets"],
         p["max_age"],
         time.time(),
-        p["variables"],
+        p["parts"],
     )
     module.exit_json(changed=False, fresh=fresh, reason=reason, drifted=drifted)
 

@@ -178,14 +178,6 @@ PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
   tasks:
-    - name: Record
-      clusterforge_converge_state:
-        tier: dask
-        mode: record
-        paths: ["{{ etc }}"]
-        units: []
-        state_dir: "{{ state }}"
-      when: lookup('env', 'CF_TEST_ACTION') == 'record'
     - name: Snapshot
       clusterforge_converge_state:
         mode: snapshot
@@ -193,25 +185,35 @@ PLAYBOOK = """
         units: []
         state_dir: "{{ state }}"
       register: __cf_tier_snapshot
-      when: lookup('env', 'CF_TEST_ACTION') == 'snapshot'
+      when: lookup('env', 'CF_TEST_ACTION') in ['snapshot', 'converge']
     - name: Keep the snapshot
       ansible.builtin.copy:
         content: "{{ __cf_tier_snapshot | to_json }}"
         dest: "{{ out | dirname }}/snapshot.json"
         mode: "0600"
       when: lookup('env', 'CF_TEST_ACTION') == 'snapshot'
-    - name: Change the node after the snapshot (as a tier converging in between does)
+    # The node (as a tier converging in between does), a secret, the inventory (an edit meanwhile).
+    - name: Change what LATE names after the snapshot
       ansible.builtin.copy:
-        content: "late\n"
-        dest: "{{ etc }}/dask/late.yaml"
-        mode: "0644"
-      when: lookup('env', 'CF_TEST_LATE') == 'node'
-    - name: Change a secret after the snapshot
-      ansible.builtin.copy:
-        content: "late\n"
-        dest: "{{ cluster_secrets_dir }}/broker_password"
+        content: "{{ late[what].content }}"
+        dest: "{{ late[what].dest }}"
         mode: "0600"
-      when: lookup('env', 'CF_TEST_LATE') == 'secret'
+      vars:
+        what: "{{ lookup('env', 'CF_TEST_LATE') }}"
+        late:
+          node: {dest: "{{ etc }}/dask/late.yaml", content: "late\\n"}
+          secret: {dest: "{{ cluster_secrets_dir }}/broker_password", content: "late\\n"}
+          inventory: {dest: "{{ inventory_dir }}/group_vars/all.yml", content: "dask_worker_nthreads: 9\\n"}
+      when: what in late
+    - name: Record (after the snapshot, as a site run's tier that converged)
+      clusterforge_converge_state:
+        tier: dask
+        mode: record
+        paths: ["{{ etc }}"]
+        units: []
+        state_dir: "{{ state }}"
+        snapshot: "{{ __cf_tier_snapshot }}"
+      when: lookup('env', 'CF_TEST_ACTION') in ['record', 'converge']
     - name: Check
       clusterforge_converge_state:
         tier: dask
@@ -232,12 +234,13 @@ PLAYBOOK = """
 
 
 def playbook(tmp_path: Path, action: str, *args: str, late: str = "") -> dict[str, Any]:
-    """Run the action plugin once on localhost (ACTION record, check, or snapshot: the check judged
-    from a snapshot; LATE: node or secret, changed after the snapshot); the check's answer."""
+    """Run the action plugin once on localhost (ACTION record, check, snapshot: the check judged
+    from a snapshot, or converge: a snapshot, then the record a tier that converged makes; LATE:
+    node, secret or inventory, changed after the snapshot); the check's answer."""
     (tmp_path / "play.yml").write_text(PLAYBOOK)
     inventory = tmp_path / "inventory/hosts.yml"
     if not inventory.exists():
-        inventory.parent.mkdir()
+        inventory.parent.mkdir(exist_ok=True)
         hosts = {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}
         inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
     out = tmp_path / "answer.json"
@@ -314,20 +317,29 @@ def test_the_action_digests_extra_vars_secrets_and_the_inventory(tmp_path, etc):
     assert named == "its inputs changed (variables: dask_scheduler_port, dask_worker_nthreads)"
 
 
-def test_a_marker_that_named_no_variables_gives_the_general_reason():
+def test_a_check_names_the_parts_of_the_inputs_that_changed():
     now = time.time()
+    parts = {
+        "files": {"roles/a.yml": "1", "site.yml": "1"},
+        "variables": {"x": "1"},
+        "hosts": {"groups": "1"},
+    }
+    marker = {"inputs": "a", "secrets": {}, "at": now, "parts": parts}
+
+    def reason(**changes: dict[str, str]) -> str:
+        return ACTION.judge("dask", True, [], marker, "b", {}, 100, now, {**parts, **changes})[1]
+
+    assert reason(files={"roles/a.yml": "2", "site.yml": "1"}) == "its inputs changed (files: roles/a.yml)"
+    assert reason(files={"site.yml": "1"}, variables={"x": "1", "y": "1"}) == (
+        "its inputs changed (files: roles/a.yml; variables: y)"
+    )
+    assert reason(variables=dict.fromkeys("vwxyz", "1")) == "its inputs changed (variables: v, w, y, ...)"
+    assert reason(hosts={"groups": "2"}) == "its inputs changed (hosts: groups)"
+    # A marker recorded before parts were: the general reason.
     old = {"inputs": "a", "secrets": {}, "at": now}
-    assert ACTION.judge("dask", True, [], old, "b", {}, 100, now, {"x": "1"}) == (
+    assert ACTION.judge("dask", True, [], old, "b", {}, 100, now, parts) == (
         False,
         "its inputs changed (project files, inventory or extra vars)",
-    )
-    same = {**old, "variables": {"x": "1"}}
-    assert ACTION.judge("dask", True, [], same, "b", {}, 100, now, {"x": "1"})[1] == (
-        "its inputs changed (project files, inventory or extra vars)"
-    )
-    many = {**old, "variables": {}}
-    assert ACTION.judge("dask", True, [], many, "b", {}, 100, now, dict.fromkeys("wxyz", "1"))[1] == (
-        "its inputs changed (variables: w, x, y, ...)"
     )
 
 
@@ -353,6 +365,23 @@ def test_a_site_run_judges_each_tier_from_one_snapshot_of_the_node(tmp_path, etc
     os.utime(etc / "dask/scheduler.yaml", ns=(1, 1))
     drifted = playbook(tmp_path, "snapshot")
     assert drifted["fresh"] is False and drifted["drifted"] == [f"{etc / 'dask/scheduler.yaml'}: changed"]
+
+
+def test_a_converge_records_the_inputs_its_run_started_with(tmp_path, etc):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "inventory/group_vars").mkdir(parents=True)
+    (tmp_path / "inventory/group_vars/all.yml").write_text("dask_worker_nthreads: 2\n")
+    playbook(tmp_path, "converge")
+    assert playbook(tmp_path, "check")["fresh"] is True
+    # Edited while a run went on (after its snapshot): that run converged from the values it had
+    # read, so the next run converges the tier again.
+    playbook(tmp_path, "converge", late="inventory")
+    assert (tmp_path / "inventory/group_vars/all.yml").read_text() == "dask_worker_nthreads: 9\n"
+    assert (
+        playbook(tmp_path, "check")["reason"] == "its inputs changed (project files, inventory or extra vars)"
+    )
+    playbook(tmp_path, "converge")
+    assert playbook(tmp_path, "check")["fresh"] is True
 
 
 def test_the_action_rejects_a_switch_that_is_not_a_boolean(tmp_path, etc):
