@@ -8,6 +8,21 @@ export CF_ROOT CF_VENV
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 info() { printf '==> %s\n' "$*" >&2; }
 
+# verdict RESULT...: the last line of a test run, where a reader of its tail looks: the steps that
+# FAILed ("FAIL  name (N s)" results), or that every step passed.
+verdict() {
+  local line failed=""
+  for line in "$@"; do
+    [[ "${line}" == "FAIL  "* ]] || continue
+    line="${line#FAIL  }"; failed+="${failed:+; }${line% (*)}"
+  done
+  if [[ -n "${failed}" ]]; then
+    printf 'FAILED: %s\n' "${failed}"
+  else
+    printf 'PASSED: every step (%d)\n' "$#"
+  fi
+}
+
 # stop_container NAME: stop a container at once (its process gets SIGKILL). podman stop can lose
 # the race that remove_containers describes and fail on a container that did stop: that counts as
 # stopped; only a container still running fails.

@@ -536,3 +536,22 @@ def test_a_layer_containers_stop_counts_the_stop_podman_lost_the_race_on(tmp_pat
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
     result = run(["bash", "-c", "source scripts/lib.sh; stop_container cf-layer-x && echo STOPPED"], env=env)
     assert ("STOPPED" in result.stdout) == ok
+
+
+def test_a_test_run_ends_with_its_verdict():
+    """scripts/test's last line names the steps that FAILed (the summary above it ends with the total)."""
+    results = [
+        "PASS  ruff (0 s)",
+        "FAIL  lab: every tier, verification, negative control (859 s)",
+        "FAIL  unit tests (3 s)",
+    ]
+    script = 'source scripts/lib.sh; verdict "$@"'
+    failed = subprocess.run(
+        ["bash", "-c", script, "verdict", *results], cwd=ROOT, capture_output=True, text=True
+    )
+    assert failed.stdout == "FAILED: lab: every tier, verification, negative control; unit tests\n"
+    passed = subprocess.run(
+        ["bash", "-c", script, "verdict", *results[:1]], cwd=ROOT, capture_output=True, text=True
+    )
+    assert passed.stdout == "PASSED: every step (1)\n"
+    assert 'verdict "${results[@]}"\nexit "${failed}"' in (ROOT / "scripts/test").read_text()
