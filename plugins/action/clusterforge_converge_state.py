@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +135,39 @@ DEFAULT_IGNORE = [
 ]
 
 
+_MEMO: dict[tuple[Any, ...], Any] | None = None
+
+
+@contextmanager
+def one_reading() -> Iterator[None]:
+    """Within it, the project's and the inventory's files are walked and read once: one action's
+    digests of every tier (a snapshot takes twelve) share them. Outside it, every call reads
+    afresh (a test edits files between calls)."""
+    global _MEMO
+    outer, _MEMO = _MEMO, ({} if _MEMO is None else _MEMO)
+    try:
+        yield
+    finally:
+        _MEMO = outer
+
+
+def _remembered(function: Callable[..., Any]) -> Callable[..., Any]:
+    """FUNCTION's result remembered by its arguments within one_reading(). Its callers must not
+    change what it returns."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any) -> Any:
+        if _MEMO is None:
+            return function(*args)
+        key = (function.__name__, *args)
+        if key not in _MEMO:
+            _MEMO[key] = function(*args)
+        return _MEMO[key]
+
+    return wrapper
+
+
+@_remembered
 def _files(path: Path) -> list[Path]:
     """The regular files below PATH (a file: itself), in a stable order, without byte code and
     hidden directories."""
@@ -184,6 +220,7 @@ def _refs_of(full: Path, yaml_refs: bool) -> list[str]:
     return _REFS[key]
 
 
+@_remembered
 def tier_roles(tier: str, root: Path = ROOT) -> set[str] | None:
     """The roles TIER's playbook applies, with those they apply in turn; None when that cannot be
     told (README "Re-converging": the tier then takes every role)."""
@@ -213,15 +250,14 @@ def tier_roles(tier: str, root: Path = ROOT) -> set[str] | None:
     return roles
 
 
+@_remembered
 def playbooks_before(tier: str, root: Path = ROOT) -> set[str] | None:
     """The names of the playbooks site.yml imports before TIER's own (preflight.yml, cloud_up.yml:
     what runs before a tier may set what it reads); None when site.yml cannot tell (it does not
     import playbooks/<tier>.yml as such, or is not plain YAML): the tier then takes every playbook."""
-    import yaml  # ansible-core's own dependency
-
     try:
-        plays = yaml.safe_load((root / "site.yml").read_text(errors="replace"))
-    except (OSError, yaml.YAMLError):
+        plays = _yaml(root / "site.yml")
+    except ValueError:
         return None
     names: list[str] = []
     for play in plays if isinstance(plays, list) else []:
@@ -260,6 +296,7 @@ def _scan(full: Path) -> tuple[str, frozenset[str], frozenset[str] | None]:
         return f"unreadable {exc.errno}", frozenset(), None
 
 
+@_remembered
 def tier_names_of(root: Path = ROOT) -> list[str]:
     """The project's tiers: the playbooks that import tier_state with their tier's name."""
     return sorted(
@@ -269,6 +306,7 @@ def tier_names_of(root: Path = ROOT) -> list[str]:
     )
 
 
+@_remembered
 def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
     """The project's files TIER's inputs are made of (README "Re-converging"): each one's path in
     the project and its full path, in a stable order."""
@@ -303,6 +341,7 @@ def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
     return sorted(kept)
 
 
+@_remembered
 def _yaml(full: Path) -> Any:
     """FULL's YAML (plain YAML only: a vault, a tag or a syntax error raises ValueError)."""
     import yaml  # ansible-core's own dependency
@@ -334,7 +373,8 @@ def _static_vars(data: Any, where: str, found: list[tuple[str, str, Any]]) -> No
         _static_vars(body.get("children") or {}, where, found)
 
 
-def inventory_vars(sources: list[str]) -> tuple[list[tuple[str, str, Any]], list[tuple[str, bytes]]]:
+@_remembered
+def inventory_vars(sources: tuple[str, ...]) -> tuple[list[tuple[str, str, Any]], list[tuple[str, bytes]]]:
     """What the inventory SOURCES set: each variable of a YAML inventory or of a group_vars or
     host_vars file (where, name, value), and the files that cannot be read as such (an INI
     inventory, an inventory plugin's configuration, a vault) whole (where, content)."""
@@ -373,6 +413,7 @@ def inventory_vars(sources: list[str]) -> tuple[list[tuple[str, str, Any]], list
     return variables, whole
 
 
+@_remembered
 def tier_names(tier: str | None, root: Path = ROOT) -> frozenset[str] | None:
     """The names TIER's project files use; None when every variable is its input (its roles
     cannot be told, or a file of it reaches variables by computed names)."""
@@ -431,9 +472,9 @@ def tier_digests(
         digest = _scan(full)[0]
         hasher.update(f"{relative}\0{digest}\0".encode())
         parts["files"][relative] = digest[:16]
-    variables, whole = inventory_vars([str(s) for s in task_vars.get("ansible_inventory_sources") or []])
+    variables, whole = inventory_vars(tuple(str(s) for s in task_vars.get("ansible_inventory_sources") or []))
     extra = {k: v for k, v in load_extra_vars(loader).items() if k not in NOT_INPUTS}
-    variables += [("extra vars", str(name), value) for name, value in extra.items()]
+    variables = variables + [("extra vars", str(name), value) for name, value in extra.items()]
     inputs = tier_inputs(variables, tier_names(tier, root))
     kept = sorted(
         (where, name, json.dumps(value, sort_keys=True, default=str))
@@ -549,7 +590,10 @@ class ActionModule(ActionBase):
     )
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        task_vars = task_vars or {}
+        with one_reading():
+            return self._run(tmp, task_vars or {})
+
+    def _run(self, tmp: Any, task_vars: dict[str, Any]) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         mode = args.get("mode")

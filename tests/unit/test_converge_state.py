@@ -681,3 +681,35 @@ def test_every_tier_of_the_project_reads_its_variables_by_name():
     names = {tier: ACTION.tier_names(tier) for tier in tiers}
     assert None not in names.values(), [tier for tier, found in names.items() if found is None]
     assert "spark_app_default_cores" in names["spark"] and "spark_app_default_cores" not in names["dask"]
+
+
+def test_one_action_reads_the_project_and_the_inventory_once_for_every_tier(tmp_path, monkeypatch):
+    """A snapshot digests every tier's inputs on each host (twelve tiers): within one action the
+    project's directories are walked and the inventory's files parsed once, not once per tier,
+    and a later action reads them afresh."""
+    root = project(tmp_path)
+    task_vars = inventory(root)
+    walked: list[str] = []
+    real_walk = ACTION.os.walk
+
+    def walk(top: Any, *args: Any, **kwargs: Any) -> Any:
+        walked.append(str(top))
+        return real_walk(top, *args, **kwargs)
+
+    monkeypatch.setattr(ACTION.os, "walk", walk)
+
+    def every_tier() -> dict[str, str]:
+        return {tier: ACTION.inputs_digest(task_vars, None, tier, root) for tier in (None, "front", "back")}
+
+    separately = every_tier()
+    assert len(walked) > len(set(walked))  # each digest on its own walks the project again
+    walked.clear()
+    with ACTION.one_reading():
+        together = every_tier()
+        assert together == separately
+        assert sorted(walked) == sorted(set(walked)), walked
+        main = "inventory/group_vars/all/main.yml"
+        (root / main).write_text((root / main).read_text().replace("db_size: 5", "db_size: 6"))
+        assert every_tier() == together  # read once: what the action started with
+    assert every_tier()["back"] != together["back"]
+    assert every_tier()["front"] == together["front"]
