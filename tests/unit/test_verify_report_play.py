@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from localplay import ROOT, run_local_playbook
+from localplay import run_local_playbook
 from test_compute_jobs_report import node_file
 
 PLAY = """\
@@ -39,9 +39,7 @@ def _values(reports: Path, cluster: dict[str, Any]) -> dict[str, Any]:
 
 def _play(tmp_path: Path) -> Path:
     play = tmp_path / "report.yml"
-    play.write_text(PLAY)
-    # The play lives outside the project: its roles are the project's (ansible.cfg's roles_path).
-    assert (ROOT / "roles/verify/tasks/report.yml").is_file()
+    play.write_text(PLAY)  # outside the project: the role comes from ansible.cfg's roles_path
     return play
 
 
