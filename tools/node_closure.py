@@ -3,9 +3,15 @@
 The Dask role installs ``roles/dask/files/closure-py<X.Y>.txt`` with ``pip --no-deps`` (a complete
 lock, like Airflow's constraints files) and the Spark role pins its packages by name; a package whose
 dependency is not pinned beside it would float to whatever the index serves that day. This module
-keeps a record of what every pinned package requires (name, version, Requires-Dist) per Python
-version, ``tests/unit/data/closure-py<X.Y>.json``, and ``unpinned`` lists the dependencies a set of
-pins leaves open (the unit test fails on any).
+keeps a record of what every pinned package requires (name, version, Requires-Dist, Requires-Python)
+per Python version, ``tests/unit/data/closure-py<X.Y>.json`` for the node venv (every role's list and
+the Dask lock) and ``hub-py<X.Y>.json`` for JupyterHub's own venv, and ``unpinned`` lists the
+dependencies a set of pins leaves open (the unit test fails on any, and on a pin whose
+Requires-Python excludes the Python of its Debian release).
+
+A record is made on a node of that release, from every pin of the venv (the roles' lists as they
+render there): ``python3 -m venv /tmp/rv; /tmp/rv/bin/pip install --dry-run --ignore-installed
+--no-deps --report REPORT.json -r PINS.txt``, then ``record`` below.
 
     python tools/node_closure.py record REPORT.json OUT.json
         the record from ``pip install --dry-run --ignore-installed --report REPORT.json ...``
@@ -42,6 +48,7 @@ def from_report(report: Mapping[str, Any]) -> Record:
         record[canonical(meta["name"])] = {
             "version": meta["version"],
             "requires_dist": list(meta.get("requires_dist") or []),
+            "requires_python": meta.get("requires_python") or "",
         }
     return dict(sorted(record.items()))
 
@@ -54,7 +61,11 @@ def from_environment() -> Record:
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            record[canonical(name)] = {"version": dist.version, "requires_dist": list(dist.requires or [])}
+            record[canonical(name)] = {
+                "version": dist.version,
+                "requires_dist": list(dist.requires or []),
+                "requires_python": dist.metadata["Requires-Python"] or "",
+            }
     return dict(sorted(record.items()))
 
 

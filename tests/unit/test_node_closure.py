@@ -1,16 +1,23 @@
 """The node venv's pins leave nothing to float: the Dask closure files (installed with pip --no-deps)
 and the Spark role's packages pin every dependency of every package they list, at a version in range,
-per the record of what each package requires (tests/unit/data/closure-py<X.Y>.json, tools/node_closure.py)."""
+per the record of what each package requires (tests/unit/data/closure-py<X.Y>.json, tools/node_closure.py).
+On each tested Debian release (its Python: DEBIAN_PYTHON) every pin of the node venv and of the hub's
+venv installs, and the node venv as a whole leaves no dependency open or off range."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import operator
+import re
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("node_closure", ROOT / "tools" / "node_closure.py")
@@ -19,20 +26,51 @@ node_closure = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(node_closure)
 
 PYTHONS = ("3.11", "3.13")  # Debian 12, Debian 13
+# The Python each tested Debian release ships: every pin must install there (Requires-Python).
+DEBIAN_PYTHON = {"3.11": "3.11.2", "3.13": "3.13.5"}
 
 
 def record(python: str) -> dict[str, Any]:
     return json.loads((ROOT / "tests" / "unit" / "data" / f"closure-py{python}.json").read_text())
 
 
+def hub_record(python: str) -> dict[str, Any]:
+    return json.loads((ROOT / "tests" / "unit" / "data" / f"hub-py{python}.json").read_text())
+
+
 def defaults(role: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
 
 
+def dask_lock_lines(python: str) -> list[str]:
+    return (ROOT / "roles" / "dask" / "files" / f"closure-py{python}.txt").read_text().splitlines()
+
+
 def dask_lock(python: str) -> dict[str, str]:
-    return node_closure.parse_pins(
-        (ROOT / "roles" / "dask" / "files" / f"closure-py{python}.txt").read_text().splitlines()
-    )
+    return node_closure.parse_pins(dask_lock_lines(python))
+
+
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+
+
+def _render(template: str, python_full: str, names: dict[str, str] | None = None) -> str:
+    """TEMPLATE as Ansible renders it on a node whose Python is PYTHON_FULL (the facts and the
+    ``version`` test a role's per-Python pin uses)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.tests["version"] = lambda value, ref, op="==": _COMPARE[op](Version(str(value)), Version(str(ref)))
+    facts = {"ansible_facts": {"python_version": python_full}}
+    return env.from_string(template).render({**(names or {}), **facts})
+
+
+def rendered_pins(role: str, key: str, python_full: str) -> list[str]:
+    """The pins of the role default KEY on a node whose Python is PYTHON_FULL: a pin that depends on
+    the node's Python names a variable of the role's vars/main.yml (``{{ __common_setuptools_version }}``)."""
+    variables = yaml.safe_load((ROOT / "roles" / role / "vars" / "main.yml").read_text()) or {}
+    pins = []
+    for item in defaults(role)[key]:
+        names = {name: _render(variables[name], python_full) for name in re.findall(r"{{\s*(\w+)\s*}}", item)}
+        pins.append(_render(item, python_full, names))
+    return pins
 
 
 @pytest.mark.parametrize("python", PYTHONS)
@@ -71,6 +109,8 @@ NODE_VENV_LISTS = (
     ("opencl", "opencl_python_packages"),
     ("jupyter", "jupyter_kernel_packages"),
 )
+# The lists of the hub's own venv (jupyter_venv_dir).
+HUB_LISTS = (("jupyter", "jupyter_packages"),)
 
 
 @pytest.mark.parametrize("python", PYTHONS)
@@ -81,7 +121,7 @@ def test_pins_shared_with_the_other_roles_of_the_venv_agree(python: str) -> None
     for name, version in dask_lock(python).items():
         versions.setdefault(name, {})["dask closure"] = version
     for role, key in NODE_VENV_LISTS:
-        for name, version in node_closure.parse_pins(defaults(role)[key]).items():
+        for name, version in node_closure.parse_pins(rendered_pins(role, key, DEBIAN_PYTHON[python])).items():
             versions.setdefault(name, {})[role] = version
     disagree = {name: by for name, by in versions.items() if len(set(by.values())) > 1}
     assert disagree == {}
@@ -101,3 +141,56 @@ def test_an_unpinned_or_off_range_dependency_is_named() -> None:
     )
     problems = node_closure.unpinned({**lock, "dask": "2020.1.0"}, record("3.13"), "3.13")
     assert "dask==2020.1.0: the record has 2026.8.0; regenerate it" in problems
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+@pytest.mark.parametrize(("role", "key"), NODE_VENV_LISTS + HUB_LISTS)
+def test_every_pin_installs_on_the_python_of_its_debian_release(python: str, role: str, key: str) -> None:
+    """A release that needs a newer Python than the Debian release ships stops pip there (Soup Sieve
+    4.1.3 needs 3.11.5; Debian 12 has 3.11.2)."""
+    full = DEBIAN_PYTHON[python]
+    known = hub_record(python) if (role, key) in HUB_LISTS else record(python)
+    problems = []
+    for name, version in node_closure.parse_pins(rendered_pins(role, key, full)).items():
+        entry = known.get(name)
+        if entry is None or entry["version"] != version:
+            problems.append(f"{name}=={version}: not in the record; regenerate it (tools/node_closure.py)")
+        elif not SpecifierSet(entry.get("requires_python") or "").contains(full, prereleases=True):
+            needs = entry["requires_python"]
+            problems.append(f"{name}=={version} requires Python {needs}, Debian has {full}")
+    assert problems == []
+
+
+def node_venv_pins(python: str) -> dict[str, str]:
+    """Everything pinned into the node venv on the Debian release of PYTHON: the Dask lock and every
+    role's list, rendered for that release's Python."""
+    pins = dask_lock(python)
+    for role, key in NODE_VENV_LISTS:
+        pins.update(node_closure.parse_pins(rendered_pins(role, key, DEBIAN_PYTHON[python])))
+    return pins
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_the_node_venv_leaves_no_dependency_open_or_off_range(python: str) -> None:
+    """One venv, one set of pins: every dependency of every pinned package is pinned in its range on
+    that Python (Pythran 0.19.0 requires setuptools < 60 on Python 3.11, not on 3.13)."""
+    assert node_closure.unpinned(node_venv_pins(python), record(python), python) == []
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_the_hub_venv_leaves_no_dependency_open_or_off_range(python: str) -> None:
+    pins = node_closure.parse_pins(rendered_pins("jupyter", "jupyter_packages", DEBIAN_PYTHON[python]))
+    assert node_closure.unpinned(pins, hub_record(python), python) == []
+
+
+def test_a_pin_beyond_the_python_of_debian_12_is_named() -> None:
+    """The per-Python pins are what keep the tests above green: the Debian 13 versions on Debian 12's
+    Python are refused, each naming why."""
+    pins = {**node_venv_pins("3.11"), "setuptools": "84.2.1"}
+    problems = node_closure.unpinned(pins, record("3.11"), "3.11")
+    assert any(p.startswith("pythran==0.19.0 requires setuptools<60") for p in problems), problems
+    on_13 = {**node_venv_pins("3.13"), "setuptools": "84.2.1"}
+    assert node_closure.unpinned(on_13, record("3.13"), "3.13") == []
+    soupsieve = hub_record("3.13")["soupsieve"]
+    assert soupsieve["version"] == "4.1.3"
+    assert not SpecifierSet(soupsieve["requires_python"]).contains(DEBIAN_PYTHON["3.11"])
