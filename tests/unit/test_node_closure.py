@@ -42,12 +42,10 @@ def defaults(role: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
 
 
-def dask_lock_lines(python: str) -> list[str]:
-    return (ROOT / "roles" / "dask" / "files" / f"closure-py{python}.txt").read_text().splitlines()
-
-
 def dask_lock(python: str) -> dict[str, str]:
-    return node_closure.parse_pins(dask_lock_lines(python))
+    return node_closure.parse_pins(
+        (ROOT / "roles" / "dask" / "files" / f"closure-py{python}.txt").read_text().splitlines()
+    )
 
 
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
