@@ -154,3 +154,65 @@ def test_an_unknown_layer_is_refused_before_anything_is_built(tmp_path):
     assert result.returncode != 0
     assert "unknown layer 'spark' (layers: common engines)" in result.stderr
     assert "building" not in result.stdout + result.stderr
+
+
+def test_a_rebuilt_image_replaces_the_one_it_superseded_and_nothing_else(tmp_path):
+    """Only untagged images with the project's label and no container go; real podman, own label."""
+    if shutil.which("podman") is None:
+        pytest.skip("needs podman")
+    label = f"io.clusterforge.test=prune{os.getpid()}"
+    env = dict(os.environ, CONTAINERS_CONF=str(ROOT / "lab" / "containers.conf"))
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+
+    def podman(*args: str, stdin: bytes | None = None) -> str:
+        done = subprocess.run(["podman", *args], input=stdin, capture_output=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode().strip()
+
+    def build(tag: str, labels: tuple[str, ...], n: int) -> str:
+        (rootfs / f"file{n}").write_text(f"{n}\n")
+        archive = subprocess.run(
+            ["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True
+        ).stdout
+        changes = [arg for one in labels for arg in ("--change", f"LABEL {one}")]
+        return podman("import", "-q", *changes, "-", tag, stdin=archive)
+
+    def exists(image: str) -> bool:
+        return subprocess.run(["podman", "image", "exists", image], env=env).returncode == 0
+
+    tag, other_tag = f"localhost/cf-prune-test-{os.getpid()}:x", f"localhost/cf-prune-other-{os.getpid()}:x"
+    container = f"cf-prune-test-{os.getpid()}"
+    try:
+        superseded = build(tag, (label,), 1)
+        in_use = build(tag, (label,), 2)
+        podman("create", "--name", container, in_use, "true")
+        current = build(tag, (label,), 3)
+        not_ours = build(other_tag, (f"io.clusterforge.test-other=prune{os.getpid()}",), 4)
+        build(other_tag, (f"io.clusterforge.test-other=prune{os.getpid()}",), 5)
+        script = f"set -euo pipefail\nsource {LAB}\nLABEL_PROJECT={label}\nprune_superseded_images\n"
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "removed 1 superseded node image(s)" in result.stdout + result.stderr
+        assert not exists(superseded)
+        assert exists(in_use), "an image a container uses stays"
+        assert exists(current) and exists(not_ours), "tagged images and other projects' images stay"
+    finally:
+        subprocess.run(["podman", "rm", "-f", container], capture_output=True, env=env)
+        for image in (tag, other_tag):
+            subprocess.run(["podman", "rmi", "-f", image], capture_output=True, env=env)
+        subprocess.run(
+            ["podman", "image", "prune", "-f", "--filter", f"label={label}"], capture_output=True, env=env
+        )
+        subprocess.run(
+            [
+                "podman",
+                "image",
+                "prune",
+                "-f",
+                "--filter",
+                f"label=io.clusterforge.test-other=prune{os.getpid()}",
+            ],
+            capture_output=True,
+            env=env,
+        )
