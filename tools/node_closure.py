@@ -6,8 +6,8 @@ dependency is not pinned beside it would float to whatever the index serves that
 keeps a record of what every pinned package requires (name, version, Requires-Dist, Requires-Python)
 per Python version, ``tests/unit/data/closure-py<X.Y>.json`` for the node venv (every role's list and
 the Dask lock) and ``hub-py<X.Y>.json`` for JupyterHub's own venv, and ``unpinned`` lists the
-dependencies a set of pins leaves open (the unit test fails on any, and on a pin whose
-Requires-Python excludes the Python of its Debian release).
+dependencies a set of pins leaves open and the pins whose Requires-Python excludes the Python of
+their Debian release (the unit test fails on any).
 
 A record is made on a node of that release, from every pin of the venv (the roles' lists as they
 render there): ``python3 -m venv /tmp/rv; /tmp/rv/bin/pip install --dry-run --ignore-installed
@@ -83,15 +83,25 @@ def parse_pins(lines: Iterable[str]) -> dict[str, str]:
     return pins
 
 
+def full_version(python: str) -> str:
+    """PYTHON as a release's full version: ``3.11.2`` stays, ``3.13`` is taken as ``3.13.0``."""
+    parts = python.split(".")
+    if len(parts) not in (2, 3) or not all(part.isdigit() for part in parts):
+        raise ValueError(f"{python!r}: expected a Python version X.Y or X.Y.Z")
+    return python if len(parts) == 3 else f"{python}.0"
+
+
 def requirements(record: Record, name: str, python: str) -> list[Any]:
-    """The Requires-Dist of NAME that apply on Linux x86_64 with Python PYTHON and no extras."""
+    """The Requires-Dist of NAME that apply on Linux x86_64 with Python PYTHON (``3.11.2``; ``3.13``
+    means 3.13.0) and no extras."""
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
 
+    full = full_version(python)
     env = {
         **default_environment(),
-        "python_version": python,
-        "python_full_version": f"{python}.0",
+        "python_version": ".".join(full.split(".")[:2]),
+        "python_full_version": full,
         "sys_platform": "linux",
         "platform_system": "Linux",
         "platform_machine": "x86_64",
@@ -109,7 +119,12 @@ def requirements(record: Record, name: str, python: str) -> list[Any]:
 
 
 def unpinned(pins: Mapping[str, str], record: Record, python: str) -> list[str]:
-    """What the PINS leave open: packages without a record, and dependencies unpinned or off-range."""
+    """What the PINS leave open on Python PYTHON (a release's full version, ``3.11.2``): packages
+    without a record, packages whose Requires-Python excludes it, and dependencies unpinned or
+    off-range."""
+    from packaging.specifiers import SpecifierSet
+
+    full = full_version(python)
     problems: list[str] = []
     for name, version in sorted(pins.items()):
         if name not in record:
@@ -118,6 +133,9 @@ def unpinned(pins: Mapping[str, str], record: Record, python: str) -> list[str]:
         if record[name]["version"] != version:
             problems.append(f"{name}=={version}: the record has {record[name]['version']}; regenerate it")
             continue
+        needs = record[name].get("requires_python") or ""
+        if not SpecifierSet(needs).contains(full, prereleases=True):
+            problems.append(f"{name}=={version} requires Python {needs}, not {full}")
         for requirement in requirements(record, name, python):
             dep = canonical(requirement.name)
             if dep not in pins:

@@ -16,7 +16,6 @@ from typing import Any
 import jinja2
 import pytest
 import yaml
-from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +73,7 @@ def rendered_pins(role: str, key: str, python_full: str) -> list[str]:
 @pytest.mark.parametrize("python", PYTHONS)
 def test_the_dask_closure_pins_every_dependency(python: str) -> None:
     lock = dask_lock(python)
-    assert node_closure.unpinned(lock, record(python), python) == []
+    assert node_closure.unpinned(lock, record(python), DEBIAN_PYTHON[python]) == []
     top = node_closure.parse_pins(defaults("dask")["dask_packages"])
     assert {name: lock.get(name) for name in top} == top, "every dask_packages pin is in the closure file"
     assert {
@@ -94,7 +93,7 @@ def test_the_dask_closure_pins_every_dependency(python: str) -> None:
 def test_the_spark_packages_pin_every_dependency(python: str) -> None:
     pins = node_closure.parse_pins(defaults("spark")["spark_packages"])
     assert "py4j" in pins
-    assert node_closure.unpinned(pins, record(python), python) == []
+    assert node_closure.unpinned(pins, record(python), DEBIAN_PYTHON[python]) == []
 
 
 # Every package list a role installs into the node venv (cluster_venv_dir); the jupyter kernel's goes
@@ -141,24 +140,6 @@ def test_an_unpinned_or_off_range_dependency_is_named() -> None:
     assert "dask==2020.1.0: the record has 2026.8.0; regenerate it" in problems
 
 
-@pytest.mark.parametrize("python", PYTHONS)
-@pytest.mark.parametrize(("role", "key"), NODE_VENV_LISTS + HUB_LISTS)
-def test_every_pin_installs_on_the_python_of_its_debian_release(python: str, role: str, key: str) -> None:
-    """A release that needs a newer Python than the Debian release ships stops pip there (Soup Sieve
-    4.1.3 needs 3.11.5; Debian 12 has 3.11.2)."""
-    full = DEBIAN_PYTHON[python]
-    known = hub_record(python) if (role, key) in HUB_LISTS else record(python)
-    problems = []
-    for name, version in node_closure.parse_pins(rendered_pins(role, key, full)).items():
-        entry = known.get(name)
-        if entry is None or entry["version"] != version:
-            problems.append(f"{name}=={version}: not in the record; regenerate it (tools/node_closure.py)")
-        elif not SpecifierSet(entry.get("requires_python") or "").contains(full, prereleases=True):
-            needs = entry["requires_python"]
-            problems.append(f"{name}=={version} requires Python {needs}, Debian has {full}")
-    assert problems == []
-
-
 def node_venv_pins(python: str) -> dict[str, str]:
     """Everything pinned into the node venv on the Debian release of PYTHON: the Dask lock and every
     role's list, rendered for that release's Python."""
@@ -169,26 +150,43 @@ def node_venv_pins(python: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("python", PYTHONS)
-def test_the_node_venv_leaves_no_dependency_open_or_off_range(python: str) -> None:
-    """One venv, one set of pins: every dependency of every pinned package is pinned in its range on
-    that Python (Pythran 0.19.0 requires setuptools < 60 on Python 3.11, not on 3.13)."""
-    assert node_closure.unpinned(node_venv_pins(python), record(python), python) == []
+def test_the_node_venv_installs_and_leaves_no_dependency_open_or_off_range(python: str) -> None:
+    """One venv, one set of pins: every pin installs on the Python of its Debian release
+    (Requires-Python) and every dependency of every pinned package is pinned in its range there
+    (Pythran 0.19.0 requires setuptools < 60 on Python 3.11, not on 3.13)."""
+    assert node_closure.unpinned(node_venv_pins(python), record(python), DEBIAN_PYTHON[python]) == []
 
 
 @pytest.mark.parametrize("python", PYTHONS)
-def test_the_hub_venv_leaves_no_dependency_open_or_off_range(python: str) -> None:
+def test_the_hub_venv_installs_and_leaves_no_dependency_open_or_off_range(python: str) -> None:
+    """Soup Sieve 4.1.3 needs Python 3.11.5; Debian 12 has 3.11.2: the hub pins 2.10 there."""
     pins = node_closure.parse_pins(rendered_pins("jupyter", "jupyter_packages", DEBIAN_PYTHON[python]))
-    assert node_closure.unpinned(pins, hub_record(python), python) == []
+    assert node_closure.unpinned(pins, hub_record(python), DEBIAN_PYTHON[python]) == []
 
 
 def test_a_pin_beyond_the_python_of_debian_12_is_named() -> None:
     """The per-Python pins are what keep the tests above green: the Debian 13 versions on Debian 12's
     Python are refused, each naming why."""
     pins = {**node_venv_pins("3.11"), "setuptools": "84.2.1"}
-    problems = node_closure.unpinned(pins, record("3.11"), "3.11")
+    problems = node_closure.unpinned(pins, record("3.11"), DEBIAN_PYTHON["3.11"])
     assert any(p.startswith("pythran==0.19.0 requires setuptools<60") for p in problems), problems
+    assert "setuptools==84.2.1: the record has 59.8.0; regenerate it" in problems
     on_13 = {**node_venv_pins("3.13"), "setuptools": "84.2.1"}
-    assert node_closure.unpinned(on_13, record("3.13"), "3.13") == []
-    soupsieve = hub_record("3.13")["soupsieve"]
-    assert soupsieve["version"] == "4.1.3"
-    assert not SpecifierSet(soupsieve["requires_python"]).contains(DEBIAN_PYTHON["3.11"])
+    assert node_closure.unpinned(on_13, record("3.13"), DEBIAN_PYTHON["3.13"]) == []
+    hub_13 = node_closure.parse_pins(rendered_pins("jupyter", "jupyter_packages", DEBIAN_PYTHON["3.13"]))
+    problems = node_closure.unpinned(hub_13, hub_record("3.13"), DEBIAN_PYTHON["3.11"])
+    assert "soupsieve==4.1.3 requires Python >=3.11.5, not 3.11.2" in problems, problems
+
+
+def test_markers_are_evaluated_for_the_release_s_own_python() -> None:
+    """redis requires async-timeout on Python < 3.11.3 (``python_full_version`` marker): on Debian 12's
+    3.11.2, not on 3.11.5; a bare X.Y is taken as X.Y.0."""
+    redis = {"redis": "8.1.0"}
+
+    def needs_async_timeout(python: str) -> bool:
+        return any("async-timeout" in p for p in node_closure.unpinned(redis, record("3.11"), python))
+
+    assert needs_async_timeout("3.11.2") and needs_async_timeout("3.11")
+    assert not needs_async_timeout("3.11.5")
+    with pytest.raises(ValueError, match="expected a Python version"):
+        node_closure.unpinned(redis, record("3.11"), "py3.11")
