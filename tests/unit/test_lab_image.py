@@ -161,6 +161,7 @@ def test_a_rebuilt_image_replaces_the_one_it_superseded_and_nothing_else(tmp_pat
     if shutil.which("podman") is None:
         pytest.skip("needs podman")
     label = f"io.clusterforge.test=prune{os.getpid()}"
+    other_label = f"io.clusterforge.test-other=prune{os.getpid()}"
     env = dict(os.environ, CONTAINERS_CONF=str(ROOT / "lab" / "containers.conf"))
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
@@ -188,8 +189,8 @@ def test_a_rebuilt_image_replaces_the_one_it_superseded_and_nothing_else(tmp_pat
         in_use = build(tag, (label,), 2)
         podman("create", "--name", container, in_use, "true")
         current = build(tag, (label,), 3)
-        not_ours = build(other_tag, (f"io.clusterforge.test-other=prune{os.getpid()}",), 4)
-        build(other_tag, (f"io.clusterforge.test-other=prune{os.getpid()}",), 5)
+        not_ours = build(other_tag, (other_label,), 4)
+        build(other_tag, (other_label,), 5)
         script = f"set -euo pipefail\nsource {LAB}\nLABEL_PROJECT={label}\nprune_superseded_images\n"
         result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
         assert result.returncode == 0, result.stderr
@@ -201,18 +202,7 @@ def test_a_rebuilt_image_replaces_the_one_it_superseded_and_nothing_else(tmp_pat
         subprocess.run(["podman", "rm", "-f", container], capture_output=True, env=env)
         for image in (tag, other_tag):
             subprocess.run(["podman", "rmi", "-f", image], capture_output=True, env=env)
-        subprocess.run(
-            ["podman", "image", "prune", "-f", "--filter", f"label={label}"], capture_output=True, env=env
-        )
-        subprocess.run(
-            [
-                "podman",
-                "image",
-                "prune",
-                "-f",
-                "--filter",
-                f"label=io.clusterforge.test-other=prune{os.getpid()}",
-            ],
-            capture_output=True,
-            env=env,
-        )
+        for one in (label, other_label):
+            subprocess.run(
+                ["podman", "image", "prune", "-f", "--filter", f"label={one}"], capture_output=True, env=env
+            )
