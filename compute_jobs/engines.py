@@ -221,6 +221,16 @@ class Mpmanager:
     processes: dict[str, int] = field(default_factory=dict)  # worker host -> worker processes
 
 
+@dataclass(frozen=True)
+class PackageCache:
+    """The cluster's Python package cache (role package_cache): a caching proxy of the package index
+    behind an authenticating HTTPS gateway on the cache host."""
+
+    index_url: str = ""  # https://host:3143/simple/ (PEP 503), what the nodes' pip.conf names
+    ca_file: str = ""  # CA of the gateway's certificate (the cluster CA)
+    credentials_file: str = ""  # user:password of the gateway (the verification account's group may read it)
+
+
 SECTIONS: dict[str, type] = {
     "dask": Dask,
     "spark": Spark,
@@ -235,6 +245,7 @@ SECTIONS: dict[str, type] = {
     "jupyter": Jupyter,
     "monitoring": Monitoring,
     "mpmanager": Mpmanager,
+    "package_cache": PackageCache,
 }
 
 

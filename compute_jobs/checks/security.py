@@ -10,7 +10,8 @@ Negative control: ``--inject open-door`` makes the check open a listener on ever
 duration of its scan; the result must then FAIL.
 
 ``security.certificates`` runs once for the cluster. Every TLS door the engine sections declare (the
-Dask scheduler, the web gateways of the Dask dashboard and the Spark master UI, the JupyterHub)
+Dask scheduler, the web gateways of the Dask dashboard and the Spark master UI, the JupyterHub, the
+Python package cache)
 must present a certificate that verifies against the CA that issued it, for the address clients
 dial, and that stays valid longer than the roles' renewal window (``min_days``): a converge inside
 the window reissues it, so a shorter one means the renewal or the restart after it was missed.
@@ -21,12 +22,13 @@ which signed none of them: every result must FAIL, proving that verification is 
 cluster.json declares is tried as a stranger would, with no credential and no client certificate
 (the Dask scheduler, the web gateways of the Dask dashboard and the Spark master UI, Flower, the
 Airflow API and each Airflow Celery worker's log server, the Luigi scheduler, the JupyterHub API,
-and the Redis or RabbitMQ broker named in the Celery client configuration), and must refuse: HTTP
-401/403; from a Redis that serves TLS, no answer to plain text and ``-NOAUTH`` inside a TLS session
-(``-NOAUTH`` from a plain-TCP Redis); from a RabbitMQ that serves TLS, no AMQP answer to plain text
-and, inside a TLS session, a wrong password ends the connection; no TLS session without a client
-certificate. Under ``--inject open-door`` every door is knocked at a door the check opens itself on
-loopback, of the same kind, that lets anyone in; each result must then FAIL.
+the Python package cache's index, and the Redis or RabbitMQ broker named in the Celery client
+configuration), and must refuse: HTTP 401/403; from a Redis that serves TLS, no answer to plain
+text and ``-NOAUTH`` inside a TLS session (``-NOAUTH`` from a plain-TCP Redis); from a RabbitMQ that
+serves TLS, no AMQP answer to plain text and, inside a TLS session, a wrong password ends the
+connection; no TLS session without a client certificate. Under ``--inject open-door`` every door
+is knocked at a door the check opens itself on loopback, of the same kind, that lets anyone in; each
+result must then FAIL.
 """
 
 from __future__ import annotations
@@ -239,6 +241,7 @@ ENDPOINTS = (
     Endpoint("luigi", "endpoint", "luigi-scheduler", "/api/task_list", "luigi-scheduler"),
     Endpoint("jupyter", "url", "jupyterhub-api", "/hub/api/users", "jupyterhub", "ca_file"),
     Endpoint("monitoring", "url", "prometheus", "/api/v1/targets", "prometheus", "ca_file"),
+    Endpoint("package_cache", "index_url", "pip-cache", "/pip/", "pip-cache", "ca_file"),
 )
 
 

@@ -32,6 +32,9 @@ ENTRY_DEFAULTS: dict[str, Any] = {
     "head": True,
     # What to converge when a part is missing.
     "playbook": "site.yml",
+    # The engine is declared by its parts alone (a service a variable turns on, not a group): the
+    # hosts of `groups` that published one make the section, and none makes no section.
+    "optional": False,
 }
 
 ENGINES: dict[str, dict[str, Any]] = {
@@ -65,6 +68,13 @@ ENGINES: dict[str, dict[str, Any]] = {
     },
     "jupyter": {"groups": ["jupyter"], "head": False, "playbook": "playbooks/jupyter.yml"},
     "monitoring": {"groups": ["monitoring"], "head": False, "playbook": "playbooks/monitoring.yml"},
+    # The Python package cache (package_cache_enabled and package_cache_pip_enabled): its host publishes.
+    "package_cache": {
+        "groups": ["all"],
+        "head": False,
+        "optional": True,
+        "playbook": "playbooks/package_cache.yml",
+    },
 }
 
 
@@ -161,6 +171,10 @@ def verify_engines(
             for hosts in in_group.values():
                 publishers += [h for h in hosts if h not in publishers]
         fact = FACT_PREFIX + name
+        if entry["optional"]:
+            publishers = [h for h in publishers if fact in _local_facts(hostvars, h)]
+            if not publishers:
+                continue
         missing = [h for h in publishers if fact not in _local_facts(hostvars, h)]
         if missing:
             engines[name] = {

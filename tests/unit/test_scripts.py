@@ -460,10 +460,12 @@ def test_lab_keeps_the_head_nodes_package_cache_in_a_volume_of_its_own(tmp_path)
     head, worker = calls.read_text().splitlines()
     volume = "-v clusterforge-apt-cache-vol-debian13:/var/cache/clusterforge-apt"
     assert volume in head
-    # The lab's package cache keeps its packages there.
+    assert "-v clusterforge-pip-proxy-vol-debian13:/var/cache/clusterforge-pip" in head
+    # The lab's package cache keeps its Debian and Python packages there.
     lab_vars = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/package_cache.yml").read_text())
     assert lab_vars["package_cache_dir"] == "/var/cache/clusterforge-apt"
-    assert "apt-cacher-ng" not in worker
+    assert lab_vars["package_cache_pip_dir"] == "/var/cache/clusterforge-pip"
+    assert "clusterforge-apt" not in worker and "clusterforge-pip-proxy" not in worker
     # Both keep the shared pip cache.
     assert "-v clusterforge-pip-cache-debian13:/root/.cache/pip" in head
     assert "-v clusterforge-pip-cache-debian13:/root/.cache/pip" in worker

@@ -325,3 +325,23 @@ def test_a_replacing_part_drops_the_hosts_that_left(tmp_path: Path, replace: boo
     )
     fact = json.loads((tmp_path / "clusterforge_engine_probe.fact").read_text())
     assert fact["jobs"]["node"]["targets"] == targets
+
+
+def test_an_optional_engine_is_declared_by_its_parts_alone():
+    """The Python package cache is turned on by a variable, not a group: its host's part makes the
+    section, and no part makes no section (not an unavailable one)."""
+    assert "package_cache" not in assemble(LAB, lab_parts())
+    part = {
+        "index_url": "https://10.0.0.1:3143/simple/",
+        "ca_file": "/etc/clusterforge/tls/ca.crt",
+        "credentials_file": "/etc/clusterforge/package_cache/pip.credentials",
+    }
+    parts = lab_parts()
+    parts["n1"]["clusterforge_engine_package_cache"] = part
+    engines = assemble(LAB, parts)
+    assert engines["package_cache"] == part
+    assert validate_section("package_cache", engines["package_cache"]) == []
+    # A part on a worker (the cache on another host) is taken the same way.
+    parts = lab_parts()
+    parts["n3"]["clusterforge_engine_package_cache"] = part
+    assert assemble(LAB, parts)["package_cache"] == part
