@@ -25,6 +25,27 @@ class NoAnswer(CheckError):
     may be asked again."""
 
 
+def urllib_exchange(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request: (HTTP status, response headers with lower-case names, response body)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        kind = NoAnswer if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError) else CheckError
+        raise kind(f"{method} {url}: {reason}") from exc
+
+
 def urllib_transport(
     method: str,
     url: str,
@@ -33,25 +54,21 @@ def urllib_transport(
     timeout: float,
     context: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    status, _, answer = urllib_exchange(method, url, headers, body, timeout, context)
+    return status, answer
+
+
+def ca_context(ca_file: str) -> ssl.SSLContext:
+    """A TLS client context trusting only ``ca_file`` (the CA that signed the service's certificate)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        kind = NoAnswer if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError) else CheckError
-        raise kind(f"{method} {url}: {reason}") from exc
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:
+        raise CheckError(f"cannot read the CA certificate {ca_file}: {exc}") from exc
 
 
 def https_transport(ca_file: str) -> Transport:
     """urllib over HTTPS, trusting only ``ca_file`` (the CA that signed the service's certificate)."""
-    try:
-        context = ssl.create_default_context(cafile=ca_file)
-    except OSError as exc:
-        raise CheckError(f"cannot read the CA certificate {ca_file}: {exc}") from exc
-    return functools.partial(urllib_transport, context=context)
+    return functools.partial(urllib_transport, context=ca_context(ca_file))
 
 
 def read_user_password(path: str, playbook: str) -> tuple[str, str]:

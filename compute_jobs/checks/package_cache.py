@@ -30,16 +30,13 @@ import base64
 import hashlib
 import html.parser
 import re
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from compute_jobs.context import CheckContext
 from compute_jobs.model import Check, CheckError, Param, Result, register
-from compute_jobs.transport import read_user_password
+from compute_jobs.transport import ca_context, read_user_password, urllib_exchange
 
 PLAYBOOK = "playbooks/package_cache.yml"
 
@@ -53,20 +50,7 @@ class Answer:
 
 def https_fetch(url: str, headers: dict[str, str], ca_file: str, timeout: float) -> Answer:
     """GET over HTTPS trusting only ``ca_file``; an HTTP error status is an answer."""
-    try:
-        context = ssl.create_default_context(cafile=ca_file)
-    except OSError as exc:
-        raise CheckError(f"cannot read the CA certificate {ca_file}: {exc}") from exc
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            return Answer(
-                response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
-            )
-    except urllib.error.HTTPError as exc:
-        return Answer(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read())
-    except (urllib.error.URLError, OSError) as exc:
-        raise CheckError(f"GET {url}: {getattr(exc, 'reason', exc)}") from exc
+    return Answer(*urllib_exchange("GET", url, headers, None, timeout, ca_context(ca_file)))
 
 
 # The HTTP boundary (the unit tests give one of a loopback cache): (url, headers, ca_file, timeout).
