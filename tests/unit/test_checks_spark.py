@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from checkrun import run_checks
+from loopback_http import basic_auth_server
 
 from compute_jobs.checks import load_all
 from compute_jobs.checks import spark as spark_checks
@@ -368,45 +369,17 @@ def test_shared_session_is_stopped_at_exit(cj_cluster, fake):
 
 
 @contextlib.contextmanager
-def basic_auth_server(user: str, password: str) -> Iterator[str]:
-    """A local HTTP server that answers /json/ only with the right basic-auth credentials."""
-    import base64
-    import http.server
-    import threading
-
-    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.headers.get("Authorization") != expected:
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="spark"')
-                self.end_headers()
-                return
-            body = b'{"status": "ALIVE"}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def spark_ui(user: str, password: str) -> Iterator[str]:
+    """The master's /json/ behind basic auth on loopback."""
+    routes = {"/json/": ("application/json", b'{"status": "ALIVE"}')}
+    with basic_auth_server(user, password, routes, realm="spark") as (base, _seen):
+        yield base
 
 
 def test_fetch_json_sends_the_gateway_credentials_only_where_they_were_registered(tmp_path):
     credentials = tmp_path / "webui.credentials"
     credentials.write_text("clusterforge:s3cret\n")
-    with basic_auth_server("clusterforge", "s3cret") as base:
+    with spark_ui("clusterforge", "s3cret") as base:
         with pytest.raises(spark_checks.CheckError, match="401"):
             spark_checks.fetch_json(base + "/json/", 5.0)
         spark_checks.use_gateway_credentials(base + "/json/", str(credentials))
@@ -416,7 +389,7 @@ def test_fetch_json_sends_the_gateway_credentials_only_where_they_were_registere
 def test_wrong_gateway_credentials_are_refused(tmp_path):
     credentials = tmp_path / "webui.credentials"
     credentials.write_text("clusterforge:wrong\n")
-    with basic_auth_server("clusterforge", "s3cret") as base:
+    with spark_ui("clusterforge", "s3cret") as base:
         spark_checks.use_gateway_credentials(base + "/json/", str(credentials))
         with pytest.raises(spark_checks.CheckError, match="401"):
             spark_checks.fetch_json(base + "/json/", 5.0)

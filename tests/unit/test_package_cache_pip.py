@@ -6,21 +6,18 @@ netrc); turning the cache off removes both and keeps what else the files hold.""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import http.server
 import os
 import stat
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from localplay import ROOT, role_play, run_local_playbook
+from loopback_http import basic_auth_server
 
 ROLE = ROOT / "roles" / "package_cache"
 PLAY = role_play(
@@ -110,42 +107,13 @@ def index(tmp_path: Path) -> Iterator[tuple[str, list[str | None]]]:
     """A PEP 503 index on loopback that answers only the password converge() generated."""
     wheel = tiny_wheel(tmp_path)
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    seen: list[str | None] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
-            secret = password(tmp_path)
-            token = base64.b64encode(f"{USER}:{secret}".encode()).decode()
-            if self.headers.get("Authorization") != f"Basic {token}":
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="cache"')
-                self.end_headers()
-                return
-            if self.path == "/simple/cftiny/":
-                body = f'<a href="/files/{wheel.name}#sha256={digest}">{wheel.name}</a>'.encode()
-            elif self.path == f"/files/{wheel.name}":
-                body = wheel.read_bytes()
-            else:
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            kind = "text/html" if self.path.startswith("/simple/") else "application/octet-stream"
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple/", seen
-    finally:
-        server.shutdown()
+    page = f'<a href="/files/{wheel.name}#sha256={digest}">{wheel.name}</a>'
+    routes = {
+        "/simple/cftiny/": ("text/html", page.encode()),
+        f"/files/{wheel.name}": ("application/octet-stream", wheel.read_bytes()),
+    }
+    with basic_auth_server(USER, lambda: password(tmp_path), routes, realm="cache") as (base, seen):
+        yield f"{base}/simple/", seen
 
 
 def pip_download(tmp_path: Path) -> subprocess.CompletedProcess[str]:

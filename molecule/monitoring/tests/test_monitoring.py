@@ -12,26 +12,18 @@ import time
 import urllib.parse
 
 import pytest
-import testinfra
 import yaml
 
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(SCENARIO.parent / "_shared"))
 
 from gateway import assert_gateway_refuses_strangers, assert_ui_listens_on_loopback_only, http_code  # noqa: E402
+from nodes import address, node  # noqa: E402
 
 PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
 SERVER, OTHER = (p["name"] for p in PLATFORMS)
 CREDENTIALS = "/etc/clusterforge/monitoring/client/prometheus.credentials"
 EXPORTER_TLS = "/etc/clusterforge/monitoring/tls"
-
-
-def node(name: str):
-    return testinfra.get_host(f"podman://{name}", sudo=False)
-
-
-def address(name: str) -> str:
-    return node(name).run("hostname -I").stdout.split()[0]
 
 
 def api(path: str, **query: str):
