@@ -63,35 +63,42 @@ def test_hosts_are_followed_apart_and_the_job_part_is_not_progress():
     assert len(follower.lines("n3", progress.progress_events(out), now=0.0)) == 1
 
 
-def job_state(tmp_path: Path, content: str | None) -> dict[str, Any]:
-    """What the follow task prints after @@job for an async status file holding `content`."""
+def unit_snippet(name: str, show: str) -> dict[str, Any]:
+    """What the snippet `name` of the verify role prints for `systemctl show` output `show`."""
     import subprocess
 
     import yaml
 
-    code = yaml.safe_load((ROOT / "roles/verify/vars/main.yml").read_text())["__verify_job_state"]
-    status = tmp_path / "job"
-    if content is not None:
-        status.write_text(content)
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(status)], capture_output=True, text=True, check=True
-    )
+    code = yaml.safe_load((ROOT / "roles/verify/vars/main.yml").read_text())[name]
+    done = subprocess.run([sys.executable, "-c", code, show], capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
 
-def test_the_follow_task_reduces_the_async_status_to_started_or_done(tmp_path):
-    """A finished job's result may carry serialized module warnings (`__ansible_type: Event`) that
-    the from_json filter refuses: the follow task prints only whether the job still runs."""
-    finished = {
-        "rc": 0,
-        "warnings": [
-            {
-                "event": {"msg": "remote_tmp was created", "__ansible_type": "Event"},
-                "__ansible_type": "WarningSummary",
-            }
-        ],
-    }
-    assert job_state(tmp_path, json.dumps(finished)) == {"done": 1}
-    assert job_state(tmp_path, '{"started": 1, "finished": 0, "ansible_job_id": "j1"}') == {"started": 1}
-    assert job_state(tmp_path, '{"started": 1, "fini') == {"started": 1}
-    assert job_state(tmp_path, None) == {"started": 1}
+def test_the_follow_task_reduces_the_unit_to_started_or_done():
+    def state(show: str) -> dict[str, Any]:
+        return unit_snippet("__verify_job_state", show)
+
+    assert state("LoadState=loaded\nSubState=running\n") == {"started": 1}
+    assert state("LoadState=loaded\nSubState=start\n") == {"started": 1}
+    # RemainAfterExit: an ended suite's unit stays loaded, exited (status 0) or failed (status 1).
+    assert state("LoadState=loaded\nSubState=exited\n") == {"done": 1}
+    assert state("LoadState=loaded\nSubState=failed\n") == {"done": 1}
+    assert state("LoadState=not-found\nSubState=dead\n") == {"done": 1}
+    assert state("") == {"done": 1}
+
+
+def test_the_collect_task_names_a_run_that_did_not_end():
+    def outcome(show: str) -> dict[str, Any]:
+        return unit_snippet("__verify_job_outcome", show)
+
+    loaded = "LoadState=loaded\n"
+    assert outcome(loaded + "Result=success\nExecMainStatus=0\n") == {"ok": True}
+    # Exit status 1: a check did not pass; the report says which, the run itself ended.
+    assert outcome(loaded + "Result=exit-code\nExecMainStatus=1\n") == {"ok": True}
+    late = outcome(loaded + "Result=timeout\nExecMainStatus=0\n")
+    assert not late["ok"] and "past its limit" in late["why"]
+    crashed = outcome(loaded + "Result=signal\nExecMainStatus=9\n")
+    assert not crashed["ok"] and "Result=signal, exit status 9" in crashed["why"]
+    assert not outcome(loaded + "Result=exit-code\nExecMainStatus=2\n")["ok"]
+    gone = outcome("LoadState=not-found\nResult=success\nExecMainStatus=0\n")
+    assert not gone["ok"] and "not-found" in gone["why"]
