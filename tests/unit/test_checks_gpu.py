@@ -15,6 +15,7 @@ import pytest
 from checkrun import run_checks
 
 from compute_jobs.checks import gpu, load_all
+from compute_jobs.compare import perturb
 from compute_jobs.gpu import backend as gpu_backend
 from compute_jobs.model import ERROR, FAIL, PASS, SKIP, Result, registry
 
@@ -263,13 +264,33 @@ def test_gemm_passes_on_every_dtype_and_reports_the_ratio_to_the_datasheet(cj_cl
 def test_gemm_residual_catches_a_slightly_wrong_product(cj_cluster, one_h100, monkeypatch):
     def off_by_a_little(a_bits: Any, b_bits: Any, out: Any) -> None:
         NumpyDevice.matmul_bf16(one_h100, a_bits, b_bits, out)
-        out *= 1.0 + 1e-2  # 1 %: the scaled residual allows 16 x N eps ||A|| ||B|| (0.05 at N = 48)
+        out *= 1.0 + 1e-2  # 1 %: the residual allows 16 sqrt(N) eps |A||B| (1.3e-5 relative at N = 48)
 
     monkeypatch.setattr(one_h100, "matmul_bf16", off_by_a_little)
     results = run(cj_cluster(gpu_host()), ["gpu.gemm"])
     assert results["gpu.gemm.bf16.residual[gpu0]"].status == FAIL
     assert results["gpu.gemm.bf16.residual[gpu0]"].error > 16
     assert results["gpu.gemm.fp64.residual[gpu0]"].status == PASS
+
+
+@pytest.mark.parametrize("n", [48, 8192, 65536])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gemm_residual_fails_wrong_answers_at_every_matrix_order(n, dtype):
+    # Seen on an H100 at N = 8192: the normwise HPL form let the wrong-answer control (every element
+    # |x| + 1 off) pass in FP32 and BF16 with an error of 0.12. The componentwise form must fail it,
+    # and a product off by 1 % or transposed, at every allowed matrix order.
+    rng = np.random.default_rng(7)
+    k = 64
+    a = rng.random((k, n))
+    b = rng.random((n, k))
+    reference = a @ b
+    bound = np.abs(a) @ np.abs(b)
+    eps = float(np.finfo(dtype).eps)
+    for wrong in (perturb(reference), reference * 1.01, a @ b[::-1]):
+        assert gpu.residual(wrong, reference, bound, n, eps) > 16
+    # A rounding error of a few units in the last place per term, as a real GEMM makes, passes.
+    near = reference * (1 + 8 * eps * rng.standard_normal(reference.shape))
+    assert gpu.residual(near, reference, bound, n, eps) < 16
 
 
 def test_gemm_catches_products_that_change_between_repeats(cj_cluster, one_h100, monkeypatch):

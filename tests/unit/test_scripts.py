@@ -557,3 +557,19 @@ def test_a_test_run_ends_with_its_verdict():
     )
     assert passed.stdout == "PASSED: every step (1)\n"
     assert 'verdict "${results[@]}"\nexit "${failed}"' in (ROOT / "scripts/test").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "path", "message"),
+    [
+        (["--bogus"], None, "gpu-validate: unknown argument --bogus"),
+        (["--wheels"], None, "gpu-validate: --wheels needs a value"),
+        ([], "/usr/bin:/bin", "nvidia-smi is not here: this runs on a host with an NVIDIA GPU"),
+    ],
+)
+def test_gpu_validate_rejects_bad_input_and_a_host_without_a_gpu(args, path, message, tmp_path):
+    env = {"PATH": path} if path else {}
+    out = run([str(ROOT / "scripts" / "gpu-validate"), "--out", str(tmp_path / "out"), *args], env=env)
+    assert out.returncode == 2, out
+    assert message in out.stderr
+    assert not (tmp_path / "out").exists()
