@@ -24,12 +24,24 @@ def role_play(role: Path, body: str) -> str:
     )
 
 
-def run_local_playbook(play: Path, values: dict[str, Any], inventory: str = "localhost,") -> tuple[int, str]:
-    """(exit status, stdout + stderr) of ansible-playbook PLAY on localhost with VALUES as extra vars."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+def run_local_playbook(
+    play: Path,
+    values: dict[str, Any],
+    inventory: str = "localhost,",
+    args: tuple[str, ...] = (),
+    environment: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """(exit status, stdout + stderr) of ansible-playbook PLAY on localhost with VALUES as extra vars,
+    ARGS after them and ENVIRONMENT over the project's configuration."""
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        **(environment or {}),
+    }
     argv = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", inventory, "-c", "local", str(play)]
     done = subprocess.run(
-        [*argv, "-e", json.dumps(values)],
+        [*argv, "-e", json.dumps(values), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
