@@ -29,7 +29,7 @@ from typing import Any
 from clusterforge_pipeline.spec import FANOUT_LOG_MARKER, fanout_total, range_sum
 from compute_jobs.checks._pipeline import judge_pipeline, pipeline_spec
 from compute_jobs.context import CheckContext
-from compute_jobs.model import Check, CheckError, Metric, Param, Result, register
+from compute_jobs.model import FAIL, Check, CheckError, Metric, Param, Result, register
 from compute_jobs.remote import run_on
 from compute_jobs.transport import NoAnswer, Transport, https_transport, urllib_transport
 
@@ -448,8 +448,9 @@ class AirflowResilience(Check):
         Param("restart_timeout", float, 60.0, "s one restart may take", 1.0, 600.0),
     )
     correctness_rule = (
-        "the run that saw the restarts succeeds; count, sum, sum of squares, min, max equal the closed "
-        "forms and every file's SHA-256 the regenerated one (as airflow.pipeline)"
+        "each restart begins while the run is in progress and that run succeeds; count, sum, sum of "
+        "squares, min, max equal the closed forms and every file's SHA-256 the regenerated one (as "
+        "airflow.pipeline)"
     )
     placement_rule = "hosts that summarised files == engines.airflow.pipeline_workers (Dask back end)"
     timeout = 300.0
@@ -470,6 +471,23 @@ class AirflowResilience(Check):
         restarted = {}
         for component in ("scheduler", "database"):
             if component in restarts:
+                # A restart after the run ended proves nothing about riding one out.
+                state = api.run(dag_id, run_id).get("state")
+                if state in FINISHED:
+                    yield ctx.result(
+                        status=FAIL,
+                        reason=(
+                            f"the DAG run had ended ({state}) before the {component} restart: no restart hit "
+                            "a run in progress (a larger pipeline: params files and mib)"
+                        ),
+                        details={
+                            "dag_id": dag_id,
+                            "run_id": run_id,
+                            "restarted_s": restarted,
+                            "started": running,
+                        },
+                    )
+                    return
                 seconds = RESTART(
                     settings.get("server_host"),
                     list(restarts[component]),

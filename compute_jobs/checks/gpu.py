@@ -612,7 +612,24 @@ class GpuP2P(Check):
             yield no_gpu_result(ctx, inventory)
             return
         if len(devices) < 2:
-            raise SkipCheck(f"{ctx.target} has {len(devices)} GPU; peer-to-peer copies need at least 2")
+            declared = ctx.host.gpus if ctx.host is not None and ctx.host.gpus else inventory.count
+            if declared < 2:
+                raise SkipCheck(f"{ctx.target} has {len(devices)} GPU; peer-to-peer copies need at least 2")
+            seen = ", ".join(d.label for d in devices)
+            yield ctx.result(
+                category="inventory",
+                status=FAIL,
+                reason=(
+                    f"{ctx.target} has {declared} GPUs (hosts[].gpus, else NVML's count) but CUDA sees "
+                    f"{len(devices)} ({seen}): no pair to copy between"
+                ),
+                details={
+                    "declared": declared,
+                    "visible_to_cuda": len(devices),
+                    "nvml_count": inventory.count,
+                },
+            )
+            return
         p = ctx.params
         nbytes = p.mib * 1024 * 1024
         payload = np.frombuffer(np.random.default_rng(p.seed).bytes(nbytes), dtype=np.uint8)

@@ -202,6 +202,18 @@ def expected_platforms(ctx: CheckContext) -> list[str]:
     return sorted([POCL_PLATFORM] + ([NVIDIA_PLATFORM] if in_gpu_group else []))
 
 
+def expected_devices(ctx: CheckContext, devices: list[ClDevice]) -> list[str]:
+    """The devices that must run the kernels: the enumerated ones, a stand-in for each expected platform
+    that enumerates none, and more stand-ins up to the count hosts[].opencl_devices declares (a device
+    the loader does not see cannot run, so each stand-in shows as missing)."""
+    expected = [d.label for d in devices]
+    seen = {d.info.platform for d in devices}
+    expected += [f"a device of {name}" for name in expected_platforms(ctx) if name not in seen]
+    declared = ctx.host.opencl_devices if ctx.host is not None and ctx.host.opencl_devices else 0
+    expected += [f"declared device {i + 1} of {declared}" for i in range(len(expected), declared)]
+    return expected
+
+
 def inventory_problems(expected: dict[str, Any], observed: dict[str, Any]) -> list[str]:
     """Each way ``observed`` differs from ``expected`` (keys only one side has count as differences)."""
     problems = [f"unexpected field {key!r}" for key in sorted(set(observed) - set(expected), key=str)]
@@ -317,10 +329,14 @@ class OpenCLVecadd(Check):
             yield from self._one(ctx, device)
             ran.append(device.label)
         yield ctx.compare_sets(
-            [d.label for d in devices],
+            expected_devices(ctx, devices),
             ran,
             name=f"{self.name}.placement",
-            rule="every device the ICD loader enumerates ran the kernels",
+            rule=(
+                "every device the inventory expects ran the kernels: each one the ICD loader enumerates, "
+                "one of each expected platform, as many as hosts[].opencl_devices declares"
+            ),
+            details={"enumerated": [d.label for d in devices]},
         )
 
     def _one(self, ctx: CheckContext, device: ClDevice) -> Iterator[Result]:

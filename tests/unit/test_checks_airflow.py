@@ -51,6 +51,8 @@ class FakeAirflow:
         self.log_sum_offset = 0
         self.runs: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
+        # how many reads of a run answer "running" before its end state (0: ended when first read)
+        self.running_reads = 0
 
     # --- HTTP -------------------------------------------------------------------------------------
     def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
@@ -73,7 +75,10 @@ class FakeAirflow:
         if match := re.fullmatch(r"/api/v2/dags/([^/]+)/dagRuns", path):
             return 200, json.dumps(self.trigger(match.group(1), payload["conf"])).encode()
         if match := re.fullmatch(r"/api/v2/dags/([^/]+)/dagRuns/([^/]+)", path):
-            return 200, json.dumps(self.runs[_unquote(match.group(2))]["run"]).encode()
+            run = self.runs[_unquote(match.group(2))]
+            run["reads"] = run.get("reads", 0) + 1
+            running = run["reads"] <= self.running_reads
+            return 200, json.dumps(dict(run["run"], state="running") if running else run["run"]).encode()
         if match := re.fullmatch(r"/api/v2/dags/[^/]+/dagRuns/([^/]+)/taskInstances\?limit=1000", path):
             run = self.runs[_unquote(match.group(1))]
             return 200, json.dumps({"task_instances": run["tis"], "total_entries": len(run["tis"])}).encode()
@@ -400,7 +405,7 @@ RESTARTS = {
 
 
 @pytest.fixture
-def restarts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+def restarts(fake: FakeAirflow, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     done: list[tuple[Any, ...]] = []
 
     def restart(host: str, command: list[str], timeout: float, what: str, hint: str) -> float:
@@ -409,6 +414,7 @@ def restarts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
         return 1.25
 
     monkeypatch.setattr(af, "RESTART", restart)
+    fake.running_reads = 2  # the run goes on through both restarts
     return done
 
 
@@ -425,6 +431,16 @@ def test_resilience_restarts_scheduler_then_database_mid_run_and_judges_the_answ
     details = results["airflow.resilience"].details
     assert details["restarted_s"] == {"scheduler": 1.25, "database": 1.25}
     assert details["restarted_while"], "the restarts must come after a task started"
+
+
+def test_resilience_fails_when_the_run_ended_before_a_restart(fake, cluster, restarts):
+    fake.running_reads = 1  # still running at the scheduler's restart, ended by the database's
+    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    result = results["airflow.resilience"]
+    assert result.status == FAIL and "had ended (success) before the database restart" in result.reason, (
+        result.reason
+    )
+    assert restarts == [("a", RESTARTS["scheduler"], "scheduler restart")]
 
 
 def test_resilience_fails_on_a_wrong_answer_after_the_restarts(fake, cluster, restarts):
@@ -447,15 +463,16 @@ def test_resilience_rides_out_the_api_outage_while_the_database_restarts(fake, c
 
     def flaky(self, dag_id, run_id):
         calls["n"] += 1
-        if calls["n"] <= 3:
+        if 3 <= calls["n"] <= 5:  # after the reads before each restart
             raise af.CheckError("GET /api/v2/...: [Errno 111] Connection refused")
         return original(self, dag_id, run_id)
 
+    fake.running_reads = 2
     monkeypatch.setattr(af.AirflowApi, "run", flaky)
     monkeypatch.setattr(af, "RESTART", lambda *args: 0.5)
     results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
     assert results["airflow.resilience"].status == PASS
-    assert calls["n"] == 4, "three refused polls, then the finished run"
+    assert calls["n"] == 6, "a read before each restart, three refused polls, then the finished run"
 
 
 def test_a_read_without_an_answer_is_asked_again_and_a_write_never(fake, cluster, monkeypatch):

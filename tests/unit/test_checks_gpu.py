@@ -410,6 +410,11 @@ def test_p2p_skips_a_single_gpu_with_the_reason(cj_cluster, one_h100):
     assert result.status == SKIP and "has 1 GPU" in result.reason
 
 
+def test_p2p_fails_where_the_inventory_declares_more_gpus_than_cuda_sees(cj_cluster, one_h100):
+    result = run(cj_cluster(gpu_host(gpus=2)), ["gpu.p2p"])["gpu.p2p"]
+    assert result.status == FAIL and "has 2 GPUs" in result.reason and "CUDA sees 1 (gpu0)" in result.reason
+
+
 def test_p2p_copies_between_every_ordered_pair(cj_cluster, monkeypatch):
     devices = [NumpyDevice(0), NumpyDevice(1)]
     monkeypatch.setattr(gpu, "BACKEND", FakeBackend(devices))

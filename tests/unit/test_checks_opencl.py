@@ -117,6 +117,18 @@ def test_gpu_node_with_pocl_and_nvidia_passes(cj_cluster, monkeypatch):
     assert results["opencl.vecadd.placement"].observed_workers == ["nvidia0", "pocl0"]
 
 
+def test_placement_fails_when_the_loader_sees_fewer_devices_than_the_inventory_expects(cj_cluster, pocl):
+    declared = run(cj_cluster(cl_host(opencl_devices=2)), OPENCL_CHECKS)["opencl.vecadd.placement"]
+    assert declared.status == FAIL and declared.missing == ["declared device 2 of 2"], declared.reason
+    assert declared.observed_workers == ["pocl0"]
+    gpu_node = run(cj_cluster(cl_host(groups=("head", "gpu_nodes"))), OPENCL_CHECKS)[
+        "opencl.vecadd.placement"
+    ]
+    assert gpu_node.status == FAIL and gpu_node.missing == [f"a device of {opencl.NVIDIA_PLATFORM}"]
+    # What the inventory expects, seen: the same check passes.
+    assert run(cj_cluster(cl_host(opencl_devices=1)), OPENCL_CHECKS)["opencl.vecadd.placement"].status == PASS
+
+
 def test_no_icd_fails_instead_of_skipping(cj_cluster, monkeypatch):
     monkeypatch.setattr(opencl, "BACKEND", FakeClBackend([], error="LogicError: PLATFORM_NOT_FOUND_KHR"))
     results = run(cj_cluster(cl_host()), OPENCL_CHECKS)

@@ -52,7 +52,13 @@ def test_every_shared_path_is_mounted(host):
     for path in paths:
         mount = host.mount_point(path)
         assert mount.exists, f"{path} is not mounted on {name}"
-        assert mount.filesystem == ("fuse.sshfs" if name == CLIENT else mount.filesystem)
+        if name == CLIENT:
+            assert mount.filesystem == "fuse.sshfs", f"{path} on {name}: {mount.filesystem}"
+        else:
+            # The server binds its export: findmnt names a bind mount's source as DEVICE[DIR].
+            source = host.run("findmnt -n -o SOURCE --mountpoint %s", path).stdout.strip()
+            expected = {DATA: f"{EXPORT}/data", HOMES: f"{EXPORT}/home"}[path]
+            assert source.endswith(f"[{expected}]"), f"{path} on {name} comes from {source}, not {expected}"
         unit = path[1:].replace("-", "\\x2d").replace("/", "-") + ".mount"
         assert host.service(unit).is_enabled, f"{unit} is not enabled on {name}"
 
