@@ -242,13 +242,13 @@ TLS_PROBE = """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.load_verify_locations("{ca}")
-    if len(sys.argv) > 1:
-        ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-    sock = ctx.wrap_socket(socket.create_connection(("{addr}", 8786), timeout=5))
+    if len(sys.argv) > 3:
+        ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    sock = ctx.wrap_socket(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5))
     sock.settimeout(3)
     try:
         data = sock.recv(1)
-        # Dask peers greet each other first: data means the scheduler accepted the session.
+        # Dask peers greet each other first: data means the listener accepted the session.
         print("CLOSED" if data == b"" else "ACCEPTED")
     except socket.timeout:
         print("ACCEPTED")  # the session stands, waiting for our first message
@@ -287,27 +287,29 @@ def intruder_certificate() -> tuple[str, str]:
 
 
 def test_tls_client_without_a_cluster_certificate_is_refused(host):
-    """Mutual TLS: the scheduler drops a TLS client that shows no certificate, or one from another
-    CA; the same probe with the service account's certificate keeps its session (the control)."""
+    """Mutual TLS on every Dask door (the scheduler, each worker and each nanny): the listener drops
+    a TLS client that shows no certificate, or one from another CA; the same probe with the service
+    account's certificate keeps its session (the control)."""
     if not is_head(host):
         pytest.skip("clients connect from the head node")
-    probe = TLS_PROBE.format(ca=f"{CONFIG}/tls/ca.crt", addr=address_of(host, HEAD))
-    put(host, "/tmp/cf_tls.py", textwrap.dedent(probe))
+    put(host, "/tmp/cf_tls.py", textwrap.dedent(TLS_PROBE.format(ca=f"{CONFIG}/tls/ca.crt")))
     cert, key = intruder_certificate()
     put(host, "/tmp/other.crt", cert)
     put(host, "/tmp/other.key", key)
-    none = host.run("runuser -u %s -- %s /tmp/cf_tls.py", VERIFY, PYTHON)
-    other = host.run("runuser -u %s -- %s /tmp/cf_tls.py /tmp/other.crt /tmp/other.key", VERIFY, PYTHON)
-    own = host.run(
-        "runuser -u %s -- %s /tmp/cf_tls.py %s/tls/client.crt %s/tls/client.key",
-        VERIFY,
-        PYTHON,
-        CONFIG,
-        CONFIG,
-    )
-    assert own.stdout.startswith("ACCEPTED"), own.stdout + own.stderr
-    for refused in (none, other):
-        assert refused.rc != 0 or not refused.stdout.startswith("ACCEPTED"), refused.stdout + refused.stderr
+    head, worker = address_of(host, HEAD), address_of(host, WORKER)
+    doors = [(head, 8786)] + [(worker, port) for port in (8790, 8791, 8810, 8811)]
+    for address, port in doors:
+        probe = f"runuser -u {VERIFY} -- {PYTHON} /tmp/cf_tls.py {address} {port}"
+        none = host.run(probe)
+        other = host.run(f"{probe} /tmp/other.crt /tmp/other.key")
+        own = host.run(f"{probe} {CONFIG}/tls/client.crt {CONFIG}/tls/client.key")
+        assert own.stdout.startswith("ACCEPTED"), (address, port, own.stdout + own.stderr)
+        for refused in (none, other):
+            assert refused.rc != 0 or not refused.stdout.startswith("ACCEPTED"), (
+                address,
+                port,
+                refused.stdout + refused.stderr,
+            )
 
 
 def test_dashboard_is_reached_only_through_the_authenticating_https_gateway(host):

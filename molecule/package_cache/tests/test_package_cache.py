@@ -83,6 +83,36 @@ def test_the_python_cache_refuses_strangers_and_its_proxy_listens_on_loopback_on
     assert listeners(server, PIP_PORT) == [address(SERVER)], listeners(server, PIP_PORT)
 
 
+def test_the_apt_cache_admits_the_cluster_s_addresses_only_and_guards_its_maintenance_actions():
+    """apt-cacher-ng speaks plain HTTP (apt checks the packages' signatures; roles/package_cache
+    says why): its doors are the addresses it binds, libwrap's list of the cluster's addresses and
+    the generated password of its maintenance actions. The other node, taken off the list, is
+    refused; back on it, admitted."""
+    client, server = node(CLIENT), node(SERVER)
+    assert sorted(listeners(server, APT_PORT)) == sorted([address(SERVER), "127.0.0.1"])
+    page = f"http://{address(SERVER)}:{APT_PORT}/acng-report.html"
+    action = f"{page}?doCount=Count+Data"
+    conf = "/etc/apt-cacher-ng/zz-clusterforge.conf"
+    assert server.file(conf).mode == 0o640 and server.file(conf).group == "apt-cacher-ng"
+    admin = server.run("sed -n 's/^AdminAuth: //p' %s", conf).stdout.strip()
+    assert admin.startswith("clusterforge:") and len(admin) > len("clusterforge:") + 16
+    assert http_code(client, action) == "401", "a maintenance action without the password"
+    assert http_code(client, action, "-u", "clusterforge:wrong-password") == "401"
+    assert http_code(client, action, "-u", admin) == "200"
+    line = server.run("grep '^apt-cacher-ng:' /etc/hosts.allow").stdout.strip()
+    assert address(CLIENT) in line.split()[1:], line
+    escaped = address(CLIENT).replace(".", "\\.")
+    assert server.run("cp -p /etc/hosts.allow /tmp/hosts.allow.molecule").rc == 0
+    try:
+        dropped = server.run("sed -i %s /etc/hosts.allow", f"/^apt-cacher-ng:/s/ {escaped}\\( \\|$\\)/\\1/")
+        line = server.run("grep '^apt-cacher-ng:' /etc/hosts.allow").stdout.strip()
+        assert dropped.rc == 0 and address(CLIENT) not in line.split(), line
+        assert http_code(client, page) == "000", "an address off the list was served"
+    finally:
+        assert server.run("cp -p /tmp/hosts.allow.molecule /etc/hosts.allow").rc == 0
+    assert http_code(client, page) == "200", "the cluster's address back on the list is refused"
+
+
 def test_apt_on_the_other_node_fetches_through_the_cache_which_keeps_the_package():
     client, server = node(CLIENT), node(SERVER)
     conf = client.file("/etc/apt/apt.conf.d/01clusterforge-package-cache").content_string

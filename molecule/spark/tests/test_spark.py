@@ -319,6 +319,42 @@ def test_applications_without_the_secret_or_with_a_wrong_one_are_refused(host):
     assert "Expected SaslMessage" in log, "the master did not log the unauthenticated client"
 
 
+RPC_PROBE = r"""
+import socket, struct, sys
+# One Spark RPC request (frame length, type 3 = RpcRequest, request id, body size, body) that carries
+# no authentication. Prints the answer's kind (4 response, 5 failure) and text, or CLOSED.
+body = b"\x00clusterforge-unauthenticated"
+message = struct.pack(">bqi", 3, 1, len(body)) + body
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+sock.sendall(struct.pack(">q", 8 + len(message)) + message)
+data = b""
+while len(data) < 9:
+    chunk = sock.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+kind = "CLOSED" if len(data) < 9 else {4: "RESPONSE", 5: "FAILURE"}.get(data[8], data[8])
+print(kind, data[9:].decode("latin-1"))
+"""
+
+
+def test_rpc_request_without_authentication_is_refused_by_master_and_worker(host):
+    """The worker's RPC port (where a master launches executors) and the master's refuse a request
+    that carries no authentication: the answer is Spark's authentication failure, not a response.
+    Without spark.authenticate the same request reaches the RPC dispatcher and fails otherwise."""
+    if not is_head(host):
+        pytest.skip("probed from the head node")
+    put(host, "/tmp/cf_rpc.py", RPC_PROBE)
+    for name, port in ((WORKER, 7078), (HEAD, 7077)):
+        answer = host.run("python3 /tmp/cf_rpc.py %s %s", address_of(host, name), str(port))
+        assert answer.rc == 0, answer.stderr
+        assert answer.stdout.startswith("FAILURE") and "Expected SaslMessage" in answer.stdout, (
+            name,
+            port,
+            answer.stdout[:2000],
+        )
+
+
 def _podman(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=180, check=False)
 
