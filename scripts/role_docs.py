@@ -1,5 +1,6 @@
 """Generate (or check) the "Inputs" table of every role README from meta/argument_specs.yml,
-and check that defaults/main.yml and the argument spec name the same inputs."""
+and check that defaults/main.yml and the argument spec name the same inputs with the same
+defaults (where neither is a template, which only Ansible can evaluate)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,16 @@ def inputs_table(spec: dict) -> str:
     return "\n".join(rows)
 
 
+def _templated(value: object) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, list):
+        return any(_templated(v) for v in value)
+    if isinstance(value, dict):
+        return any(_templated(k) or _templated(v) for k, v in value.items())
+    return False
+
+
 def problems_of(role: pathlib.Path, write: bool) -> list[str]:
     problems: list[str] = []
     spec_file = role / "meta/argument_specs.yml"
@@ -49,7 +60,17 @@ def problems_of(role: pathlib.Path, write: bool) -> list[str]:
     spec = yaml.safe_load(spec_file.read_text())["argument_specs"]["main"]
     options = set(spec.get("options", {}))
     defaults_file = role / "defaults/main.yml"
-    defaults = set((yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {})
+    values = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {}
+    defaults = set(values)
+    for name in sorted(defaults & options):
+        documented = spec["options"][name].get("default")
+        if "default" not in spec["options"][name] or _templated(values[name]) or _templated(documented):
+            continue
+        if documented != values[name]:
+            problems.append(
+                f"{role.name}: input {name} defaults to {values[name]!r} in defaults/main.yml but "
+                f"meta/argument_specs.yml says {documented!r}"
+            )
     for name in sorted(defaults - options):
         problems.append(f"{role.name}: default {name} has no entry in meta/argument_specs.yml")
     for name in sorted(options - defaults):
