@@ -187,6 +187,10 @@ REFUSALS = {
         {"cuda_require_gpu": False},
         "(distro) supports CUDA 12.",
     ),
+    "DCGM on the host that runs Flower": (
+        {"@mirror": True, "@groups": ["celery_broker"], "cuda_dcgm_enabled": True},
+        "DCGM's nv-hostengine and Flower would both listen on 127.0.0.1:5555",
+    ),
     "a key that does not match its pinned checksum": (
         {"@mirror": True, "cuda_nvidia_repo_key_checksum": "sha256:" + "0" * 64},
         "did not match",
@@ -202,13 +206,14 @@ def _mirror_vars() -> dict:
     return gpu_vars
 
 
-def _playbook(workdir: pathlib.Path, extra: dict) -> str:
-    """playbooks/gpu.yml (cuda play) against the node in gpu_nodes with ``extra``; its output."""
+def _playbook(workdir: pathlib.Path, extra: dict, groups: tuple[str, ...] = ()) -> str:
+    """playbooks/gpu.yml (cuda play) against the node in gpu_nodes (and GROUPS) with ``extra``; its
+    output."""
     workdir.mkdir(parents=True)
     inventory = {
         "all": {
             "vars": {"ansible_connection": "containers.podman.podman", "cluster_venv_dir": VENV},
-            "children": {"gpu_nodes": {"hosts": {NODE: {}}}},
+            "children": {group: {"hosts": {NODE: {}}} for group in ("gpu_nodes", *groups)},
         }
     }
     (workdir / "hosts.yml").write_text(yaml.safe_dump(inventory))
@@ -249,9 +254,10 @@ def refusals(tmp_path_factory) -> dict[str, str]:
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(REFUSALS)) as pool:
         for index, (case, (extra, _)) in enumerate(REFUSALS.items()):
             extra = dict(extra)
+            groups = tuple(extra.pop("@groups", ()))
             if extra.pop("@mirror", False):
                 extra = {**mirror, **extra}
-            jobs[case] = pool.submit(_playbook, base / f"case{index}", extra)
+            jobs[case] = pool.submit(_playbook, base / f"case{index}", extra, groups)
         outputs = {case: job.result() for case, job in jobs.items()}
     outputs["@unchanged"] = str(_node_state() == before)
     return outputs
