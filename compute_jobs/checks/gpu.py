@@ -95,6 +95,11 @@ def no_gpu_result(ctx: CheckContext, inventory: Inventory) -> Result:
     )
 
 
+def declared_gpus(ctx: CheckContext, inventory: Inventory) -> int:
+    """The GPUs this host must have: hosts[].gpus, else NVML's count."""
+    return ctx.host.gpus if ctx.host is not None and ctx.host.gpus else inventory.count
+
+
 def gpu_devices(ctx: CheckContext) -> tuple[Inventory, list[Device]]:
     """The inventory, and the devices when there are any (empty list: the caller yields the FAIL)."""
     inventory = BACKEND.inventory()
@@ -298,7 +303,7 @@ class GpuGemm(Check):
                 for dtype in dtypes:
                     yield from self._one(ctx, device, dtype)
             ran.append(device.label)
-        declared = ctx.host.gpus if ctx.host is not None and ctx.host.gpus else inventory.count
+        declared = declared_gpus(ctx, inventory)
         yield ctx.compare_sets(
             [f"gpu{i}" for i in range(declared)],
             ran,
@@ -612,7 +617,7 @@ class GpuP2P(Check):
             yield no_gpu_result(ctx, inventory)
             return
         if len(devices) < 2:
-            declared = ctx.host.gpus if ctx.host is not None and ctx.host.gpus else inventory.count
+            declared = declared_gpus(ctx, inventory)
             if declared < 2:
                 raise SkipCheck(f"{ctx.target} has {len(devices)} GPU; peer-to-peer copies need at least 2")
             seen = ", ".join(d.label for d in devices)
