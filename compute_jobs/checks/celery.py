@@ -381,7 +381,16 @@ class CeleryResilience(_CeleryCheck):
         "SIGKILL a pool process mid-task: redelivered and right; restart the broker: workers reconnect"
     )
     params = (
-        Param("task_seconds", float, 2.0, "duration of the task that gets killed", 0.2, 600, smoke=0.5),
+        Param("task_seconds", float, 2.0, "duration of the redelivered task", 0.2, 600, smoke=0.5),
+        Param(
+            "hold",
+            float,
+            60.0,
+            "s the first delivery waits for its kill (no kill: it ends then)",
+            1,
+            600,
+            smoke=20.0,
+        ),
         Param("start_timeout", float, 15.0, "s for the task to start on its worker", 0.5, 600, smoke=5.0),
         Param("result_timeout", float, 30.0, "s for the redelivered task to finish", 0.5, 3600, smoke=10.0),
         Param("reconnect_timeout", float, 45.0, "s for every worker to answer after the restart", 1, 3600),
@@ -409,7 +418,9 @@ class CeleryResilience(_CeleryCheck):
         p = ctx.params
         values = {host: 1000 + index for index, host in enumerate(sorted(expected))}
         pending = {
-            host: client.submit("slow_double", values[host], p.task_seconds, queue=client.own_queue(host))
+            host: client.submit(
+                "slow_double", values[host], p.task_seconds, p.hold, queue=client.own_queue(host)
+            )
             for host in sorted(expected)
         }
         killed: dict[str, Any] = {}

@@ -21,10 +21,12 @@ Tasks are acknowledged after they ran (``acks_late``) and requeued when their po
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import ssl
+import tempfile
 import time
 import urllib.parse
 from typing import Any
@@ -147,17 +149,40 @@ def _register_tasks(app: Celery) -> None:
         }
 
     @app.task(name=TASK_PREFIX + "slow_double", bind=True, shared=False)
-    def slow_double(self: Any, value: int, seconds: float) -> dict[str, Any]:
+    def slow_double(self: Any, value: int, seconds: float, hold: float = 0.0) -> dict[str, Any]:
         """Announce the pool process running it (state PROGRESS), sleep, return 2 * value.
 
         The resilience check kills the announced process mid-sleep; the requeued delivery must run
-        in another pool process and still return 2 * value.
+        in another pool process and still return 2 * value. With ``hold``, the first delivery of the
+        task sleeps that long instead of ``seconds``: it waits for its kill, however late on a
+        loaded host the kill comes, and the redelivery ends after ``seconds``.
         """
         me = {"pid": os.getpid(), "host": socket.gethostname(), "worker": self.request.hostname}
+        first = hold > 0 and _first_delivery(self.request.id)
         self.update_state(state="PROGRESS", meta=me)
-        time.sleep(seconds)
+        time.sleep(hold if first else seconds)
         info = self.request.delivery_info or {}
+        if hold > 0:
+            _delivered(self.request.id)
         return {**me, "value": 2 * value, "redelivered": bool(info.get("redelivered"))}
+
+
+def _marker(task_id: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"clusterforge-slow-double-{task_id}")
+
+
+def _first_delivery(task_id: str) -> bool:
+    """True the first time a pool process of this node runs ``task_id`` (an exclusive marker file)."""
+    try:
+        os.close(os.open(_marker(task_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _delivered(task_id: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_marker(task_id))
 
 
 @control_command(args=[("pid", int)], signature="<pid>")

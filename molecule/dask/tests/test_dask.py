@@ -245,13 +245,14 @@ TLS_PROBE = """
     if len(sys.argv) > 3:
         ctx.load_cert_chain(sys.argv[3], sys.argv[4])
     sock = ctx.wrap_socket(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5))
-    sock.settimeout(3)
+    # Long enough for a loaded host: a verdict comes from the listener, never from a timeout.
+    sock.settimeout(30)
     try:
         data = sock.recv(1)
-        # Dask peers greet each other first: data means the listener accepted the session.
+        # A Dask listener writes its handshake first: data means it accepted the session.
         print("CLOSED" if data == b"" else "ACCEPTED")
     except socket.timeout:
-        print("ACCEPTED")  # the session stands, waiting for our first message
+        print("SILENT")  # neither refused nor greeted: no verdict
     except (ssl.SSLError, ConnectionError) as exc:
         print("REFUSED", exc)
     """
@@ -305,7 +306,7 @@ def test_tls_client_without_a_cluster_certificate_is_refused(host):
         own = host.run(f"{probe} {CONFIG}/tls/client.crt {CONFIG}/tls/client.key")
         assert own.stdout.startswith("ACCEPTED"), (address, port, own.stdout + own.stderr)
         for refused in (none, other):
-            assert refused.rc != 0 or not refused.stdout.startswith("ACCEPTED"), (
+            assert refused.rc != 0 or refused.stdout.startswith(("REFUSED", "CLOSED")), (
                 address,
                 port,
                 refused.stdout + refused.stderr,

@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 
+import pytest
 import testinfra
 import yaml
 
@@ -95,18 +96,21 @@ def test_a_client_holding_a_file_open_reads_what_the_server_rewrote():
     assert server.run("printf %s > %s", "old contents, longer than the new ones", source).rc == 0
     server.run("chmod 0644 %s", source)
     reader = subprocess.Popen(
-        ["podman", "exec", CLIENT, "timeout", "60", "python3", "-c", HOLD_OPEN, path, flag],
+        ["podman", "exec", CLIENT, "timeout", "150", "python3", "-c", HOLD_OPEN, path, flag],
         stdout=subprocess.PIPE,
         text=True,
         env=dict(os.environ, CONTAINERS_CONF=str(ROOT / "lab/containers.conf")),
     )
-    for _ in range(300):
+    for _ in range(600):
         if client.file(flag).exists:
             break
         time.sleep(0.1)
+    else:
+        reader.kill()
+        pytest.fail("the client never held the file open (no flag after 60 s): nothing was tested")
     assert server.run("printf %s > %s", "new", source).rc == 0
     client.run("rm -f %s", flag)
-    out, _ = reader.communicate(timeout=90)
+    out, _ = reader.communicate(timeout=180)
     assert out == "new", f"the client read {out!r} after the server rewrote the file to 'new'"
 
 
