@@ -630,7 +630,9 @@ class DaskResilience(_DaskCheck):
     tags = frozenset({"dask"})
     description = "SIGKILL one worker process mid-computation: exact result, nanny restarts it, extra time"
     params = (
-        Param("tasks", int, 48, "tasks of the computation", 4, 100000, smoke=8),
+        Param(
+            "tasks", int, 48, "tasks of the computation (at least 8 per worker thread)", 4, 100000, smoke=8
+        ),
         Param("sleep", float, 0.1, "s each task sleeps", 0.0, 60.0, smoke=0.01),
         Param("kill_fraction", float, 0.25, "kill once this fraction of the tasks finished", 0.0, 0.9),
         Param("recover_timeout", float, 30.0, "s the killed worker has to come back", 1.0, 3600, smoke=5.0),
@@ -647,23 +649,24 @@ class DaskResilience(_DaskCheck):
         p = ctx.params
         hosts = expected_hosts(ctx)
         expected_count = sum(h.nworkers for h in hosts)
-        exact = sum(i * i for i in range(p.tasks))
         with session(ctx) as sess:
             before = sess.workers()
             if len(before) < 2:
                 raise CheckError(
                     f"{len(before)} worker process(es) registered: killing one would leave none to finish"
                 )
-            baseline = sess.squares_sum(p.tasks, p.sleep, None, ctx.remaining())
+            # Work left to kill into however many threads the cluster has: with a fixed count, a
+            # large cluster finished the rest while the victim was being chosen.
+            tasks = max(p.tasks, 8 * sum(w.nthreads for w in before))
+            exact = sum(i * i for i in range(tasks))
+            baseline = sess.squares_sum(tasks, p.sleep, None, ctx.remaining())
             yield ctx.compare(exact, baseline["total"], name="dask.resilience.baseline")
-            killed = sess.squares_sum(
-                p.tasks, p.sleep, max(1, int(p.tasks * p.kill_fraction)), ctx.remaining()
-            )
+            killed = sess.squares_sum(tasks, p.sleep, max(1, int(tasks * p.kill_fraction)), ctx.remaining())
             yield ctx.compare(
                 exact,
                 killed["total"],
                 name="dask.resilience",
-                details={"victim": killed["victim"], "seconds": round(killed["seconds"], 4)},
+                details={"victim": killed["victim"], "seconds": round(killed["seconds"], 4), "tasks": tasks},
             )
             recovered, workers, recovered_at = _wait_recovered(
                 sess, killed["victim"], killed["victim_pid"], expected_count, ctx.bounded(p.recover_timeout)

@@ -53,6 +53,7 @@ class FakeSession:
         self.faults = faults
         self.pid = {w.address: 100 + i for i, w in enumerate(workers)}
         self.closed = False
+        self.ntasks: list[int] = []
         self.killed: list[str] = []
 
     def close(self) -> None:
@@ -106,6 +107,7 @@ class FakeSession:
     def squares_sum(
         self, ntasks: int, sleep_s: float, kill_after: int | None, timeout: float
     ) -> dict[str, Any]:
+        self.ntasks.append(ntasks)
         victim = None
         pid = 0
         if kill_after is not None:
@@ -307,6 +309,19 @@ def test_worker_not_restarted_fails_resilience(cj_cluster, fake):
     assert results["dask.resilience.recovered"].status == FAIL
     assert "not restarted" in results["dask.resilience.recovered"].reason
     assert "dask.resilience.recovery" not in results
+
+
+def test_resilience_has_work_left_for_every_thread_when_the_kill_comes(cj_cluster, fake):
+    """48 tasks on 3 x 32 threads would be over before a victim is chosen: 8 per thread instead."""
+    wide = [WorkerInfo(w.address, w.host, w.name, 32, MEMORY) for w in healthy_workers()]
+    sessions = fake(wide)
+    results = run(cj_cluster(HOSTS, engines={"dask": engine()}), ["dask.resilience"])
+    assert results["dask.resilience"].status == PASS
+    assert results["dask.resilience"].details["tasks"] == 8 * 96
+    assert sessions[0].ntasks == [8 * 96, 8 * 96]
+    fake()
+    results = run(cj_cluster(HOSTS, engines={"dask": engine()}), ["dask.resilience"])
+    assert results["dask.resilience"].details["tasks"] == 48
 
 
 def test_resilience_needs_two_workers(cj_cluster, fake):
