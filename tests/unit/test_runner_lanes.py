@@ -13,7 +13,7 @@ LOG: list[tuple[str, str, float]] = []
 LOCK = threading.Lock()
 
 
-def _check(name: str, category: str, engine: str | None = None, seconds: float = 0.3) -> type[Check]:
+def _check(name: str, category: str, engine: str | None = None, seconds: float = 0.6) -> type[Check]:
     class Fake(Check):
         def run(self, ctx: Any):
             with LOCK:
@@ -126,10 +126,10 @@ def test_a_shared_session_is_released_before_another_engine_runs_one_by_one(cj_c
 DRILLS = [
     _check("airflow.resilience", "resilience"),
     _check("celery.resilience", "resilience"),
-    _check("dask.resilience", "resilience", seconds=0.6),  # the Celery drill ends first
+    _check("dask.resilience", "resilience", seconds=1.2),  # the Celery drill ends first
     _check("monitoring.alert", "resilience"),
     # Starts when the Celery drill ends, before the Dask one: still running when the alert drill starts.
-    _check("spark.resilience", "resilience", seconds=0.6),
+    _check("spark.resilience", "resilience", seconds=1.2),
 ]
 DRILLS[3].also_uses = frozenset({"dask"})  # its drill stops a Dask worker
 PIPELINE = {"executor": "celery", "pipeline_backends": {"generate": "dask", "aggregate": "spark"}}
