@@ -307,19 +307,19 @@ def test_a_peer_that_stays_slow_fails_after_its_retries(cj_cluster, cj_netserver
 
 
 def test_netserver_command_serves_then_exits_after_its_lifetime(cj_token_file):
-    LIFETIME = 8  # noqa: N806
+    lifetime = 8
     port = free_port()
     start = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "compute_jobs", "netserver", "--bind", "127.0.0.1", "--port", str(port),
-         "--token-file", str(cj_token_file), "--lifetime", str(LIFETIME)],
+         "--token-file", str(cj_token_file), "--lifetime", str(lifetime)],
         cwd=REPO, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         token = load_token(str(cj_token_file))
         client = None
         # The import of every check module comes first: seconds on a loaded host.
-        while client is None and time.monotonic() - start < LIFETIME:
+        while client is None and time.monotonic() - start < lifetime:
             try:
                 client = NetClient("127.0.0.1", port, token, timeout=1.0)
             except NetError:
@@ -327,10 +327,10 @@ def test_netserver_command_serves_then_exits_after_its_lifetime(cj_token_file):
         assert client is not None, "netserver did not come up"
         assert client.echo(b"ping") > 0
         client.close()
-        assert proc.wait(timeout=LIFETIME + 10) == 0
+        assert proc.wait(timeout=lifetime + 10) == 0
     finally:
         proc.kill()
-    assert time.monotonic() - start < LIFETIME + 10
+    assert time.monotonic() - start < lifetime + 10
     assert f"listening on 127.0.0.1:{port}" in proc.stderr.read()
 
 
