@@ -152,12 +152,20 @@ def _register_tasks(app: Celery) -> None:
     def slow_double(self: Any, value: int, seconds: float, hold: float = 0.0) -> dict[str, Any]:
         """Announce the pool process running it (state PROGRESS), sleep, return 2 * value.
 
+        ``parent`` is the worker's main process (the prefork pool's parent): a restarted worker has
+        another, so the drain probe can tell a host's work before its restart from the work after.
+
         The resilience check kills the announced process mid-sleep; the requeued delivery must run
         in another pool process and still return 2 * value. With ``hold``, the first delivery of the
         task sleeps that long instead of ``seconds``: it waits for its kill, however late on a
         loaded host the kill comes, and the redelivery ends after ``seconds``.
         """
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "worker": self.request.hostname}
+        me = {
+            "pid": os.getpid(),
+            "parent": os.getppid(),
+            "host": socket.gethostname(),
+            "worker": self.request.hostname,
+        }
         first = hold > 0 and _first_delivery(self.request.id)
         self.update_state(state="PROGRESS", meta=me)
         time.sleep(hold if first else seconds)

@@ -18,11 +18,16 @@ Run on the head node as the service account (``playbooks/scale.yml`` does)::
         --credentials /etc/clusterforge/spark/client/webui.credentials --workers 10.0.0.13:7078
         # after SIGPWR to those workers: until the master lists them DECOMMISSIONED (it starts no
         # executor there) with no core in use (their executors finished and handed over their blocks)
-    python -m compute_jobs.services.drain probe --out /var/tmp/x.json --seconds 30
-        # a Dask computation and a Celery batch of known answers, submitted before the drain and
-        # collected after it: writes <out>.started once both are running, then the verdict to <out>
+    python -m compute_jobs.services.drain probe --out /var/tmp/x.json --seconds 30 \\
+        --release /var/tmp/x.json.release
+        # a Dask computation and a Celery batch of known answers, kept in flight across the drain
+        # (a new round of tasks whenever half a round is left) until the release file exists, then
+        # collected: writes <out>.started once both run, then the verdict to <out>
 
-The probe's verdict: the exact sums, which hosts ran the tasks, and ``ok`` (both sums exact).
+The probe's verdict: the exact sums, which hosts ran the tasks, how many Celery worker processes
+each host ran them in (a restart mid-batch makes two), the fewest tasks in flight at any moment
+(``min_in_flight``: 0 means the work ran dry and a drain may have come after it), and ``ok``: both
+sums exact, released before the stream limit, and never dry.
 Standard library at import; dask and celery are imported when used.
 """
 
@@ -171,12 +176,78 @@ def wait_spark_decommissioned(
     }
 
 
-def probe(out: str, seconds: float, dask_tasks: int, celery_tasks: int) -> dict[str, Any]:
-    """Submit both workloads, announce them (OUT.started), collect them, write the verdict to OUT."""
+class Stream:
+    """One workload kept in flight: rounds of ROUND tasks, the next one submitted whenever half a
+    round or less is outstanding, so that work runs across a drain or a roll however long it takes.
+
+    SUBMIT(first) submits the round whose task numbers start at FIRST and returns its handles; DONE
+    tells a finished handle. ``tick`` counts the outstanding handles and remembers the smallest
+    count it saw (``min_in_flight``): 0 means the workload ran dry at some moment.
+    """
+
+    def __init__(self, round_size: int, submit: Callable[[int], list[Any]], done: Callable[[Any], bool]):
+        self.round_size = round_size
+        self.submit = submit
+        self.done = done
+        self.handles: list[Any] = []
+        self.pending: list[Any] = []
+        self.rounds = 0
+        self.min_in_flight: int | None = None
+        self.top_up()
+
+    def top_up(self) -> None:
+        new = self.submit(self.rounds * self.round_size)
+        self.rounds += 1
+        self.handles.extend(new)
+        self.pending.extend(new)
+
+    def tick(self, more: bool) -> int:
+        """Count the outstanding handles; with MORE, submit a round when half a round or less is."""
+        self.pending = [h for h in self.pending if not self.done(h)]
+        count = len(self.pending)
+        self.min_in_flight = count if self.min_in_flight is None else min(self.min_in_flight, count)
+        if more and count <= self.round_size // 2:
+            self.top_up()
+        return count
+
+    @property
+    def tasks(self) -> int:
+        return self.rounds * self.round_size
+
+
+def run_streams(
+    streams: dict[str, Stream], release: str | None, stream_limit: float, pause: float = 0.5
+) -> dict[str, Any]:
+    """Keep STREAMS in flight until the file RELEASE exists (the drain or roll is over) or
+    STREAM_LIMIT s have passed; without RELEASE, submit nothing more. What each had in flight then."""
+    start = time.monotonic()
+    released = release is None or os.path.exists(release)
+    while not released and time.monotonic() - start < stream_limit:
+        for stream in streams.values():
+            stream.tick(more=True)
+        time.sleep(pause)
+        released = release is None or os.path.exists(release)
+    at_release = {name: stream.tick(more=False) for name, stream in streams.items()}
+    return {
+        "released": released,
+        "in_flight_at_release": at_release,
+        "seconds": round(time.monotonic() - start, 2),
+    }
+
+
+def probe(
+    out: str,
+    seconds: float,
+    dask_tasks: int,
+    celery_tasks: int,
+    release: str | None = None,
+    stream_limit: float = 600.0,
+) -> dict[str, Any]:
+    """Submit both workloads, announce them (OUT.started), keep them in flight until RELEASE exists,
+    collect them, write the verdict to OUT."""
     verdict: dict[str, Any] = {"ok": False}
     client = app = None
-    futures: list[Any] = []
-    celery_result = None
+    streams: dict[str, Stream] = {}
     started = time.monotonic()
     if dask_tasks:
         from distributed import Client
@@ -191,8 +262,14 @@ def probe(out: str, seconds: float, dask_tasks: int, celery_tasks: int) -> dict[
 
         client = Client(timeout=30)
         threads = max(1, sum(client.nthreads().values()))
-        pause = seconds * threads / dask_tasks
-        futures = client.map(square_on, range(dask_tasks), pause=pause, pure=False)
+        dask_pause = seconds * threads / dask_tasks
+        streams["dask"] = Stream(
+            dask_tasks,
+            lambda first: client.map(
+                square_on, range(first, first + dask_tasks), pause=dask_pause, pure=False
+            ),
+            lambda future: future.done(),
+        )
     if celery_tasks:
         from celery import group
 
@@ -201,39 +278,43 @@ def probe(out: str, seconds: float, dask_tasks: int, celery_tasks: int) -> dict[
         settings = celery_app.load_settings()
         app = celery_app.create_app(settings)
         queue = str(settings.get("shared_queue", "clusterforge"))
-        pause = seconds / max(1, celery_tasks // 4)
-        flow = group(
-            app.signature(celery_app.TASK_PREFIX + "slow_double", args=(i, pause), queue=queue)
-            for i in range(celery_tasks)
-        )
-        celery_result = flow.apply_async()
+        celery_pause = seconds / max(1, celery_tasks // 4)
+
+        def batch(first: int) -> list[Any]:
+            flow = group(
+                app.signature(celery_app.TASK_PREFIX + "slow_double", args=(i, celery_pause), queue=queue)
+                for i in range(first, first + celery_tasks)
+            )
+            return list(flow.apply_async().results)
+
+        streams["celery"] = Stream(celery_tasks, batch, lambda result: result.ready())
     with open(out + ".started", "w", encoding="utf-8") as handle:
         json.dump({"dask_tasks": dask_tasks, "celery_tasks": celery_tasks}, handle)
-    ok = True
+    flow_state = run_streams(streams, release, stream_limit)
+    verdict["released"] = flow_state["released"]
+    ok = bool(flow_state["released"])
     if client is not None:
-        values = client.gather(futures)
-        total = sum(v for v, _ in values)
-        expected = sum(i * i for i in range(dask_tasks))
+        stream = streams["dask"]
+        values = client.gather(stream.handles)
         verdict["dask"] = {
-            "expected": expected,
-            "observed": total,
-            "tasks": dask_tasks,
+            **judge(range(stream.tasks), [v for v, _ in values], lambda i: i * i),
             "hosts": sorted({h for _, h in values}),
+            **stream_figures(stream, flow_state, "dask"),
         }
-        ok = ok and total == expected
+        ok = ok and verdict["dask"]["exact"] and (release is None or verdict["dask"]["min_in_flight"] > 0)
         client.close()
-    if celery_result is not None:
-        values = celery_result.get(timeout=max(60.0, 10 * seconds))
-        total = sum(v["value"] for v in values)
-        expected = sum(2 * i for i in range(celery_tasks))
+    if app is not None:
+        stream = streams["celery"]
+        wait = max(60.0, 10 * seconds)
+        values = [result.get(timeout=wait) for result in stream.handles]
         verdict["celery"] = {
-            "expected": expected,
-            "observed": total,
-            "tasks": celery_tasks,
+            **judge(range(stream.tasks), [v["value"] for v in values], lambda i: 2 * i),
             "hosts": sorted({v["host"] for v in values}),
+            "instances": worker_instances(values),
             "redelivered": sum(bool(v.get("redelivered")) for v in values),
+            **stream_figures(stream, flow_state, "celery"),
         }
-        ok = ok and total == expected
+        ok = ok and verdict["celery"]["exact"] and (release is None or verdict["celery"]["min_in_flight"] > 0)
     verdict["ok"] = ok
     verdict["seconds"] = round(time.monotonic() - started, 2)
     tmp = out + ".tmp"
@@ -241,6 +322,37 @@ def probe(out: str, seconds: float, dask_tasks: int, celery_tasks: int) -> dict[
         json.dump(verdict, handle)
     os.replace(tmp, out)
     return verdict
+
+
+def judge(numbers: range, observed: list[int], answer: Callable[[int], int]) -> dict[str, Any]:
+    """The exact sum of ANSWER over NUMBERS against the sum of the OBSERVED values."""
+    expected = sum(answer(i) for i in numbers)
+    total = sum(observed)
+    return {
+        "exact": total == expected and len(observed) == len(numbers),
+        "expected": expected,
+        "observed": total,
+        "tasks": len(numbers),
+    }
+
+
+def stream_figures(stream: Stream, flow_state: dict[str, Any], name: str) -> dict[str, Any]:
+    """How the workload stayed in flight: rounds submitted, the fewest tasks outstanding at any
+    moment the probe looked (0: it ran dry, the drain may have come after it), and at the release."""
+    in_flight = flow_state["in_flight_at_release"][name]
+    least = min(stream.min_in_flight or 0, in_flight)
+    return {"rounds": stream.rounds, "min_in_flight": least, "in_flight_at_release": in_flight}
+
+
+def worker_instances(values: list[dict[str, Any]]) -> dict[str, int]:
+    """Per worker (its name without ``celery@``: the inventory's name of its host), how many worker
+    processes (main process ids: a restart makes a new one) ran a part of the batch; 2 or more
+    means that worker ran it before and after a restart."""
+    seen: dict[str, set[Any]] = {}
+    for value in values:
+        name = str(value.get("worker") or value["host"]).split("@", 1)[-1]
+        seen.setdefault(name, set()).add(value.get("parent"))
+    return {host: len(parents) for host, parents in sorted(seen.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="about how long each workload runs")
     p.add_argument("--dask-tasks", type=int, default=0)
     p.add_argument("--celery-tasks", type=int, default=0)
+    p.add_argument(
+        "--release", help="keep the workloads in flight until this file exists (the drain is over)"
+    )
+    p.add_argument("--stream-limit", type=float, default=600.0, help="stop submitting after this long anyway")
     args = parser.parse_args(argv)
     if args.command == "dask":
         result = retire_dask([a for a in args.addresses.split(",") if a], args.timeout)
@@ -285,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "rejoin":
         result = rejoin(args.celery_worker, args.timeout)
     else:
-        result = probe(args.out, args.seconds, args.dask_tasks, args.celery_tasks)
+        result = probe(
+            args.out, args.seconds, args.dask_tasks, args.celery_tasks, args.release, args.stream_limit
+        )
     json.dump(result, sys.stdout)
     print()
     return 0 if result.get("ok", True) else 1
