@@ -62,3 +62,83 @@ def test_waiting_for_decommission_ends_when_drained_or_at_the_timeout(monkeypatc
     result = drain.wait_spark_decommissioned("https://m:8080", "/x", ["10.0.0.13:7078"], timeout=5)
     assert result["ok"] is ok and result["waiting"] == waiting
     assert seen[0] == "https://m:8080/json/" and set(result["workers"]) == {"10.0.0.13:7078"}
+
+
+class _Handle:
+    """A task handle of the fake workload: done once its number is in DONE."""
+
+    def __init__(self, number: int, done: set[int]):
+        self.number = number
+        self._done = done
+
+    def is_done(self) -> bool:
+        return self.number in self._done
+
+
+def _stream(round_size: int, done: set[int]) -> drain.Stream:
+    return drain.Stream(
+        round_size,
+        lambda first: [_Handle(i, done) for i in range(first, first + round_size)],
+        _Handle.is_done,
+    )
+
+
+def test_a_stream_submits_a_new_round_only_when_half_a_round_or_less_is_left():
+    done: set[int] = set()
+    stream = _stream(4, done)
+    assert stream.rounds == 1 and stream.tick(more=True) == 4 and stream.rounds == 1
+    done.update({0, 1})
+    assert stream.tick(more=True) == 2 and stream.rounds == 2  # 2 left of 4: round 2 (tasks 4..7)
+    assert [h.number for h in stream.handles] == list(range(8)) and stream.tasks == 8
+    done.update(range(8))
+    # Without MORE (after the release), nothing is submitted and the dry moment is remembered.
+    assert stream.tick(more=False) == 0 and stream.rounds == 2 and stream.min_in_flight == 0
+
+
+def test_the_streams_run_until_the_release_file_and_say_what_was_in_flight(tmp_path, monkeypatch):
+    release = tmp_path / "probe.json.release"
+    done: set[int] = set()
+    stream = _stream(10, done)
+    clock = {"now": 0.0}
+
+    def sleep(seconds: float) -> None:
+        # Three tasks end per pause; the playbook releases the probe after 20 s.
+        clock["now"] += seconds
+        finished = len(done)
+        done.update(range(finished, finished + 3))
+        if clock["now"] >= 20:
+            release.write_text("")
+
+    monkeypatch.setattr(drain.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(drain.time, "sleep", sleep)
+    state = drain.run_streams({"celery": stream}, str(release), stream_limit=600, pause=0.5)
+    assert state["released"] is True and 19.5 <= state["seconds"] <= 20.5
+    # 40 pauses, 3 tasks each: 120 tasks ended, never fewer than 5 in flight (a round at <= 5 left).
+    assert stream.rounds >= 12 and stream.min_in_flight > 0
+    assert state["in_flight_at_release"]["celery"] == stream.tasks - len(done) > 0
+
+
+def test_a_probe_never_released_stops_submitting_at_its_limit(tmp_path, monkeypatch):
+    stream = _stream(10, set())
+    clock = {"now": 0.0}
+    monkeypatch.setattr(drain.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(drain.time, "sleep", lambda s: clock.__setitem__("now", clock["now"] + s))
+    state = drain.run_streams({"dask": stream}, str(tmp_path / "never"), stream_limit=30, pause=0.5)
+    assert state["released"] is False and stream.rounds == 1 and state["in_flight_at_release"] == {"dask": 10}
+
+
+def test_the_sums_judge_every_task_once():
+    assert drain.judge(range(4), [0, 2, 4, 6], lambda i: 2 * i)["exact"] is True
+    assert drain.judge(range(4), [0, 2, 4, 7], lambda i: 2 * i)["exact"] is False
+    # A lost task whose value is 0 leaves the sum unchanged: the count still tells it.
+    assert drain.judge(range(4), [2, 4, 6], lambda i: 2 * i)["exact"] is False
+
+
+def test_a_worker_restarted_mid_batch_shows_two_processes():
+    values = [
+        {"host": "n1", "worker": "celery@node1", "parent": 100, "value": 0},
+        {"host": "n1", "worker": "celery@node1", "parent": 100, "value": 2},
+        {"host": "n2", "worker": "celery@node2", "parent": 200, "value": 4},
+        {"host": "n2", "worker": "celery@node2", "parent": 233, "value": 6},
+    ]
+    assert drain.worker_instances(values) == {"node1": 1, "node2": 2}
