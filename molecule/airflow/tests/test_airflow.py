@@ -80,6 +80,16 @@ def test_a_cleanly_stopped_daemon_comes_back(host):
     assert_comes_back_after_a_clean_exit(host, "luigid", before)
 
 
+@pytest.mark.parametrize("unit", ["airflow-triggerer", "airflow-dag-processor"])
+def test_an_airflow_daemon_ended_cleanly_comes_back(host, unit):
+    """Airflow's daemons answer SIGTERM with status 0 (a clean shutdown): only Restart=always, not
+    on-failure, starts them again. The scheduler and the API server keep running for the DAG runs
+    below."""
+    before = restarts(host, unit)
+    assert host.run("systemctl kill -s TERM --kill-whom=main %s", unit).rc == 0
+    assert_comes_back_after_a_clean_exit(host, unit, before, timeout=180)
+
+
 def test_services_bind_where_they_should(host):
     address = host.interface.default().addresses[0]
     assert host.socket(f"tcp://{address}:8090").is_listening
