@@ -38,13 +38,14 @@ PROJECT = (
     "requirements",
 )
 # What a tier's inputs take of the project (tier_files): the files every tier reads (the
-# configuration, site.yml, the plugins, tier_state's playbooks and those site.yml imports before
-# the tier's own), the roles its playbook applies and the roles those apply (roles lists, meta
-# dependencies, include_role and import_role, a sibling's files through role_path/../), and a
-# directory of DEPLOYED only where one of those names it (role_path/../../compute_jobs). A role's
-# molecule scenarios and its README are no converge's input. A tier whose roles cannot be told (no
-# playbooks/<tier>.yml, a templated role name, a role outside roles/, a file that is not plain
-# YAML) takes every file, as before; one that site.yml does not import takes every playbook.
+# configuration, site.yml, the plugins, the playbooks site.yml imports before the tier's own and
+# the folders of playbooks/ that those or the tier's own name, such as tier_state/), the roles its
+# playbook applies and the roles those apply (roles lists, meta dependencies, include_role and
+# import_role, a sibling's files through role_path/../), and a directory of DEPLOYED only where one
+# of those names it (role_path/../../compute_jobs). A role's molecule scenarios and its README are
+# no converge's input. A tier whose roles cannot be told (no playbooks/<tier>.yml, a templated role
+# name, a role outside roles/, a file that is not plain YAML) takes every file, as before; one that
+# site.yml does not import takes every playbook.
 DEPLOYED = ("compute_jobs", "clusterforge_pipeline", "dags", "notebooks")
 NOT_READ_BY_A_CONVERGE = ("molecule",)
 ROLE_KEYS = ("include_role", "import_role")
@@ -319,8 +320,12 @@ def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
     before = playbooks_before(tier, root)
     kept: list[tuple[str, Path]] = []
     named: set[str] = set()
+    folders: dict[str, list[tuple[str, Path]]] = {}  # playbooks/<folder>/...: held until named
     for relative, full in every:
         parts = relative.split(os.sep)
+        if parts[0] == "playbooks" and len(parts) > 2 and before is not None:
+            folders.setdefault(parts[1], []).append((relative, full))
+            continue
         other = parts[0] == "playbooks" and len(parts) == 2 and full.stem not in tiers
         if other and before is not None and full.name not in before:
             continue  # run after the tier (verify.yml) or not by site.yml (scale.yml, upgrade.yml)
@@ -338,7 +343,23 @@ def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
             continue
         kept.append((relative, full))
     kept.extend((relative, full) for relative, full in every if relative.split(os.sep)[0] in named)
+    # A folder of playbooks/ is the tier's only where a playbook it runs names it (tier_state/ from
+    # each tier's playbook; drain_probe/ from upgrade.yml and scale.yml, which site.yml does not run).
+    readers = [full for relative, full in kept if relative.split(os.sep)[0] in ("site.yml", "playbooks")]
+    while readers:
+        text = b"".join(_read(full) for full in readers)
+        readers = []
+        for folder in [folder for folder in folders if f"{folder}/".encode() in text]:
+            kept.extend(folders[folder])
+            readers.extend(full for _, full in folders.pop(folder))
     return sorted(kept)
+
+
+def _read(full: Path) -> bytes:
+    try:
+        return full.read_bytes()
+    except OSError:
+        return b""
 
 
 @_remembered

@@ -505,6 +505,20 @@ def test_a_tier_takes_the_playbooks_site_yml_runs_before_it_only(tmp_path):
     ]
     # What runs after every tier (the verification) or outside site.yml (scale, upgrade) is no input.
     assert stale_after(root, {"playbooks/verify.yml": "[2]\n", "playbooks/scale.yml": "[2]\n"}) == set()
+    # A folder of playbooks/ is a tier's input only where a playbook it runs names it, directly
+    # (tier_state/ from each tier's playbook) or through another such folder.
+    (root / "playbooks/drain_probe").mkdir()
+    (root / "playbooks/snapshot").mkdir()
+    probe = {"playbooks/drain_probe/start.yml": "[]\n", "playbooks/snapshot/take.yml": "[]\n"}
+    for name, text in probe.items():
+        (root / name).write_text(text)
+    (root / "playbooks/scale.yml").write_text("- ansible.builtin.import_playbook: drain_probe/start.yml\n")
+    assert stale_after(root, {"playbooks/drain_probe/start.yml": "[3]\n"}) == set()
+    assert stale_after(root, {"playbooks/snapshot/take.yml": "[3]\n"}) == set()
+    named = {"playbooks/tier_state/check.yml": "- import_playbook: ../snapshot/take.yml\n"}
+    assert stale_after(root, named) == {"front", "back"}
+    assert stale_after(root, {"playbooks/snapshot/take.yml": "[4]\n"}) == {"front", "back"}
+    assert "playbooks/drain_probe/start.yml" not in [rel for rel, _ in ACTION.tier_files("back", root)]
     # What runs before the tiers is every tier's: a changed preflight makes both stale.
     assert stale_after(root, {"playbooks/preflight.yml": "[2]\n"}) == {"front", "back"}
     # A site.yml that cannot be read as plain imports takes every playbook again.
