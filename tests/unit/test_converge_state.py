@@ -754,3 +754,17 @@ def test_a_run_with_a_role_part_s_tag_and_no_cached_facts_reads_the_facts(tmp_pa
     )
     assert rc == 0, output
     assert re.search(r'"msg": "memory [0-9]+ MB"', output)
+
+
+def test_what_the_roles_write_on_a_node_does_not_depend_on_where_the_project_is():
+    """A node's files must come out the same from any checkout of the project (a colleague's clone,
+    a moved directory): a controller path in a template changes the file, and its unit restarts."""
+    controller_paths = re.compile(r"\b(role_path|playbook_dir|inventory_dir|ansible_config_file)\b")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted(ROOT.glob("roles/*/templates/**/*"))
+        if path.is_file()
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if controller_paths.search(line)
+    ]
+    assert found == []
