@@ -52,7 +52,7 @@ def test_the_hub_runs_and_listens_on_the_cluster_address_only(head, url):
     address = url.split("//")[1].split(":")[0]
     assert head.socket(f"tcp://{address}:8000").is_listening
     assert not head.socket("tcp://0.0.0.0:8000").is_listening
-    for port in (8081, 8001):
+    for port in (8091, 8001):
         assert head.socket(f"tcp://127.0.0.1:{port}").is_listening
         assert not head.socket(f"tcp://{address}:{port}").is_listening
 
