@@ -1,7 +1,8 @@
 """Command line: ``python -m compute_jobs {list,run,calibrate,report,netserver}``.
 
 Exit codes: 0 no FAIL/ERROR; 1 at least one FAIL or ERROR; 2 usage or input error (the message
-names the offending field or file).
+names the offending field or file); 70 the suite itself broke (a bug: the traceback is on stderr),
+never 1, which would read as "a check did not pass" with no results written.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from compute_jobs.report import (
     cmd_report,
     render_junit,
     render_table,
+    suite_broke,
     write_jsonl,
 )
 from compute_jobs.report import add_arguments as add_report_arguments
@@ -140,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except Exception:  # a bug of the suite, told apart from a check's FAIL (exit 1)
+        return suite_broke()
 
 
 # --- commands -----------------------------------------------------------------------------------

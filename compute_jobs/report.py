@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -480,6 +481,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report.exit_code()
 
 
+EXIT_BROKEN = 70  # sysexits' EX_SOFTWARE: never 1, which reads as "a check did not pass"
+
+
+def suite_broke() -> int:
+    """Exit status and message of an uncaught exception: a bug of the suite, not a check result."""
+    traceback.print_exc()
+    print("error: the suite itself failed (a bug, not a check result); no results written", file=sys.stderr)
+    return EXIT_BROKEN
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m compute_jobs.report",
@@ -492,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ReportInputError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # a bug of the suite, told apart from a FAIL (exit 1)
+        return suite_broke()
 
 
 if __name__ == "__main__":

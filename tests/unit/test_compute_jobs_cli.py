@@ -272,3 +272,58 @@ def test_progress_file_gets_a_line_per_check_as_it_starts_and_finishes(cluster_f
     # each check's results follow its own start line, before the next check starts
     first = [i for i, e in enumerate(events) if e["event"] == "start"]
     assert all(events[i + 1]["event"] == "result" for i in first)
+
+
+CRASH = """
+import sys
+from compute_jobs import cli, runner
+
+def broken(self, config):
+    raise RuntimeError("a bug in the runner")
+
+runner.Runner.run = broken
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_bug_of_the_suite_exits_70_not_1_which_reads_as_a_failed_check(cluster_file, tmp_path):
+    # verify.yml takes exit 0 and 1 as "the suite ran to its end and wrote its results"; an
+    # uncaught exception would exit 1 as well, with no results file.
+    out = tmp_path / "node.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CRASH,
+            "run",
+            "--cluster",
+            str(cluster_file),
+            "--only",
+            "node.disk",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 70, proc.stdout + proc.stderr
+    assert "RuntimeError: a bug in the runner" in proc.stderr
+    assert "the suite itself failed" in proc.stderr
+    assert not out.exists()
+
+
+def test_a_bug_of_the_report_exits_70_too(tmp_path):
+    crash = "import sys\nfrom compute_jobs import report\n"
+    crash += "report.build_report = lambda *a, **k: 1 / 0\nsys.exit(report.main(sys.argv[1:]))\n"
+    (tmp_path / "node.jsonl").write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-c", crash, "--out-dir", str(tmp_path / "r"), str(tmp_path / "node.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 70, proc.stdout + proc.stderr
+    assert "ZeroDivisionError" in proc.stderr and "the suite itself failed" in proc.stderr

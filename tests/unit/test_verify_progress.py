@@ -84,7 +84,8 @@ def test_the_follow_task_reduces_the_unit_to_started_or_done():
     assert state("LoadState=loaded\nSubState=exited\n") == {"done": 1}
     assert state("LoadState=loaded\nSubState=failed\n") == {"done": 1}
     assert state("LoadState=not-found\nSubState=dead\n") == {"done": 1}
-    assert state("") == {"done": 1}
+    # systemctl timed out on a busy node and printed nothing: not an end, the next poll asks again.
+    assert state("") == {"started": 1}
 
 
 def test_the_collect_task_names_a_run_that_did_not_end():
@@ -102,3 +103,13 @@ def test_the_collect_task_names_a_run_that_did_not_end():
     assert not outcome(loaded + "Result=exit-code\nExecMainStatus=2\n")["ok"]
     gone = outcome("LoadState=not-found\nResult=success\nExecMainStatus=0\n")
     assert not gone["ok"] and "not-found" in gone["why"]
+    # A suite that still runs reads Result=success, ExecMainStatus=0 as well: not an end.
+    running = outcome(loaded + "SubState=running\nResult=success\nExecMainStatus=0\n")
+    assert not running["ok"] and "still running" in running["why"]
+    assert outcome(loaded + "SubState=exited\nResult=success\nExecMainStatus=0\n") == {"ok": True}
+    assert outcome(loaded + "SubState=failed\nResult=exit-code\nExecMainStatus=1\n") == {"ok": True}
+    # The suite's own bug (exit 70) is not a failed check (exit 1).
+    broken = outcome(loaded + "SubState=failed\nResult=exit-code\nExecMainStatus=70\n")
+    assert not broken["ok"] and "exit status 70" in broken["why"]
+    # No answer from systemctl: the collect task asks again.
+    assert outcome("") == {"unread": True}
