@@ -15,7 +15,7 @@ module: clusterforge_transient_unit
 short_description: Run a program as a transient systemd unit with a deadline, or unload one
 description:
   - C(state=started) starts ARGV with C(systemd-run) as the unit NAME, as USER, with
-    C(RuntimeMaxSec=runtime_max_sec) and C(RemainAfterExit=yes), in USER's home: the unit keeps
+    C(RuntimeMaxSec=runtime_max_sec) and C(RemainAfterExit=yes), in USER's home. The unit keeps
     its outcome (C(systemctl show -p Result,ExecMainStatus)) until it is unloaded, an operator
     follows it with C(systemctl status) and C(journalctl -u), and stopping it stops everything the
     program started.
