@@ -114,6 +114,39 @@ def test_a_client_holding_a_file_open_reads_what_the_server_rewrote():
     assert out == "new", f"the client read {out!r} after the server rewrote the file to 'new'"
 
 
+def sftp_sessions_in_homes(server) -> list[str]:
+    """The server's sftp sessions whose cwd is under the homes mount (sshd starts each in its
+    account's home): each keeps a plain umount of that mount busy."""
+    listing = podman(
+        "exec",
+        "--privileged",  # another account's /proc/PID/cwd needs ptrace rights
+        SERVER,
+        "sh",
+        "-c",
+        "for p in $(pgrep -f internal-sftp); do echo $p $(readlink /proc/$p/cwd); done",
+    )
+    return [line for line in listing.stdout.splitlines() if f" {HOMES}/" in line]
+
+
+def test_a_changed_server_unit_restarts_while_clients_use_the_homes():
+    """A re-converge that changes the server's mount unit restarts it. The client's sftp sessions
+    sit in the homes (their cwd), so a plain umount fails with "target is busy" and the storage
+    tier with it; the unit detaches lazily, and the client goes on reading and writing."""
+    server, client = node(SERVER), node(CLIENT)
+    assert client.mount_point(f"{HOMES}/{USER}").exists
+    busy = sftp_sessions_in_homes(server)
+    assert busy, "no sftp session of the client sits in a home: the restart would prove nothing"
+    unit = HOMES[1:].replace("/", "-") + ".mount"
+    restarted = server.run("systemctl restart %s", unit)
+    assert restarted.rc == 0, server.run("journalctl -u %s -n 5 --no-pager", unit).stdout
+    assert server.mount_point(HOMES).exists
+    token = uuid.uuid4().hex
+    wrote = as_user(client, USER, "sh -c %s", f"echo {token} > {HOMES}/{USER}/molecule-restart.txt")
+    assert wrote.rc == 0, wrote.stderr
+    assert server.file(f"{HOMES}/{USER}/molecule-restart.txt").content_string.strip() == token
+    assert server.run("rm -f %s", f"{HOMES}/{USER}/molecule-restart.txt").rc == 0
+
+
 def test_homes_keep_their_owners_and_refuse_other_accounts():
     client, server = node(CLIENT), node(SERVER)
     assert as_user(client, USER, "sh -c %s", f"echo mine > {HOMES}/{USER}/own.txt").rc == 0
