@@ -32,6 +32,11 @@ def node(name: str):
     return testinfra.get_host(f"podman://{name}")
 
 
+def mount_unit(path: str) -> str:
+    """The systemd mount unit of PATH (systemd-escape --path --suffix=mount)."""
+    return path[1:].replace("-", "\\x2d").replace("/", "-") + ".mount"
+
+
 def as_user(host, user: str, command: str, *args: str):
     return host.run(f"cd / && timeout 60 runuser -u {user} -- " + command, *args)
 
@@ -60,7 +65,7 @@ def test_every_shared_path_is_mounted(host):
             source = host.run("findmnt -n -o SOURCE --mountpoint %s", path).stdout.strip()
             expected = {DATA: f"{EXPORT}/data", HOMES: f"{EXPORT}/home"}[path]
             assert source.endswith(f"[{expected}]"), f"{path} on {name} comes from {source}, not {expected}"
-        unit = path[1:].replace("-", "\\x2d").replace("/", "-") + ".mount"
+        unit = mount_unit(path)
         assert host.service(unit).is_enabled, f"{unit} is not enabled on {name}"
 
 
@@ -136,7 +141,7 @@ def test_a_changed_server_unit_restarts_while_clients_use_the_homes():
     assert client.mount_point(f"{HOMES}/{USER}").exists
     busy = sftp_sessions_in_homes(server)
     assert busy, "no sftp session of the client sits in a home: the restart would prove nothing"
-    unit = HOMES[1:].replace("/", "-") + ".mount"
+    unit = mount_unit(HOMES)
     restarted = server.run("systemctl restart %s", unit)
     assert restarted.rc == 0, server.run("journalctl -u %s -n 5 --no-pager", unit).stdout
     assert server.mount_point(HOMES).exists
@@ -214,10 +219,10 @@ def test_mounts_come_back_after_the_client_restarts():
 def test_a_missing_mount_is_not_papered_over():
     """With the share unmounted the path is an empty local directory: nothing of the share shows."""
     client = node(CLIENT)
-    assert client.run("systemctl stop %s", DATA[1:].replace("/", "-") + ".mount").rc == 0
+    assert client.run("systemctl stop %s", mount_unit(DATA)).rc == 0
     try:
         assert not client.mount_point(DATA).exists
         assert not client.file(f"{DATA}/molecule-{SERVER}.txt").exists
     finally:
-        assert client.run("systemctl start %s", DATA[1:].replace("/", "-") + ".mount").rc == 0
+        assert client.run("systemctl start %s", mount_unit(DATA)).rc == 0
     assert client.mount_point(DATA).exists
