@@ -152,6 +152,56 @@ def test_a_changed_server_unit_restarts_while_clients_use_the_homes():
     assert server.run("rm -f %s", f"{HOMES}/{USER}/molecule-restart.txt").rc == 0
 
 
+def sshfs_daemons(host, path: str) -> set[str]:
+    """PIDs of the sshfs processes that mount PATH (the bracket keeps pgrep's shell out)."""
+    found = host.run("pgrep -f %s", f"[m]ount.fuse.sshfs [^ ]* {path} ")
+    return set(found.stdout.split())
+
+
+def test_a_changed_client_unit_restarts_while_a_user_works_in_their_home():
+    """A re-converge that changes a client's mount unit restarts it. A user's process that sits in
+    the home (a login shell, a notebook server: its cwd) keeps a plain umount busy, and the storage
+    tier would fail with "target is busy"; the unit detaches lazily and mounts the home again."""
+    client, server = node(CLIENT), node(SERVER)
+    home, holder = f"{HOMES}/{USER}", "molecule-home-holder"
+    unit = mount_unit(home)
+    # Its cwd is read from what it wrote: /proc/PID/cwd needs ptrace, which the nodes' exec lacks.
+    started = client.run(
+        "systemd-run --unit=%s --uid=%s --working-directory=%s sh -c %s",
+        holder,
+        USER,
+        home,
+        "pwd -P > /tmp/molecule-holder.cwd && exec sleep 600",
+    )
+    assert started.rc == 0, started.stderr
+    try:
+        for _ in range(20):
+            cwd = client.run("cat /tmp/molecule-holder.cwd").stdout.strip()
+            if cwd:
+                break
+            time.sleep(0.5)
+        assert cwd == home, (
+            f"the holder does not sit in the home (cwd {cwd!r}): the restart would prove nothing"
+        )
+        assert client.run("systemctl is-active %s", holder).stdout.strip() == "active"
+        before = sshfs_daemons(client, home)
+        assert before, f"no sshfs process serves {home}"
+        restarted = client.run("systemctl restart %s", unit)
+        assert restarted.rc == 0, client.run("journalctl -u %s -n 5 --no-pager", unit).stdout
+        assert client.mount_point(home).exists
+        after = sshfs_daemons(client, home)
+        assert after and not after & before, (
+            f"the mount was not replaced: sshfs {before} before, {after} after"
+        )
+        token = uuid.uuid4().hex
+        wrote = as_user(client, USER, "sh -c %s", f"echo {token} > {home}/molecule-client-restart.txt")
+        assert wrote.rc == 0, wrote.stderr
+        assert server.file(f"{home}/molecule-client-restart.txt").content_string.strip() == token
+    finally:
+        client.run("systemctl stop %s; rm -f /tmp/molecule-holder.cwd", holder)
+        server.run("rm -f %s", f"{home}/molecule-client-restart.txt")
+
+
 def test_homes_keep_their_owners_and_refuse_other_accounts():
     client, server = node(CLIENT), node(SERVER)
     assert as_user(client, USER, "sh -c %s", f"echo mine > {HOMES}/{USER}/own.txt").rc == 0
