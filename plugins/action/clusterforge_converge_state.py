@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib.util
@@ -38,8 +39,10 @@ PROJECT = (
     "requirements",
 )
 # What a tier's inputs take of the project (tier_files): the files every tier reads (the
-# configuration, site.yml, the plugins, the playbooks site.yml imports before the tier's own and
-# the folders of playbooks/ that those or the tier's own name, such as tier_state/), the roles its
+# configuration, site.yml, the playbooks site.yml imports before the tier's own and the folders of
+# playbooks/ that those or the tier's own name, such as tier_state/), the plugins that the tier's
+# files name (a module or action plugin by its name, a filter or test plugin by the names it
+# declares; no callback or inventory plugin), the roles its
 # playbook applies and the roles those apply (roles lists, meta dependencies, include_role and
 # import_role, a sibling's files through role_path/../), and a directory of DEPLOYED only where one
 # of those names it (role_path/../../compute_jobs). A role's molecule scenarios and its README are
@@ -48,6 +51,10 @@ PROJECT = (
 # site.yml does not import takes every playbook.
 DEPLOYED = ("compute_jobs", "clusterforge_pipeline", "dags", "notebooks")
 NOT_READ_BY_A_CONVERGE = ("molecule",)
+# Plugins that change what a run shows or which hosts and variables it gets, not what it does on a
+# node: the progress callback; an inventory plugin (what it yields, the hosts and the variables, is
+# digested as such).
+PLUGINS_NO_INPUT = ("callback", "inventory")
 ROLE_KEYS = ("include_role", "import_role")
 # Where a role's YAML may apply other roles, and the files that may reach a sibling's through role_path.
 ROLE_DIRS = ("tasks", "handlers", "meta")
@@ -321,8 +328,14 @@ def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
     kept: list[tuple[str, Path]] = []
     named: set[str] = set()
     folders: dict[str, list[tuple[str, Path]]] = {}  # playbooks/<folder>/...: held until named
+    plugins: list[tuple[str, Path]] = []  # plugins/<type>/<file>: held until named
     for relative, full in every:
         parts = relative.split(os.sep)
+        if parts[0] == "plugins":
+            if len(parts) > 2 and parts[1] in PLUGINS_NO_INPUT:
+                continue
+            plugins.append((relative, full))
+            continue
         if parts[0] == "playbooks" and len(parts) > 2 and before is not None:
             folders.setdefault(parts[1], []).append((relative, full))
             continue
@@ -352,7 +365,61 @@ def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
         for folder in [folder for folder in folders if f"{folder}/".encode() in text]:
             kept.extend(folders[folder])
             readers.extend(full for _, full in folders.pop(folder))
+    kept.extend(_plugins_named(plugins, [full for _, full in kept]))
     return sorted(kept)
+
+
+def _plugin_names(relative: str, full: Path) -> frozenset[str] | None:
+    """The names a playbook or role calls a plugin file by: its module, action or lookup name (the
+    file's name), and for filter and test plugins the keys of the mapping its filters() or tests()
+    returns (None where that is not a literal mapping: every tier takes the file)."""
+    kind = relative.split(os.sep)[1]
+    if kind not in ("filter", "test"):
+        return frozenset({full.stem})
+    try:
+        tree = ast.parse(_read(full))
+    except (SyntaxError, ValueError):
+        return None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == f"{kind}s":
+            returned = [n.value for n in ast.walk(node) if isinstance(n, ast.Return)]
+            if len(returned) != 1 or not isinstance(returned[0], ast.Dict):
+                return None
+            for key in returned[0].keys:
+                if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+                    return None
+                names.add(key.value)
+    return frozenset(names) if names else None
+
+
+def _plugins_named(plugins: list[tuple[str, Path]], readers: list[Path]) -> list[tuple[str, Path]]:
+    """Of the project's plugins, those that READERS (a tier's files) name, and those that the named
+    ones name in turn (an action plugin that loads its module); every one where a reader reaches
+    names by computing them, or where a plugin cannot be read."""
+    used: set[str] = set()
+    for full in readers:
+        words = _scan(full)[2]
+        if words is None:
+            return plugins
+        used |= words
+    kept: list[tuple[str, Path]] = []
+    waiting = list(plugins)
+    while True:
+        found = [
+            (relative, full)
+            for relative, full in waiting
+            if (names := _plugin_names(relative, full)) is None or names & used
+        ]
+        if not found:
+            return kept
+        kept.extend(found)
+        waiting = [plugin for plugin in waiting if plugin not in found]
+        for _, full in found:
+            words = _scan(full)[2]
+            if words is None:
+                return kept + waiting
+            used |= words
 
 
 def _read(full: Path) -> bytes:

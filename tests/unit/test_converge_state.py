@@ -415,6 +415,13 @@ TIER_PLAY = """
 """
 
 
+def write(root: Path, files: dict[str, str]) -> None:
+    """Each of FILES (a path under ROOT: its text), with the folders it needs."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
 def project(root: Path) -> Path:
     """A project of two tiers: front applies role web (which includes role tls and deploys the
     notebooks), back applies role db; both read the plugins, site.yml and the tier_state plays."""
@@ -435,9 +442,7 @@ def project(root: Path) -> Path:
         "notebooks/01.ipynb": "{}\n",
         "compute_jobs/runner.py": "x = 1\n",
     }
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
+    write(root, files)
     return root
 
 
@@ -482,6 +487,47 @@ def test_a_tier_s_inputs_are_its_roles_and_what_they_deploy(tmp_path):
     readme = {"roles/web/molecule/default/converge.yml": "[1]\n", "roles/web/README.md": "# web, again\n"}
     assert stale_after(root, readme) == set()
     assert stale_after(root, {"plugins/filter/f.py": "x = 2\n"}) == {"front", "back"}
+
+
+FILTERS = """class FilterModule:
+    def filters(self):
+        return {{{names}}}
+"""
+
+
+def test_a_plugin_is_the_input_of_the_tiers_that_name_it(tmp_path):
+    root = project(tmp_path)
+    files = {
+        "plugins/filter/web_filters.py": FILTERS.format(names='"web_url": str, "web_port": int'),
+        "plugins/modules/db_table.py": "x = 1\n",
+        "plugins/action/db_table.py": "x = 1\n",
+        "plugins/callback/progress.py": "x = 1\n",
+        "plugins/inventory/cloud.py": "x = 1\n",
+        "roles/tls/tasks/main.yml": "- ansible.builtin.debug: {msg: \"{{ 'a' | web_url }}\"}\n",
+        "roles/db/tasks/main.yml": "- db_table: {name: t}\n",
+    }
+    write(root, files)
+    # A filter plugin by the filters it declares (used by a role front applies through web), a
+    # module and its action plugin by their name (db's task).
+    assert stale_after(root, {"plugins/filter/web_filters.py": FILTERS.format(names='"web_url": repr')}) == {
+        "front"
+    }
+    assert stale_after(root, {"plugins/modules/db_table.py": "x = 2\n"}) == {"back"}
+    assert stale_after(root, {"plugins/action/db_table.py": "x = 2\n"}) == {"back"}
+    # What a run shows and where its hosts come from are no tier's input (the hosts are, as such).
+    assert (
+        stale_after(
+            root, {"plugins/callback/progress.py": "x = 2\n", "plugins/inventory/cloud.py": "x = 2\n"}
+        )
+        == set()
+    )
+    # A filter plugin whose names cannot be read without running it is every tier's input.
+    computed = "class FilterModule:\n    def filters(self):\n        return dict(web_url=str)\n"
+    assert stale_after(root, {"plugins/filter/web_filters.py": computed}) == {"front", "back"}
+    assert stale_after(root, {"plugins/filter/web_filters.py": computed + "# again\n"}) == {"front", "back"}
+    # A plugin no tier names (the verification's own) is none's.
+    (root / "plugins/modules/verify_unit.py").write_text("x = 1\n")
+    assert stale_after(root, {"plugins/modules/verify_unit.py": "x = 2\n"}) == set()
 
 
 def test_a_tier_takes_the_playbooks_site_yml_runs_before_it_only(tmp_path):
@@ -558,6 +604,23 @@ def test_every_tier_of_the_project_has_roles_that_can_be_told():
     # The tiers that deploy compute_jobs take its files; the others do not.
     takers = {t for t in tiers if any(rel.startswith("compute_jobs/") for rel, _ in ACTION.tier_files(t))}
     assert takers == {"celery", "jupyter", "mpi", "mpmanager"}
+    # The plugins: the fast path's own and the hosts filter every tier's, the publishing module the
+    # tiers that publish an engine's, the verification's own plugins and the progress callback none's.
+    plugins = {
+        tier: {rel for rel, _ in ACTION.tier_files(tier) if rel.startswith("plugins/")} for tier in tiers
+    }
+    for tier in tiers:
+        assert {
+            "plugins/action/clusterforge_converge_state.py",
+            "plugins/filter/converge_hosts.py",
+        } <= plugins[tier]
+    assert "plugins/modules/clusterforge_engine_fact.py" in plugins["dask"] - plugins["common"]
+    unread = {
+        "plugins/filter/verify_engines.py",
+        "plugins/modules/clusterforge_transient_unit.py",
+        "plugins/callback/clusterforge_progress.py",
+    }
+    assert not unread & set().union(*plugins.values())
     # The verification, scaling and upgrade playbooks are no tier's input; the preflight is every tier's.
     for tier in tiers:
         playbooks = {rel for rel, _ in ACTION.tier_files(tier) if rel.startswith("playbooks/")}
@@ -579,9 +642,7 @@ def inventory(root: Path) -> dict[str, Any]:
         ),
         "inventory/group_vars/dbs.yml": "db_shards_per_host: 1\n",
     }
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
+    write(root, files)
     return {"ansible_inventory_sources": [str(root / "inventory/hosts.yml")]}
 
 
