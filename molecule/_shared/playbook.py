@@ -13,6 +13,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def lab_strategy() -> dict[str, str]:
+    """The environment that runs a playbook under the strategy scripts/test converges the scenarios
+    with (CF_ANSIBLE_STRATEGY, else mitogen's): for the tests' runs of whole tiers, which it makes
+    shorter; a short run (a refusal before any change) is quicker under Ansible's own."""
+    name = os.environ.get("CF_ANSIBLE_STRATEGY", "mitogen_linear")
+    if not name.startswith("mitogen"):
+        return {"ANSIBLE_STRATEGY": name}
+    labtool = [sys.executable, str(ROOT / "scripts/labtool.py"), "strategy"]
+    plugins = subprocess.run(labtool, capture_output=True, text=True, check=True).stdout.strip()
+    return {"ANSIBLE_STRATEGY": name, "ANSIBLE_STRATEGY_PLUGINS": plugins}
+
+
 def run_playbook(
     playbook: str,
     inventory: pathlib.Path | str,

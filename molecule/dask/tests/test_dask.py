@@ -32,7 +32,7 @@ THREADS = 1
 MEMORY = 512 * 1024 * 1024
 sys.path.insert(0, str(SCENARIO.parent / "_shared"))
 from gateway import assert_gateway_refuses_strangers, assert_ui_listens_on_loopback_only  # noqa: E402
-from playbook import run_playbook  # noqa: E402
+from playbook import lab_strategy, run_playbook  # noqa: E402
 from services import assert_comes_back_after_a_clean_exit, assert_restart_always, restarts  # noqa: E402
 
 
@@ -453,6 +453,7 @@ def test_a_certificate_inside_the_renewal_window_is_reissued_and_served(host):
             ephemeral / "renewal",
             {},
             ("--limit", HEAD),
+            env=lab_strategy(),
             timeout=600,
         )
     finally:

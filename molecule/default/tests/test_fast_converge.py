@@ -15,7 +15,7 @@ import testinfra
 import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "_shared"))
-from playbook import run_playbook
+from playbook import lab_strategy, run_playbook
 
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 NODES = [p["name"] for p in yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]]
@@ -26,7 +26,11 @@ KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 def converge(label: str) -> str:
     ephemeral = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
     rc, output = run_playbook(
-        "playbooks/common.yml", ephemeral / "inventory", ephemeral / "fast", {"cluster_fast_converge": True}
+        "playbooks/common.yml",
+        ephemeral / "inventory",
+        ephemeral / "fast",
+        {"cluster_fast_converge": True},
+        env=lab_strategy(),
     )
     assert rc == 0, f"{label}: {output[-3000:]}"
     return output

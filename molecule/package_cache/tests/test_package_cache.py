@@ -10,7 +10,6 @@ import json
 import os
 import pathlib
 import re
-import subprocess
 import sys
 
 import pytest
@@ -21,7 +20,7 @@ sys.path.insert(0, str(SCENARIO.parent / "_shared"))
 
 from gateway import assert_gateway_refuses_strangers, http_code  # noqa: E402
 from nodes import address, node  # noqa: E402
-from playbook import run_playbook  # noqa: E402
+from playbook import lab_strategy, run_playbook  # noqa: E402
 
 PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
 SERVER, CLIENT = (p["name"] for p in PLATFORMS)
@@ -40,20 +39,10 @@ def ephemeral() -> pathlib.Path:
     return pathlib.Path(directory)
 
 
-def strategy() -> dict[str, str]:
-    """The strategy scripts/test converges the scenarios with (CF_ANSIBLE_STRATEGY, else mitogen's)."""
-    name = os.environ.get("CF_ANSIBLE_STRATEGY", "mitogen_linear")
-    if not name.startswith("mitogen"):
-        return {"ANSIBLE_STRATEGY": name}
-    labtool = [sys.executable, str(SCENARIO.parents[1] / "scripts/labtool.py"), "strategy"]
-    plugins = subprocess.run(labtool, capture_output=True, text=True, check=True).stdout.strip()
-    return {"ANSIBLE_STRATEGY": name, "ANSIBLE_STRATEGY_PLUGINS": plugins}
-
-
 def converge(workdir: pathlib.Path, extra: dict, *args: str) -> tuple[int, str]:
     """playbooks/package_cache.yml as an operator runs it against the scenario's inventory."""
     inventory = ephemeral() / "inventory"
-    return run_playbook("playbooks/package_cache.yml", inventory, workdir, extra, args, env=strategy())
+    return run_playbook("playbooks/package_cache.yml", inventory, workdir, extra, args, env=lab_strategy())
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
