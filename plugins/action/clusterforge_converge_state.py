@@ -403,14 +403,11 @@ def _plugins_named(plugins: list[tuple[str, Path]], readers: list[Path]) -> list
         if words is None:
             return plugins
         used |= words
+    names = {plugin: _plugin_names(*plugin) for plugin in plugins}
     kept: list[tuple[str, Path]] = []
     waiting = list(plugins)
     while True:
-        found = [
-            (relative, full)
-            for relative, full in waiting
-            if (names := _plugin_names(relative, full)) is None or names & used
-        ]
+        found = [plugin for plugin in waiting if names[plugin] is None or names[plugin] & used]
         if not found:
             return kept
         kept.extend(found)

@@ -159,9 +159,9 @@ def sshfs_daemons(host, path: str) -> set[str]:
 
 
 def test_a_changed_client_unit_restarts_while_a_user_works_in_their_home():
-    """A re-converge that changes a client's mount unit restarts it. A user's process that sits in
-    the home (a login shell, a notebook server: its cwd) keeps a plain umount busy, and the storage
-    tier would fail with "target is busy"; the unit detaches lazily and mounts the home again."""
+    """A re-converge that changes a client's mount unit restarts it. A user's process sits in the
+    home (a login shell, a notebook server: its cwd); the restart must still go through, a new sshfs
+    must serve the home, and the user's writes must reach the server through it."""
     client, server = node(CLIENT), node(SERVER)
     home, holder = f"{HOMES}/{USER}", "molecule-home-holder"
     unit = mount_unit(home)
