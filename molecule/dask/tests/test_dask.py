@@ -135,11 +135,10 @@ def test_service_account_key_is_accepted_from_the_cluster_addresses_only(host):
     assert allowed == {address_of(host, HEAD), address_of(host, WORKER), "127.0.0.1", "::1"}, allowed
 
 
+@pytest.mark.on_host(HEAD, reason="run once, from the controller")
 def test_a_lost_controller_copy_of_the_secrets_stops_the_run_before_any_change(host, tmp_path):
     """A controller without this cluster's secrets (lost or another controller's directory) must not
     generate new ones over the live cluster: the common tier fails first, saying how to restore."""
-    if not is_head(host):
-        pytest.skip("run once, from the controller")
     inventory = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
     beside = pathlib.Path(sys.executable).with_name("ansible-playbook")
     playbook = shutil.which("ansible-playbook") or str(beside)
@@ -182,18 +181,16 @@ def test_private_keys_are_readable_by_their_service_only(host):
     assert host.run("grep -rl 'PRIVATE KEY' /etc/clusterforge/dask/tls/ca.crt").rc != 0
 
 
+@pytest.mark.on_host(HEAD, reason="clients connect from the head node")
 def test_client_with_certificate_sees_the_inventory_and_computes(host):
-    if not is_head(host):
-        pytest.skip("clients connect from the head node")
     state = cluster_state(host)
     worker = address_of(host, WORKER)
     assert state["workers"] == [[THREADS, MEMORY, worker]] * WORKER_PROCESSES
     assert state["total"] == 500500
 
 
+@pytest.mark.on_host(HEAD, reason="asked of the scheduler from the client host")
 def test_scheduler_and_workers_run_with_the_inventorys_monitoring_intervals(host):
-    if not is_head(host):
-        pytest.skip("asked of the scheduler from the client host")
     wanted = PROVISIONER["group_vars"]["all"]
     code = """
         import json
@@ -220,9 +217,8 @@ def test_scheduler_and_workers_run_with_the_inventorys_monitoring_intervals(host
     assert seen["workers"] == [[tick, system, profile]] * WORKER_PROCESSES
 
 
+@pytest.mark.on_host(HEAD, reason="clients connect from the head node")
 def test_plain_tcp_client_is_refused(host):
-    if not is_head(host):
-        pytest.skip("clients connect from the head node")
     me = address_of(host, HEAD)
     code = f"""
         from distributed import Client
@@ -287,12 +283,11 @@ def intruder_certificate() -> tuple[str, str]:
     return pem, private
 
 
+@pytest.mark.on_host(HEAD, reason="clients connect from the head node")
 def test_tls_client_without_a_cluster_certificate_is_refused(host):
     """Mutual TLS on every Dask door (the scheduler, each worker and each nanny): the listener drops
     a TLS client that shows no certificate, or one from another CA; the same probe with the service
     account's certificate keeps its session (the control)."""
-    if not is_head(host):
-        pytest.skip("clients connect from the head node")
     put(host, "/tmp/cf_tls.py", textwrap.dedent(TLS_PROBE.format(ca=f"{CONFIG}/tls/ca.crt")))
     cert, key = intruder_certificate()
     put(host, "/tmp/other.crt", cert)
@@ -313,11 +308,10 @@ def test_tls_client_without_a_cluster_certificate_is_refused(host):
             )
 
 
+@pytest.mark.on_host(HEAD, reason="the dashboard runs on the scheduler")
 def test_dashboard_is_reached_only_through_the_authenticating_https_gateway(host):
     """From the worker: anonymous 401, wrong password 401, the client's credentials 200 (TLS from
     the cluster CA), plain HTTP refused; the dashboard itself listens on 127.0.0.1 only."""
-    if not is_head(host):
-        pytest.skip("the dashboard runs on the scheduler")
     credentials = host.file(f"{CONFIG}/client/dashboard.credentials")
     assert credentials.group == CLIENTS and credentials.mode == 0o640
     assert host.run("runuser -u nobody -- cat %s/client/dashboard.credentials", CONFIG).rc != 0
@@ -327,9 +321,8 @@ def test_dashboard_is_reached_only_through_the_authenticating_https_gateway(host
     assert_gateway_refuses_strangers(worker, address_of(host, HEAD), 8787, "/status", secret)
 
 
+@pytest.mark.on_host(HEAD, reason="the client configuration lives on the head node")
 def test_client_configuration_is_readable_by_the_client_group_only_where_it_matters(host):
-    if not is_head(host):
-        pytest.skip("the client configuration lives on the head node")
     conf = yaml.safe_load(host.file(f"{CONFIG}/client/dask-client.yaml").content_string)
     assert conf["scheduler-address"].startswith("tls://")
     assert conf["distributed"]["comm"]["require-encryption"] is True
@@ -366,21 +359,19 @@ def assert_every_worker_back_and_computing(host) -> None:
     assert len(state["workers"]) == WORKER_PROCESSES and state["total"] == 500500
 
 
+@pytest.mark.on_host(HEAD, reason="driven from the head node")
 def test_workers_come_back_after_the_scheduler_restarts(host):
     """Workers close themselves when their scheduler goes away; systemd must start them again."""
-    if not is_head(host):
-        pytest.skip("driven from the head node")
     assert host.run("systemctl restart dask-scheduler").rc == 0
     _wait(lambda: host.service("dask-scheduler").is_running, 30, "dask-scheduler active again")
     _wait(lambda: host.run("ss -Hltn 'sport = :8786'").stdout.strip() != "", 30, "the scheduler listening")
     assert_every_worker_back_and_computing(host)
 
 
+@pytest.mark.on_host(HEAD, reason="driven from the head node")
 def test_scheduler_comes_back_after_a_clean_client_shutdown(host):
     """Client.shutdown() ends the scheduler with status 0: Restart=always starts it again, and
     the workers register anew."""
-    if not is_head(host):
-        pytest.skip("driven from the head node")
     before = restarts(host, "dask-scheduler")
     # The client may report the closing connection; what counts is what systemd does next.
     run_python(host, "from distributed import Client\nClient(timeout=30).shutdown()\n")
@@ -388,12 +379,11 @@ def test_scheduler_comes_back_after_a_clean_client_shutdown(host):
     assert_every_worker_back_and_computing(host)
 
 
+@pytest.mark.on_host(HEAD, reason="driven from the head node")
 def test_a_crashed_worker_unit_is_restarted_by_systemd(host):
     """SIGKILL the main process of one worker unit (the CLI that holds the nanny): Restart=on-failure
     brings the unit back and both worker processes are registered again. (Lab nodes keep their
     address across `podman restart`; molecule's do not, so a node restart is exercised on the lab.)"""
-    if not is_head(host):
-        pytest.skip("driven from the head node")
     unit = "dask-worker@1"
 
     def main_pid() -> str:
@@ -412,11 +402,10 @@ def test_a_crashed_worker_unit_is_restarted_by_systemd(host):
     assert_every_worker_back_and_computing(host)
 
 
+@pytest.mark.on_host(HEAD, reason="run once, from the controller")
 def test_a_certificate_inside_the_renewal_window_is_reissued_and_served(host):
     """A node certificate that expires in 2 days (inside dask_tls_renew_days) is reissued by the next
     converge, installed, and the restarted scheduler presents the new one; the cluster computes."""
-    if not is_head(host):
-        pytest.skip("run once, from the controller")
     import datetime
 
     from cryptography import x509

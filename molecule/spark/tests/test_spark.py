@@ -172,9 +172,8 @@ def test_secret_is_readable_by_its_service_and_the_client_group_only(host):
     assert "spark.network.crypto.enabled          true" in text
 
 
+@pytest.mark.on_host(HEAD, reason="asked from the head node")
 def test_master_lists_the_worker_alive_with_the_inventory_resources(host):
-    if not is_head(host):
-        pytest.skip("asked from the head node")
     _wait(lambda: len(alive_workers(host)) == 1, 60, "one ALIVE worker")
     (worker,) = alive_workers(host)
     assert worker["host"] == address_of(host, WORKER)
@@ -182,9 +181,8 @@ def test_master_lists_the_worker_alive_with_the_inventory_resources(host):
     assert worker["memory"] == WORKER_VARS["spark_worker_memory_mb"]
 
 
+@pytest.mark.on_host(HEAD, reason="applications are submitted from the head node")
 def test_authenticated_application_computes_known_answers(host):
-    if not is_head(host):
-        pytest.skip("applications are submitted from the head node")
     result = run_application(host, "cf-molecule-authenticated", CLIENT_CONF, 240)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert result.rc == 0 and lines, result.stderr[-3000:]
@@ -221,13 +219,12 @@ HOLDER = """
     """
 
 
+@pytest.mark.on_host(HEAD, reason="applications are submitted from the head node")
 def test_a_second_application_computes_while_the_first_holds_its_share(host):
     """The master grants an application spark_app_default_cores of the worker's cores (1 of 2 here):
     while one application holds its executors (an open notebook's session), a second one gets the
     other core and computes its known answers. With Spark's default (every core to the first) the
     second would wait until the first ends, past this test's timeout."""
-    if not is_head(host):
-        pytest.skip("applications are submitted from the head node")
     share = MOLECULE["provisioner"]["inventory"]["group_vars"]["all"]["spark_app_default_cores"]
     assert 0 < share < WORKER_VARS["spark_worker_cores"]
     assert (
@@ -280,11 +277,10 @@ wait
 """
 
 
+@pytest.mark.on_host(HEAD, reason="applications are submitted from the head node")
 def test_applications_without_the_secret_or_with_a_wrong_one_are_refused(host):
     """Two drivers start at once: one with authentication off, one with a wrong secret. Both must be
     refused by the master (and never registered); the authenticated run above is the control."""
-    if not is_head(host):
-        pytest.skip("applications are submitted from the head node")
     for name, edit in (
         ("nosecret", "/^spark.authenticate/d; /^spark.network.crypto/d"),
         ("wrongsecret", "s/^\\(spark.authenticate.secret\\s\\+\\).*/\\1not-the-cluster-secret/"),
@@ -338,12 +334,11 @@ print(kind, data[9:].decode("latin-1"))
 """
 
 
+@pytest.mark.on_host(HEAD, reason="probed from the head node")
 def test_rpc_request_without_authentication_is_refused_by_master_and_worker(host):
     """The worker's RPC port (where a master launches executors) and the master's refuse a request
     that carries no authentication: the answer is Spark's authentication failure, not a response.
     Without spark.authenticate the same request reaches the RPC dispatcher and fails otherwise."""
-    if not is_head(host):
-        pytest.skip("probed from the head node")
     put(host, "/tmp/cf_rpc.py", RPC_PROBE)
     for name, port in ((WORKER, 7078), (HEAD, 7077)):
         answer = host.run("python3 /tmp/cf_rpc.py %s %s", address_of(host, name), str(port))
@@ -359,18 +354,16 @@ def _podman(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=180, check=False)
 
 
+@pytest.mark.on_host(HEAD, reason="driven from the head node")
 def test_worker_registers_again_after_the_master_restarts(host):
-    if not is_head(host):
-        pytest.skip("driven from the head node")
     assert host.run("systemctl restart spark-master").rc == 0
     _wait(lambda: len(alive_workers(host)) == 1, 120, "the worker ALIVE on the restarted master")
 
 
+@pytest.mark.on_host(HEAD, reason="driven from the head node")
 def test_a_worker_that_exits_cleanly_comes_back_and_registers_again(host):
     """SIGTERM to the worker JVM ends it with 143, a clean stop (SuccessExitStatus): Restart=always
     starts it again and the master lists it ALIVE."""
-    if not is_head(host):
-        pytest.skip("driven from the head node")
     worker = testinfra.get_host(f"podman://{WORKER}")
     before = restarts(worker, "spark-worker")
     assert worker.run("systemctl kill -s TERM spark-worker").rc == 0
@@ -378,12 +371,11 @@ def test_a_worker_that_exits_cleanly_comes_back_and_registers_again(host):
     _wait(lambda: len(alive_workers(host)) == 1, 120, "the worker ALIVE again")
 
 
+@pytest.mark.on_host(HEAD, reason="driven from the head node")
 def test_a_crashed_worker_is_restarted_by_systemd_and_registers_again(host):
     """SIGKILL the worker JVM: Restart=on-failure brings it back, and the master lists it ALIVE again
     (next to its old registration, now DEAD, which counting by state leaves out). Lab nodes keep their
     address across `podman restart`; molecule's do not, so a node restart is exercised on the lab."""
-    if not is_head(host):
-        pytest.skip("driven from the head node")
 
     def main_pid() -> str:
         return _podman(
