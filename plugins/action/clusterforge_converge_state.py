@@ -76,6 +76,11 @@ NEUTRAL_SKIP_TAGS = {"verify", "molecule-notest", "notest", "molecule-idempotenc
 SECRETS_NOT_INPUTS = {"verify"}
 # What a tier's inputs are made of, as a check names them when they changed (tier_digests).
 PART_KINDS = ("files", "variables", "inventory files", "hosts")
+# Playbooks site.yml runs before the tiers that only check (plays on the controller, assert and fail
+# tasks: tests/unit/test_converge_state.py holds them to it): they stop a run or change nothing, so no
+# tier's result depends on them and they are no tier's input (nor what they name: the preflight's
+# port plan reads every service's port, which would make a port edit every tier's).
+GATES = {"preflight.yml"}
 # Extra vars that choose how to converge, not what: they are not inputs.
 NOT_INPUTS = {"cluster_fast_converge"}
 # What the roles write on a node, as far as a tier's state goes (README "Re-converging").
@@ -340,8 +345,8 @@ def tier_files(tier: str | None, root: Path = ROOT) -> list[tuple[str, Path]]:
             folders.setdefault(parts[1], []).append((relative, full))
             continue
         other = parts[0] == "playbooks" and len(parts) == 2 and full.stem not in tiers
-        if other and before is not None and full.name not in before:
-            continue  # run after the tier (verify.yml) or not by site.yml (scale.yml, upgrade.yml)
+        if other and before is not None and (full.name not in before or full.name in GATES):
+            continue  # run after the tier (verify.yml), not by site.yml (scale.yml), or a gate
         if parts[0] == "roles":
             if len(parts) < 3 or parts[1] not in roles or parts[2] in NOT_READ_BY_A_CONVERGE:
                 continue

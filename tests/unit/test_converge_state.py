@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "plugins/modules/clusterforge_converge_state.py"
@@ -532,25 +533,27 @@ def test_a_plugin_is_the_input_of_the_tiers_that_name_it(tmp_path):
 
 def test_a_tier_takes_the_playbooks_site_yml_runs_before_it_only(tmp_path):
     root = project(tmp_path)
-    for name in ("preflight", "verify", "scale"):
+    for name in ("preflight", "cloud_up", "verify", "scale"):
         (root / f"playbooks/{name}.yml").write_text("[]\n")
     # back is not imported by site.yml: it cannot be told what runs before it, so it takes every playbook.
     assert stale_after(root, {"playbooks/scale.yml": "[1]\n"}) == {"back"}
     (root / "site.yml").write_text(
         "".join(
             f"- name: {name}\n  ansible.builtin.import_playbook: playbooks/{name}.yml\n"
-            for name in ("preflight", "front", "back", "verify")
+            for name in ("preflight", "cloud_up", "front", "back", "verify")
         )
     )
-    assert ACTION.playbooks_before("back", root) == {"preflight.yml", "front.yml"}
+    assert ACTION.playbooks_before("back", root) == {"preflight.yml", "cloud_up.yml", "front.yml"}
     front = [relative for relative, _ in ACTION.tier_files("front", root)]
     assert [f for f in front if f.startswith("playbooks/")] == [
+        "playbooks/cloud_up.yml",
         "playbooks/front.yml",
-        "playbooks/preflight.yml",
         "playbooks/tier_state/check.yml",
     ]
-    # What runs after every tier (the verification) or outside site.yml (scale, upgrade) is no input.
-    assert stale_after(root, {"playbooks/verify.yml": "[2]\n", "playbooks/scale.yml": "[2]\n"}) == set()
+    # What runs after every tier (the verification), outside site.yml (scale, upgrade) or before the
+    # tiers only to check (the preflight, a gate) is no input.
+    edits = {f"playbooks/{name}.yml": "[2]\n" for name in ("verify", "scale", "preflight")}
+    assert stale_after(root, edits) == set()
     # A folder of playbooks/ is a tier's input only where a playbook it runs names it, directly
     # (tier_state/ from each tier's playbook) or through another such folder.
     (root / "playbooks/drain_probe").mkdir()
@@ -565,8 +568,9 @@ def test_a_tier_takes_the_playbooks_site_yml_runs_before_it_only(tmp_path):
     assert stale_after(root, named) == {"front", "back"}
     assert stale_after(root, {"playbooks/snapshot/take.yml": "[4]\n"}) == {"front", "back"}
     assert "playbooks/drain_probe/start.yml" not in [rel for rel, _ in ACTION.tier_files("back", root)]
-    # What runs before the tiers is every tier's: a changed preflight makes both stale.
-    assert stale_after(root, {"playbooks/preflight.yml": "[2]\n"}) == {"front", "back"}
+    # What runs before the tiers and may set what they read is every tier's: a changed cloud_up makes
+    # both stale.
+    assert stale_after(root, {"playbooks/cloud_up.yml": "[2]\n"}) == {"front", "back"}
     # A site.yml that cannot be read as plain imports takes every playbook again.
     (root / "site.yml").write_text('- ansible.builtin.import_playbook: "playbooks/{{ tier }}.yml"\n')
     assert ACTION.playbooks_before("front", root) is None
@@ -617,15 +621,21 @@ def test_every_tier_of_the_project_has_roles_that_can_be_told():
     assert "plugins/modules/clusterforge_engine_fact.py" in plugins["dask"] - plugins["common"]
     unread = {
         "plugins/filter/verify_engines.py",
+        "plugins/filter/port_plan.py",
         "plugins/modules/clusterforge_transient_unit.py",
         "plugins/callback/clusterforge_progress.py",
     }
     assert not unread & set().union(*plugins.values())
-    # The verification, scaling and upgrade playbooks are no tier's input; the preflight is every tier's.
+    # The verification, scaling and upgrade playbooks and the preflight (a gate) are no tier's input;
+    # cloud_up, before the tiers, is every tier's.
     for tier in tiers:
         playbooks = {rel for rel, _ in ACTION.tier_files(tier) if rel.startswith("playbooks/")}
-        assert "playbooks/preflight.yml" in playbooks and f"playbooks/{tier}.yml" in playbooks, tier
-        assert not playbooks & {"playbooks/verify.yml", "playbooks/scale.yml", "playbooks/upgrade.yml"}, tier
+        assert "playbooks/cloud_up.yml" in playbooks and f"playbooks/{tier}.yml" in playbooks, tier
+        never = {f"playbooks/{name}.yml" for name in ("verify", "scale", "upgrade", "preflight")}
+        assert not playbooks & never, tier
+    # So the names the port plan reads are no tier's but where the tier's own files name them.
+    names = {tier: ACTION.tier_names(tier) for tier in tiers}
+    assert "celery_flower_port" in names["celery"] and "celery_flower_port" not in names["dask"]
 
 
 def inventory(root: Path) -> dict[str, Any]:
@@ -829,3 +839,16 @@ def test_what_the_roles_write_on_a_node_does_not_depend_on_where_the_project_is(
         if controller_paths.search(line)
     ]
     assert found == []
+
+
+def test_a_gate_only_checks_on_the_controller():
+    """A gate (GATES: a playbook before the tiers that is no tier's input) may stop a run, never
+    change what a tier does: its plays run on the controller and its tasks only assert or fail."""
+    assert ACTION.GATES
+    for name in sorted(ACTION.GATES):
+        plays = yaml.safe_load((ROOT / "playbooks" / name).read_text())
+        for play in plays:
+            assert play["hosts"] == "localhost", (name, play["hosts"])
+            assert set(play) <= {"name", "hosts", "gather_facts", "tags", "tasks"}, (name, sorted(play))
+            modules = {key for task in play["tasks"] for key in task} - {"name", "vars", "when", "tags"}
+            assert modules <= {"ansible.builtin.assert", "ansible.builtin.fail"}, (name, modules)

@@ -1,0 +1,140 @@
+"""The preflight's port plan (plugins/filter/port_plan.py): two services of one host that want the
+same port stop site.yml before any change, naming both; valid inventories pass."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from localplay import run_local_playbook
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> Any:
+    spec = importlib.util.spec_from_file_location("cf_port_plan", ROOT / "plugins/filter/port_plan.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cf_port_plan"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+plan = _load()
+
+
+def role_defaults() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for path in sorted(ROOT.glob("roles/*/defaults/main.yml")):
+        found.update(yaml.safe_load(path.read_text()) or {})
+    return found
+
+
+def test_the_table_s_defaults_are_the_roles():
+    defaults = role_defaults()
+    assert {name: defaults.get(name, "<not a role default>") for name in plan.DEFAULTS} == plan.DEFAULTS
+
+
+def test_every_port_of_the_roles_is_in_the_table_or_named_as_no_listener():
+    ports = {name for name in role_defaults() if name.endswith("_port")}
+    in_table = {name for entry in plan.SERVICES for name, _ in entry["ports"]}
+    assert ports - in_table - set(plan.NOT_LISTENERS) == set()
+    assert in_table & set(plan.NOT_LISTENERS) == set()
+    assert in_table <= set(plan.DEFAULTS)
+
+
+ONE_NODE = {
+    "all": ["n1"],
+    "head": ["n1"],
+    "dask_scheduler": ["n1"],
+    "dask_workers": ["n1"],
+    "spark_master": ["n1"],
+    "spark_workers": ["n1"],
+    "celery_broker": ["n1"],
+    "celery_workers": ["n1"],
+    "airflow": ["n1"],
+    "jupyter": ["n1"],
+    "monitoring": ["n1"],
+    "mpmanager": ["n1"],
+}
+
+
+def collisions(groups: dict[str, list[str]], **host: Any) -> list[str]:
+    return plan.clusterforge_port_collisions(groups, {name: dict(host) for name in groups["all"]})
+
+
+def test_every_service_on_one_node_with_the_defaults_and_the_package_cache_has_no_collision():
+    assert collisions(ONE_NODE, package_cache_enabled=True) == []
+
+
+def test_two_services_on_one_port_are_named_with_their_variables():
+    (found,) = collisions(ONE_NODE, spark_master_webui_port=8090)
+    assert found == (
+        "n1: port 8090 is wanted by the Spark master (spark_master_webui_port: 8090) "
+        "and the Airflow API server (airflow_api_port: 8090)"
+    )
+
+
+def test_a_worker_range_that_reaches_another_port_collides():
+    assert collisions(ONE_NODE, dask_worker_nworkers=3) == []
+    (found,) = collisions(ONE_NODE, dask_worker_nworkers=4)
+    assert "port 8793 is wanted by the Dask workers (dask_worker_port: 8790-8793)" in found
+    assert "Airflow log server (airflow_log_server_port: 8793)" in found
+    overlap = collisions({"all": ["w"], "dask_workers": ["w"]}, dask_worker_nworkers=3, dask_nanny_port=8791)
+    assert overlap == [
+        "w: port 8791-8792 is wanted by the Dask workers (dask_worker_port: 8790-8792) "
+        "and the Dask workers (dask_nanny_port: 8791-8793)"
+    ]
+
+
+def test_a_loopback_port_and_a_cluster_address_port_do_not_collide():
+    # The hub's API on 127.0.0.1 and the proxy on the cluster address may share a number ...
+    assert collisions(ONE_NODE, jupyter_hub_api_port=8000) == []
+    # ... a UI behind its gateway binds both, so it meets either.
+    assert len(collisions(ONE_NODE, jupyter_hub_api_port=8080)) == 1
+    assert len(collisions(ONE_NODE, jupyter_port=8080)) == 1
+
+
+def test_a_service_that_does_not_run_takes_no_port():
+    assert collisions(ONE_NODE, celery_flower_port=8090, celery_flower_enabled="false") == []
+    assert len(collisions(ONE_NODE, celery_flower_port=8090, celery_flower_enabled="true")) == 1
+    assert collisions(ONE_NODE, package_cache_port=8090) == []  # the cache is off by default
+    no_monitoring = {name: hosts for name, hosts in ONE_NODE.items() if name != "monitoring"}
+    assert collisions(no_monitoring, monitoring_node_exporter_port=8090) == []
+    assert len(collisions(ONE_NODE, monitoring_node_exporter_port=8090)) == 1
+    # Services of different hosts never collide.
+    apart = {"all": ["a", "b"], "spark_master": ["a"], "airflow": ["b"]}
+    assert collisions(apart, spark_master_webui_port=8090) == []
+
+
+def test_the_example_inventory_passes_the_preflight():
+    # The lab's inventory passes it in every scripts/lab up and in the CI's lab step.
+    status, output = run_local_playbook(ROOT / "playbooks/preflight.yml", {}, inventory="inventories/local")
+    assert status == 0, output[-3000:]
+
+
+def test_site_stops_at_the_preflight_before_touching_a_host():
+    """The local inventory's hosts are documentation addresses nobody answers: a run that got past
+    the preflight would fail on them, unreachable; this one must fail on localhost, naming both."""
+    # Not run_local_playbook: its local connection would turn node1 into this machine.
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
+    argv = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", "inventories/local", "site.yml"]
+    done = subprocess.run(
+        [*argv, "-e", "spark_master_webui_port=8090"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode != 0
+    out = done.stdout + done.stderr
+    assert "node1: port 8090 is wanted by the Spark master (spark_master_webui_port: 8090)" in out, out[-999:]
+    assert "Airflow API server (airflow_api_port: 8090)" in out
+    assert "UNREACHABLE" not in out and "node1 " not in out.split("PLAY RECAP")[-1], out[-3000:]
