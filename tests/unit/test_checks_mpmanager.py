@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ load_all()
 
 NAMES = ["mpmanager.known_answer", "mpmanager.placement"]
 KEY = b"0123456789abcdef" * 4
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -121,8 +125,12 @@ def test_jobs_name_tasks_and_errors_come_back_as_answers():
     assert not ok and why.startswith("TypeError")
 
 
-def _serve(address: tuple[str, int], key: bytes) -> None:
-    service.make_server(address, key).serve_forever()
+# The server in a process of its own, as on the nodes: started, not forked from this multi-threaded
+# test process (fork() there copies the other threads' locks and is deprecated).
+SERVE = (
+    "import sys; from compute_jobs.services import mpmanager as s;"
+    " s.make_server((sys.argv[1], int(sys.argv[2])), sys.stdin.buffer.read()).serve_forever()"
+)
 
 
 def test_workers_and_clients_carry_on_after_the_server_restarts(tmp_path):
@@ -131,7 +139,6 @@ def test_workers_and_clients_carry_on_after_the_server_restarts(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         address = probe.getsockname()
-    context = multiprocessing.get_context("fork")
     stop = threading.Event()
     keyfile = tmp_path / "key"
     keyfile.write_bytes(KEY)
@@ -139,8 +146,11 @@ def test_workers_and_clients_carry_on_after_the_server_restarts(tmp_path):
     servers = []
 
     def start() -> None:
-        server = context.Process(target=_serve, args=(address, KEY), daemon=True)
-        server.start()
+        argv = [sys.executable, "-c", SERVE, address[0], str(address[1])]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        server = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, env=env)
+        server.stdin.write(KEY)
+        server.stdin.close()
         servers.append(server)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -153,10 +163,11 @@ def test_workers_and_clients_carry_on_after_the_server_restarts(tmp_path):
         threading.Thread(target=service.work_loop, args=(address, KEY, "w1", stop), daemon=True).start()
         assert service.Cluster(settings).map("square", [3], timeout=30) == [9]
         servers[0].kill()
-        servers[0].join(5)
+        servers[0].wait(5)
         start()
         assert service.Cluster(settings).map("square", [4], timeout=30) == [16]
     finally:
         stop.set()
         for server in servers:
             server.kill()
+            server.wait(5)
