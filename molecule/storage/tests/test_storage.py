@@ -8,11 +8,11 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import time
 import uuid
 
 import pytest
-import testinfra
 import yaml
 
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
@@ -26,10 +26,9 @@ EXPORT = DEFAULTS["shared_storage_export_root"]
 SERVICE = "clusterforge"
 USER = "cfuser1"
 KEYS = "/etc/clusterforge/storage/keys"
-
-
-def node(name: str):
-    return testinfra.get_host(f"podman://{name}")
+sys.path.insert(0, str(SCENARIO.parent / "_shared"))
+from nodes import address as address_of  # noqa: E402
+from nodes import node  # noqa: E402
 
 
 def mount_unit(path: str) -> str:
@@ -39,10 +38,6 @@ def mount_unit(path: str) -> str:
 
 def as_user(host, user: str, command: str, *args: str):
     return host.run(f"cd / && timeout 60 runuser -u {user} -- " + command, *args)
-
-
-def server_address() -> str:
-    return node(SERVER).run("hostname -I").stdout.split()[0]
 
 
 def podman(*args: str) -> subprocess.CompletedProcess:
@@ -216,7 +211,7 @@ def test_homes_keep_their_owners_and_refuse_other_accounts():
 
 
 def test_sftp_without_the_mount_key_is_refused():
-    client, address = node(CLIENT), server_address()
+    client, address = node(CLIENT), address_of(SERVER)
     options = (
         "-o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes"
         " -o UserKnownHostsFile=/etc/ssh/ssh_known_hosts"
