@@ -17,12 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
 CLUSTER, LOOPBACK = frozenset({"cluster"}), frozenset({"loopback"})
 BOTH = CLUSTER | LOOPBACK
 
 
-def _on(name: str):
-    return lambda v: bool(v(name))
+def _on(*names: str):
+    """True where every switch NAMES is on, read as the roles read them (`| bool`: an INI
+    inventory's "false" is false)."""
+    return lambda v: all(boolean(v(name), strict=False) for name in names)
 
 
 def _dask_workers(v) -> int:
@@ -35,7 +39,7 @@ SERVICES: list[dict[str, Any]] = [
     {"service": "apt package cache", "groups": ["head"], "when": _on("package_cache_enabled"),
      "ports": [("package_cache_port", CLUSTER)]},
     {"service": "pip package cache", "groups": ["head"],
-     "when": lambda v: bool(v("package_cache_enabled")) and bool(v("package_cache_pip_enabled")),
+     "when": _on("package_cache_enabled", "package_cache_pip_enabled"),
      "ports": [("package_cache_pip_port", CLUSTER), ("package_cache_pip_backend_port", LOOPBACK)]},
     {"service": "Dask scheduler", "groups": ["dask_scheduler"],
      "ports": [("dask_scheduler_port", CLUSTER)]},
@@ -49,7 +53,7 @@ SERVICES: list[dict[str, Any]] = [
      "ports": [("spark_worker_port", CLUSTER), ("spark_worker_webui_port", BOTH)]},
     {"service": "Redis broker", "groups": ["celery_broker"],
      "when": lambda v: v("celery_broker_type") == "redis",
-     "ports": [("celery_redis_port", lambda v: BOTH if v("celery_redis_bind_loopback") else CLUSTER)]},
+     "ports": [("celery_redis_port", lambda v: BOTH if _on("celery_redis_bind_loopback")(v) else CLUSTER)]},
     {"service": "RabbitMQ broker", "groups": ["celery_broker"],
      "when": lambda v: v("celery_broker_type") == "rabbitmq",
      "ports": [("celery_rabbitmq_port", CLUSTER)]},
@@ -59,7 +63,7 @@ SERVICES: list[dict[str, Any]] = [
     {"service": "Airflow's PostgreSQL", "groups": ["airflow"],
      "when": lambda v: v("airflow_db_host") == "127.0.0.1",
      "ports": [("airflow_db_port", LOOPBACK)]},
-    {"service": "Airflow log server", "groups": ["celery_workers"], "tier": ["airflow", "celery_broker"],
+    {"service": "Airflow log server", "groups": ["celery_workers"], "needs": ["airflow", "celery_broker"],
      "when": lambda v: v("airflow_executor") in ("auto", "celery"),
      "ports": [("airflow_log_server_port", CLUSTER)]},
     {"service": "Luigi scheduler", "groups": ["luigi"], "else_groups": ["airflow"],
@@ -68,12 +72,12 @@ SERVICES: list[dict[str, Any]] = [
      "ports": [("jupyter_port", CLUSTER), ("jupyter_hub_api_port", LOOPBACK),
                ("jupyter_proxy_api_port", LOOPBACK)]},
     {"service": "Prometheus", "groups": ["monitoring"], "ports": [("monitoring_prometheus_port", BOTH)]},
-    {"service": "node_exporter", "groups": ["all"], "tier": ["monitoring"],
+    {"service": "node_exporter", "groups": ["all"], "needs": ["monitoring"],
      "ports": [("monitoring_node_exporter_port", CLUSTER)]},
-    {"service": "Redis exporter", "groups": ["celery_broker"], "tier": ["monitoring"],
+    {"service": "Redis exporter", "groups": ["celery_broker"], "needs": ["monitoring"],
      "when": lambda v: "redis" in (v("monitoring_services") or []) and v("celery_broker_type") == "redis",
      "ports": [("monitoring_redis_exporter_port", CLUSTER)]},
-    {"service": "PostgreSQL exporter", "groups": ["airflow"], "tier": ["monitoring"],
+    {"service": "PostgreSQL exporter", "groups": ["airflow"], "needs": ["monitoring"],
      "when": lambda v: "postgresql" in (v("monitoring_services") or []),
      "ports": [("monitoring_postgres_exporter_port", CLUSTER)]},
     {"service": "Managers server", "groups": ["mpmanager"], "ports": [("mpmanager_port", CLUSTER)]},
@@ -137,31 +141,14 @@ def _members(groups: dict[str, Any], names: list[str]) -> set[str]:
 
 
 def _runs_on(entry: dict[str, Any], groups: dict[str, Any]) -> set[str]:
-    # A service of a tier that another group declares (node_exporter on every host, with Prometheus)
-    # runs only where every such group has hosts.
-    if any(not groups.get(name) for name in entry.get("tier", [])):
+    # A service that runs only when other groups have hosts ("needs": node_exporter on every host
+    # with a Prometheus host, the Airflow log server with an Airflow host and a broker).
+    if any(not groups.get(name) for name in entry.get("needs", [])):
         return set()
     hosts = _members(groups, entry["groups"])
     if not hosts and entry.get("else_groups"):
         hosts = _members(groups, entry["else_groups"])
     return hosts
-
-
-_WORDS = {
-    "true": True,
-    "yes": True,
-    "on": True,
-    "1": True,
-    "false": False,
-    "no": False,
-    "off": False,
-    "0": False,
-}
-
-
-def _as_bool(value: Any) -> Any:
-    """An inventory's "false" (a string from an INI inventory or -e) as the role reads it."""
-    return _WORDS.get(value.strip().lower(), value) if isinstance(value, str) else value
 
 
 def _span(first: int, last: int) -> str:
@@ -177,7 +164,7 @@ def clusterforge_port_collisions(groups: dict[str, Any], hostvars: Any) -> list[
             known = hostvars[host]
 
             def value(name: str, known: Any = known) -> Any:
-                return _as_bool(known[name]) if name in known else DEFAULTS[name]
+                return known[name] if name in known else DEFAULTS[name]
 
             if "when" in entry and not entry["when"](value):
                 continue

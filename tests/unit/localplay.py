@@ -30,18 +30,21 @@ def run_local_playbook(
     inventory: str = "localhost,",
     args: tuple[str, ...] = (),
     environment: dict[str, str] | None = None,
+    connection: str | None = "local",
 ) -> tuple[int, str]:
     """(exit status, stdout + stderr) of ansible-playbook PLAY on localhost with VALUES as extra vars,
-    ARGS after them and ENVIRONMENT over the project's configuration."""
+    ARGS after them and ENVIRONMENT over the project's configuration. CONNECTION None keeps the
+    inventory's own (its hosts stay what they are instead of becoming this machine)."""
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
         **(environment or {}),
     }
-    argv = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", inventory, "-c", "local", str(play)]
+    argv = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", inventory]
+    argv += ["-c", connection] if connection else []
     done = subprocess.run(
-        [*argv, "-e", json.dumps(values), *args],
+        [*argv, str(play), "-e", json.dumps(values), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -4,8 +4,6 @@ same port stop site.yml before any change, naming both; valid inventories pass."
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,20 +119,11 @@ def test_the_example_inventory_passes_the_preflight():
 def test_site_stops_at_the_preflight_before_touching_a_host():
     """The local inventory's hosts are documentation addresses nobody answers: a run that got past
     the preflight would fail on them, unreachable; this one must fail on localhost, naming both."""
-    # Not run_local_playbook: its local connection would turn node1 into this machine.
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
-    argv = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", "inventories/local", "site.yml"]
-    done = subprocess.run(
-        [*argv, "-e", "spark_master_webui_port=8090"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    # The inventory's own connection: a local one would make node1 this machine.
+    status, out = run_local_playbook(
+        ROOT / "site.yml", {"spark_master_webui_port": 8090}, inventory="inventories/local", connection=None
     )
-    assert done.returncode != 0
-    out = done.stdout + done.stderr
+    assert status != 0
     assert "node1: port 8090 is wanted by the Spark master (spark_master_webui_port: 8090)" in out, out[-999:]
     assert "Airflow API server (airflow_api_port: 8090)" in out
     assert "UNREACHABLE" not in out and "node1 " not in out.split("PLAY RECAP")[-1], out[-3000:]
