@@ -23,7 +23,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from clusterforge_pipeline.spec import FANOUT_LOG_MARKER, fanout_total, range_sum
@@ -44,6 +44,11 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def stamp(seconds: float) -> str:
+    """An Airflow-style UTC timestamp of SECONDS since the epoch."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 class AirflowApi:
@@ -448,7 +453,8 @@ class AirflowResilience(Check):
         Param("restart_timeout", float, 60.0, "s one restart may take", 1.0, 600.0),
     )
     correctness_rule = (
-        "each restart begins while the run is in progress and that run succeeds; count, sum, sum of "
+        "each restart begins while the run is in progress (the run's end_date after each restart's "
+        "start) and that run succeeds; count, sum, sum of "
         "squares, min, max equal the closed forms and every file's SHA-256 the regenerated one (as "
         "airflow.pipeline)"
     )
@@ -468,10 +474,13 @@ class AirflowResilience(Check):
         api.unpause(dag_id)
         run_id = api.trigger(dag_id, spec.to_dict())["dag_run_id"]
         running = self.wait_for_a_task(ctx, api, dag_id, run_id)
-        restarted = {}
+        restarted: dict[str, float] = {}
+        began: dict[str, float] = {}
         for component in ("scheduler", "database"):
             if component in restarts:
-                # A restart after the run ended proves nothing about riding one out.
+                # A restart after the run ended proves nothing about riding one out. This read only
+                # spares a pointless restart: the run may still end before the restart begins, which
+                # the run's end time, compared below, tells.
                 state = api.run(dag_id, run_id).get("state")
                 if state in FINISHED:
                     yield ctx.result(
@@ -488,6 +497,7 @@ class AirflowResilience(Check):
                         },
                     )
                     return
+                began[component] = time.time()
                 seconds = RESTART(
                     settings.get("server_host"),
                     list(restarts[component]),
@@ -504,9 +514,26 @@ class AirflowResilience(Check):
             "spec": spec.to_dict(),
             "restarted_s": restarted,
             "restarted_while": running,
+            "restart_began": {c: stamp(t) for c, t in began.items()},
+            "run_ended": run.get("end_date"),
             "states": states_view(run, tis),
             "tries": {t["task_id"]: t.get("try_number") for t in tis},
         }
+        # The scheduler stamps the run's end (the cluster's clocks agree: one kernel's in the lab,
+        # NTP on a site's hosts): a run that ended before a restart began did not ride it out.
+        ended = parse_time(run.get("end_date"))
+        early = [c for c, t in began.items() if ended is None or ended <= t]
+        if early:
+            yield ctx.result(
+                status=FAIL,
+                reason=(
+                    f"the DAG run ended ({run.get('end_date') or 'no end_date'}) before the {early[0]} "
+                    f"restart began ({stamp(began[early[0]])}): no restart hit a run in progress (a "
+                    "larger pipeline: params files and mib)"
+                ),
+                details=details,
+            )
+            return
         result = None
         if run.get("state") == "success":
             result = api.xcom(dag_id, run_id, "verify")

@@ -9,6 +9,7 @@ systemd's words. The table below says, per service, the site groups whose hosts 
 site.yml's plays), when it runs, its port variables with the roles' defaults (a unit test holds them
 equal to roles/*/defaults/main.yml) and the addresses it binds: the host's cluster address, 127.0.0.1,
 or both (a web UI on 127.0.0.1 behind its HTTPS gateway on the cluster address, on the same port).
+A port no variable moves (RabbitMQ's Erlang ports) is named by a label and its number.
 Two entries collide when their port ranges meet on an address they share. A service not in the
 table is not checked, so the check can miss a collision but does not refuse a valid inventory.
 """
@@ -51,12 +52,15 @@ SERVICES: list[dict[str, Any]] = [
      "ports": [("spark_master_port", CLUSTER), ("spark_master_webui_port", BOTH)]},
     {"service": "Spark worker", "groups": ["spark_workers"],
      "ports": [("spark_worker_port", CLUSTER), ("spark_worker_webui_port", BOTH)]},
-    {"service": "Redis broker", "groups": ["celery_broker"],
-     "when": lambda v: v("celery_broker_type") == "redis",
+    # Redis runs on the broker host whatever the broker: with RabbitMQ it keeps Celery's results.
+    {"service": "Redis broker and result backend", "groups": ["celery_broker"],
      "ports": [("celery_redis_port", lambda v: BOTH if _on("celery_redis_bind_loopback")(v) else CLUSTER)]},
+    # epmd and the Erlang distribution listener (rabbitmqctl's way in) on loopback, on the ports
+    # RabbitMQ derives when its environment names none (the role's rabbitmq-env.conf names none).
     {"service": "RabbitMQ broker", "groups": ["celery_broker"],
      "when": lambda v: v("celery_broker_type") == "rabbitmq",
-     "ports": [("celery_rabbitmq_port", CLUSTER)]},
+     "ports": [("celery_rabbitmq_port", CLUSTER), ("Erlang port mapper", LOOPBACK, 4369),
+               ("Erlang distribution", LOOPBACK, 25672)]},
     {"service": "Flower", "groups": ["celery_broker"], "when": _on("celery_flower_enabled"),
      "ports": [("celery_flower_port", BOTH)]},
     {"service": "Airflow API server", "groups": ["airflow"], "ports": [("airflow_api_port", CLUSTER)]},
@@ -169,9 +173,9 @@ def clusterforge_port_collisions(groups: dict[str, Any], hostvars: Any) -> list[
             if "when" in entry and not entry["when"](value):
                 continue
             width = entry["width"](value) if "width" in entry else 1
-            for name, where in entry["ports"]:
+            for name, where, *fixed in entry["ports"]:
                 addresses = where(value) if callable(where) else where
-                port = int(value(name))
+                port = int(fixed[0] if fixed else value(name))
                 listeners.setdefault(host, []).append(
                     (port, port + width - 1, addresses, entry["service"], name)
                 )

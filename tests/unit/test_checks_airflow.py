@@ -53,6 +53,8 @@ class FakeAirflow:
         self.calls: list[tuple[str, str]] = []
         # how many reads of a run answer "running" before its end state (0: ended when first read)
         self.running_reads = 0
+        # True: a run's end_date is the moment a read first finds it ended (else a fixed past time)
+        self.end_on_read = False
 
     # --- HTTP -------------------------------------------------------------------------------------
     def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float):
@@ -78,6 +80,9 @@ class FakeAirflow:
             run = self.runs[_unquote(match.group(2))]
             run["reads"] = run.get("reads", 0) + 1
             running = run["reads"] <= self.running_reads
+            if not running and self.end_on_read and not run.get("ended"):
+                run["ended"] = True
+                run["run"]["end_date"] = iso(datetime.now(UTC))
             return 200, json.dumps(dict(run["run"], state="running") if running else run["run"]).encode()
         if match := re.fullmatch(r"/api/v2/dags/[^/]+/dagRuns/([^/]+)/taskInstances\?limit=1000", path):
             run = self.runs[_unquote(match.group(1))]
@@ -415,6 +420,7 @@ def restarts(fake: FakeAirflow, monkeypatch: pytest.MonkeyPatch) -> list[tuple[A
 
     monkeypatch.setattr(af, "RESTART", restart)
     fake.running_reads = 2  # the run goes on through both restarts
+    fake.end_on_read = True
     return done
 
 
@@ -431,6 +437,21 @@ def test_resilience_restarts_scheduler_then_database_mid_run_and_judges_the_answ
     details = results["airflow.resilience"].details
     assert details["restarted_s"] == {"scheduler": 1.25, "database": 1.25}
     assert details["restarted_while"], "the restarts must come after a task started"
+    assert set(details["restart_began"]) == {"scheduler", "database"}
+    assert all(began < details["run_ended"] for began in details["restart_began"].values())
+
+
+def test_resilience_fails_when_the_run_ended_before_a_restart_began(fake, cluster, restarts):
+    """Read as running just before each restart, yet stamped as ended earlier (it ended between
+    the read and the restart): the restart hit no run in progress."""
+    fake.end_on_read = False  # the fake's runs end nine seconds after 2026-11-21 10:00
+    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    result = results["airflow.resilience"]
+    assert result.status == FAIL, result.reason
+    assert result.reason.startswith(
+        "the DAG run ended (2026-11-21T10:00:09Z) before the scheduler restart began (20"
+    ), result.reason
+    assert len(restarts) == 2
 
 
 def test_resilience_fails_when_the_run_ended_before_a_restart(fake, cluster, restarts):
@@ -468,6 +489,7 @@ def test_resilience_rides_out_the_api_outage_while_the_database_restarts(fake, c
         return original(self, dag_id, run_id)
 
     fake.running_reads = 2
+    fake.end_on_read = True
     monkeypatch.setattr(af.AirflowApi, "run", flaky)
     monkeypatch.setattr(af, "RESTART", lambda *args: 0.5)
     results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])

@@ -40,7 +40,8 @@ def test_the_table_s_defaults_are_the_roles():
 
 def test_every_port_of_the_roles_is_in_the_table_or_named_as_no_listener():
     ports = {name for name in role_defaults() if name.endswith("_port")}
-    in_table = {name for entry in plan.SERVICES for name, _ in entry["ports"]}
+    # A port with a number of its own (a third element) is one no variable moves.
+    in_table = {port[0] for entry in plan.SERVICES for port in entry["ports"] if len(port) == 2}
     assert ports - in_table - set(plan.NOT_LISTENERS) == set()
     assert in_table & set(plan.NOT_LISTENERS) == set()
     assert in_table <= set(plan.DEFAULTS)
@@ -88,6 +89,20 @@ def test_a_worker_range_that_reaches_another_port_collides():
         "w: port 8791-8792 is wanted by the Dask workers (dask_worker_port: 8790-8792) "
         "and the Dask workers (dask_nanny_port: 8791-8793)"
     ]
+
+
+def test_rabbitmq_s_fixed_loopback_ports_and_the_result_backend_s_redis_count():
+    rabbitmq = {"celery_broker_type": "rabbitmq"}
+    assert collisions(ONE_NODE, **rabbitmq) == []
+    # The Luigi scheduler's backend is on loopback (on the Airflow host here), as is Erlang's listener.
+    (found,) = collisions(ONE_NODE, luigi_backend_port=25672, **rabbitmq)
+    assert "port 25672 is wanted by the RabbitMQ broker (Erlang distribution: 25672)" in found
+    assert "Luigi scheduler (luigi_backend_port: 25672)" in found
+    assert collisions(ONE_NODE, luigi_backend_port=25672) == []  # Redis as the broker: no Erlang
+    # With RabbitMQ as the broker, Redis still keeps the results on the broker host.
+    (found,) = collisions(ONE_NODE, celery_redis_port=5432, **rabbitmq)
+    assert "Redis broker and result backend (celery_redis_port: 5432)" in found
+    assert "Airflow's PostgreSQL (airflow_db_port: 5432)" in found
 
 
 def test_a_loopback_port_and_a_cluster_address_port_do_not_collide():
