@@ -4,7 +4,6 @@ the code that runs on a GPU; the no-GPU paths use the real backend against fake 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from checkrun import run_checks
+from pathload import load
 
 from compute_jobs.checks import gpu, load_all
 from compute_jobs.compare import perturb
@@ -195,9 +195,7 @@ def test_scan_pci_keeps_only_nvidia_gpus_and_reads_the_link(tmp_path):
 def test_role_detection_module_agrees_with_the_check_on_the_pci_scan(tmp_path):
     """roles/cuda records what it detects with the same rule (vendor 0x10de, class 0x0300/0x0302)."""
     path = REPO / "roles/cuda/library/cuda_gpu_facts.py"
-    spec = importlib.util.spec_from_file_location("cuda_gpu_facts", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("cuda_gpu_facts", path)
     root = _sysfs(
         tmp_path, {"0000:17:00.0": NVIDIA_GPU, "0000:17:00.1": NVIDIA_AUDIO, "0000:00:1f.0": INTEL_NIC}
     )

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pathload import load
 
-
-def _load(name: str, path: Path) -> Any:
-    """Import PATH (not on sys.path) once, as NAME."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cloudtest = _load("cloudtest", Path(__file__).resolve().parents[1] / "cloud" / "cloudtest.py")
+cloudtest = load("cloudtest", Path(__file__).resolve().parents[1] / "cloud" / "cloudtest.py")
 
 
 @pytest.fixture(scope="module")

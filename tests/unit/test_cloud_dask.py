@@ -9,7 +9,6 @@ own built from tests/cloud/aiobotocore.lock (tests/cloud/testenv.py).
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import random
 import stat
@@ -20,23 +19,11 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
+from pathload import load
 
-
-def _load(name: str, path: Path) -> Any:
-    """Import PATH (not on sys.path) once, as NAME."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cloudtest = _load("cloudtest", Path(__file__).resolve().parents[1] / "cloud" / "cloudtest.py")
-testenv = _load("testenv", cloudtest.REPO / "tests" / "cloud" / "testenv.py")
-ephemeral = _load("ephemeral_dask", cloudtest.REPO / "tools" / "ephemeral_dask.py")
+cloudtest = load("cloudtest", Path(__file__).resolve().parents[1] / "cloud" / "cloudtest.py")
+testenv = load("testenv", cloudtest.REPO / "tests" / "cloud" / "testenv.py")
+ephemeral = load("ephemeral_dask", cloudtest.REPO / "tools" / "ephemeral_dask.py")
 NOW = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
 CA, CERT, KEY = (
     f"-----BEGIN {kind}-----\nAAAA\n-----END {kind}-----\n" for kind in ("CA", "CERTIFICATE", "KEY")

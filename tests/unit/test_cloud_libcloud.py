@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pathload import load
 
 pytestmark = pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")
 
 
-def _load(name: str, path: Path) -> Any:
-    """Import PATH (not on sys.path) once, as NAME."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 TESTS = Path(__file__).resolve().parents[1]
-cloudtest = _load("cloudtest", TESTS / "cloud" / "cloudtest.py")
-libcloud_nodes = _load("libcloud_nodes", cloudtest.REPO / "plugins" / "modules" / "libcloud_nodes.py")
+cloudtest = load("cloudtest", TESTS / "cloud" / "cloudtest.py")
+libcloud_nodes = load("libcloud_nodes", cloudtest.REPO / "plugins" / "modules" / "libcloud_nodes.py")
 
 DEFAULTS = {name: spec.get("default") for name, spec in libcloud_nodes.ARGUMENT_SPEC.items()}
 SETS = [

@@ -3,31 +3,17 @@ and the role inputs (defaults, argument specs, README) agreeing with each other.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pathload import load
 
-
-def _load(name: str, path: Path) -> Any:
-    """Import PATH (not on sys.path) once, as NAME."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cloudtest = _load("cloudtest", Path(__file__).resolve().parents[1] / "cloud" / "cloudtest.py")
-cloud_net = _load("cloud_net", cloudtest.REPO / "plugins" / "filter" / "cloud_net.py")
+cloudtest = load("cloudtest", Path(__file__).resolve().parents[1] / "cloud" / "cloudtest.py")
+cloud_net = load("cloud_net", cloudtest.REPO / "plugins" / "filter" / "cloud_net.py")
 
 
 @pytest.mark.parametrize(
@@ -102,7 +88,7 @@ def test_inventory_plugin_stays_quiet(tmp_path: Path, extra_vars: dict[str, Any]
 
 
 def test_role_inputs_agree() -> None:
-    role_docs = _load("role_docs", cloudtest.REPO / "scripts" / "role_docs.py")
+    role_docs = load("role_docs", cloudtest.REPO / "scripts" / "role_docs.py")
     for role in ("cloud_aws", "cloud_libcloud"):
         assert role_docs.problems_of(cloudtest.REPO / "roles" / role, write=False) == []
 

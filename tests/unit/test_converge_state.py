@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pathload import load
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "plugins/modules/clusterforge_converge_state.py"
@@ -394,13 +395,9 @@ def test_the_action_rejects_a_switch_that_is_not_a_boolean(tmp_path, etc):
 
 
 def load_action() -> Any:
-    import importlib.util
-
-    path = ROOT / "plugins/action/clusterforge_converge_state.py"
-    spec = importlib.util.spec_from_file_location("clusterforge_converge_state_action", path)
-    assert spec is not None and spec.loader is not None
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
+    loaded = load(
+        "clusterforge_converge_state_action", ROOT / "plugins/action/clusterforge_converge_state.py"
+    )
     loaded.load_extra_vars = lambda loader: {}
     return loaded
 

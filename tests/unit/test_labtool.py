@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -13,12 +12,10 @@ import sys
 
 import pytest
 import yaml
+from pathload import load
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SPEC = importlib.util.spec_from_file_location("labtool", ROOT / "scripts" / "labtool.py")
-labtool = importlib.util.module_from_spec(SPEC)
-sys.modules["labtool"] = labtool
-SPEC.loader.exec_module(labtool)
+labtool = load("labtool", ROOT / "scripts" / "labtool.py")
 
 LOCK = "ansible-core==2.21.5\nmitogen==0.3.54\n"
 GROUPS = ["head=head", "workers=workers", "gpu_nodes=none", "mpi_hosts=all", "storage_server=head"]

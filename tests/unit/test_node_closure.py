@@ -6,7 +6,6 @@ venv installs, and the node venv as a whole leaves no dependency open or off ran
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import operator
 import re
@@ -17,12 +16,10 @@ import jinja2
 import pytest
 import yaml
 from packaging.version import Version
+from pathload import load
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("node_closure", ROOT / "tools" / "node_closure.py")
-assert spec is not None and spec.loader is not None
-node_closure = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(node_closure)
+node_closure = load("node_closure", ROOT / "tools" / "node_closure.py")
 
 PYTHONS = ("3.11", "3.13")  # Debian 12, Debian 13
 # The Python each tested Debian release ships: every pin must install there (Requires-Python).

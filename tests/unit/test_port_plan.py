@@ -3,27 +3,17 @@ same port stop site.yml before any change, naming both; valid inventories pass."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from localplay import run_local_playbook
+from pathload import load
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> Any:
-    spec = importlib.util.spec_from_file_location("cf_port_plan", ROOT / "plugins/filter/port_plan.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cf_port_plan"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-plan = _load()
+plan = load("cf_port_plan", ROOT / "plugins/filter/port_plan.py")
 
 
 def role_defaults() -> dict[str, Any]:

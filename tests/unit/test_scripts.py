@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 import yaml
+from pathload import load
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAB = ROOT / "scripts" / "lab"
@@ -578,11 +579,7 @@ def test_gpu_validate_rejects_bad_input_and_a_host_without_a_gpu(args, path, mes
 def test_role_docs_finds_a_default_that_the_argument_spec_documents_otherwise(tmp_path):
     """scripts/role_docs.py --check: a literal default that differs between defaults/main.yml and
     meta/argument_specs.yml is drift (a templated one is Ansible's to evaluate and is not compared)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("role_docs", ROOT / "scripts" / "role_docs.py")
-    role_docs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(role_docs)
+    role_docs = load("role_docs", ROOT / "scripts" / "role_docs.py")
     role = tmp_path / "demo"
     (role / "meta").mkdir(parents=True)
     (role / "defaults").mkdir()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import subprocess
 
 import pytest
+from pathload import load
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-_SPEC = importlib.util.spec_from_file_location("secrets_archive", ROOT / "scripts" / "secrets_archive.py")
-assert _SPEC and _SPEC.loader
-archive = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(archive)
+archive = load("secrets_archive", ROOT / "scripts" / "secrets_archive.py")
 
 SECRETS = {
     "ssh/id_ed25519": b"-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n",

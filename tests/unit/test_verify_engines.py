@@ -7,7 +7,6 @@ setup module reads them back as local facts, the filter assembles the sections.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,21 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pathload import load
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = "/etc/clusterforge/celery/celery.json"
 
 
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ve = _load("cf_verify_engines", ROOT / "plugins/filter/verify_engines.py")
+ve = load("cf_verify_engines", ROOT / "plugins/filter/verify_engines.py")
 sys.path.insert(0, str(ROOT))
 from compute_jobs.engines import validate_section  # noqa: E402
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from pathload import load
+
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "cf_progress", ROOT / "plugins/callback/clusterforge_progress.py"
-)
-assert spec and spec.loader
-progress = importlib.util.module_from_spec(spec)
-sys.modules["cf_progress"] = progress
-spec.loader.exec_module(progress)
+progress = load("cf_progress", ROOT / "plugins/callback/clusterforge_progress.py")
 
 
 def poll_output(events: list[dict[str, Any]], job: str = '{"started": 1}') -> str:
