@@ -9,7 +9,15 @@ import yaml
 
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 ROOT = SCENARIO.parents[1]
-NODES = [p["name"] for p in yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]]
+PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
+NODES = [p["name"] for p in PLATFORMS]
+# The Debian release each node's image is of (debian13 unless CF_MOLECULE_DISTRO says otherwise).
+RELEASES = {
+    p["name"]: p["image"]
+    .removeprefix("localhost/clusterforge-node:")
+    .replace("${CF_MOLECULE_DISTRO:-debian13}", os.environ.get("CF_MOLECULE_DISTRO", "debian13"))
+    for p in PLATFORMS
+}
 DEFAULTS = yaml.safe_load((ROOT / "roles/common/defaults/main.yml").read_text())
 CA_DIR = pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "test-ca"
 USER = "clusterforge"
@@ -152,3 +160,13 @@ def test_time_sync_is_configured(host):
     assert conf.exists
     assert "NTP=" + " ".join(DEFAULTS["common_ntp_servers"]) in conf.content_string
     assert host.service("systemd-timesyncd").is_enabled
+
+
+def test_each_node_runs_the_release_of_its_image(host):
+    """The worker is a Debian 12 node beside a Debian 13 head: every test above held on both."""
+    me = host.backend.get_hostname()
+    assert host.system_info.distribution == "debian"
+    assert f"debian{host.system_info.release.split('.')[0]}" == RELEASES[me]
+    version = host.run("%s/bin/python -c %s", VENV, "import sys; print(*sys.version_info[:2])")
+    assert version.rc == 0, version.stderr
+    assert version.stdout.split() == {"debian12": ["3", "11"], "debian13": ["3", "13"]}[RELEASES[me]]
