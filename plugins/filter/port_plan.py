@@ -9,7 +9,7 @@ systemd's words. The table below says, per service, the site groups whose hosts 
 site.yml's plays), when it runs, its port variables with the roles' defaults (a unit test holds them
 equal to roles/*/defaults/main.yml) and the addresses it binds: the host's cluster address, 127.0.0.1,
 or both (a web UI on 127.0.0.1 behind its HTTPS gateway on the cluster address, on the same port).
-A port no variable moves (RabbitMQ's Erlang ports) is named by a label and its number.
+A port no variable moves (RabbitMQ's Erlang ports, NFS) is named by a label and its number.
 Two entries collide when their port ranges meet on an address they share. A service not in the
 table is not checked, so the check can miss a collision but does not refuse a valid inventory.
 """
@@ -85,6 +85,10 @@ SERVICES: list[dict[str, Any]] = [
      "when": lambda v: "postgresql" in (v("monitoring_services") or []),
      "ports": [("monitoring_postgres_exporter_port", CLUSTER)]},
     {"service": "Managers server", "groups": ["mpmanager"], "ports": [("mpmanager_port", CLUSTER)]},
+    # The kernel's NFSv4 server, bound to the cluster address (nfs.conf.j2); rpcbind is turned off.
+    {"service": "NFS server", "groups": ["storage_server"],
+     "when": lambda v: v("shared_storage_backend") == "nfs",
+     "ports": [("NFSv4", CLUSTER, 2049)]},
 ]  # fmt: skip
 
 # The roles' defaults of every variable the table reads (tests/unit/test_port_plan.py compares them
@@ -127,6 +131,7 @@ DEFAULTS: dict[str, Any] = {
     "monitoring_redis_exporter_port": 9121,
     "monitoring_postgres_exporter_port": 9187,
     "mpmanager_port": 50000,
+    "shared_storage_backend": "nfs",
 }
 
 

@@ -95,6 +95,17 @@ def test_rabbitmq_s_fixed_loopback_ports_and_the_result_backend_s_redis_count():
     assert "Airflow's PostgreSQL (airflow_db_port: 5432)" in found
 
 
+def test_the_nfs_server_takes_2049_on_the_storage_host_only_with_the_nfs_backend():
+    storage = dict(ONE_NODE, storage_server=["n1"])
+    assert collisions(storage) == []
+    (found,) = collisions(storage, luigi_port=2049)
+    assert found == (
+        "n1: port 2049 is wanted by the Luigi scheduler (luigi_port: 2049) and the NFS server (NFSv4: 2049)"
+    )
+    assert collisions(storage, luigi_port=2049, shared_storage_backend="sshfs") == []
+    assert collisions(ONE_NODE, luigi_port=2049) == []  # no storage server in the inventory
+
+
 def test_a_loopback_port_and_a_cluster_address_port_do_not_collide():
     # The hub's API on 127.0.0.1 and the proxy on the cluster address may share a number ...
     assert collisions(ONE_NODE, jupyter_hub_api_port=8000) == []
