@@ -69,12 +69,22 @@ def test_two_services_on_one_port_are_named_with_their_variables():
     )
 
 
+def test_the_default_dask_ranges_hold_100_worker_processes_beside_every_other_service():
+    assert collisions(ONE_NODE, dask_worker_nworkers=100) == []
+    (found,) = collisions(ONE_NODE, dask_worker_nworkers=101)
+    assert found == (
+        "n1: port 8900 is wanted by the Dask workers (dask_worker_port: 8800-8900) "
+        "and the Dask workers (dask_nanny_port: 8900-9000)"
+    )
+
+
 def test_a_worker_range_that_reaches_another_port_collides():
-    assert collisions(ONE_NODE, dask_worker_nworkers=3) == []
-    (found,) = collisions(ONE_NODE, dask_worker_nworkers=4)
+    assert collisions(ONE_NODE, dask_worker_port=8790, dask_worker_nworkers=3) == []
+    (found,) = collisions(ONE_NODE, dask_worker_port=8790, dask_worker_nworkers=4)
     assert "port 8793 is wanted by the Dask workers (dask_worker_port: 8790-8793)" in found
     assert "Airflow log server (airflow_log_server_port: 8793)" in found
-    overlap = collisions({"all": ["w"], "dask_workers": ["w"]}, dask_worker_nworkers=3, dask_nanny_port=8791)
+    worker = {"all": ["w"], "dask_workers": ["w"]}
+    overlap = collisions(worker, dask_worker_port=8790, dask_worker_nworkers=3, dask_nanny_port=8791)
     assert overlap == [
         "w: port 8791-8792 is wanted by the Dask workers (dask_worker_port: 8790-8792) "
         "and the Dask workers (dask_nanny_port: 8791-8793)"

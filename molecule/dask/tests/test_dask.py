@@ -119,13 +119,13 @@ def test_every_listening_socket_of_dask_is_on_the_cluster_address(host):
         if is_head(host):
             expected = "127.0.0.1" if int(port) == 8787 else me
         else:
-            expected = me if int(port) in (8790, 8791, 8810, 8811) else "127.0.0.1"
+            expected = me if int(port) in (8800, 8801, 8900, 8901) else "127.0.0.1"
         assert ip.strip("[]").removeprefix("::ffff:") == expected, local
     ports = {int(a.rsplit(":", 1)[1]) for a in local}
     if is_head(host):
         assert {8786, 8787} <= ports
     else:
-        assert {8790, 8791, 8810, 8811} <= ports
+        assert {8800, 8801, 8900, 8901} <= ports
 
 
 def test_service_account_key_is_accepted_from_the_cluster_addresses_only(host):
@@ -293,7 +293,7 @@ def test_tls_client_without_a_cluster_certificate_is_refused(host):
     put(host, "/tmp/other.crt", cert)
     put(host, "/tmp/other.key", key)
     head, worker = address_of(host, HEAD), address_of(host, WORKER)
-    doors = [(head, 8786)] + [(worker, port) for port in (8790, 8791, 8810, 8811)]
+    doors = [(head, 8786)] + [(worker, port) for port in (8800, 8801, 8900, 8901)]
     for address, port in doors:
         probe = f"runuser -u {VERIFY} -- {PYTHON} /tmp/cf_tls.py {address} {port}"
         none = host.run(probe)
