@@ -101,6 +101,8 @@ class Airflow:
     pipeline_workers: list[str] = field(default_factory=list)
     server_host: str = ""
     restart_commands: dict[str, list[str]] = field(default_factory=dict)
+    # The systemd unit each restart command restarts (its stop time is read after the restart).
+    restart_units: dict[str, str] = field(default_factory=dict)
     # Port of the Celery workers' log servers, on their cluster addresses (0: none, LocalExecutor).
     log_server_port: int = 0
     # Whether they serve HTTPS (certificates from the cluster CA, ca_file) or plain HTTP.

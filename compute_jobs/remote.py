@@ -49,13 +49,12 @@ def on_host(host: str | None, command: list[str]) -> list[str]:
     return as_service_account(command)
 
 
-def run_on(host: str | None, command: list[str], timeout: float, what: str, hint: str = "") -> float:
-    """Run ``command`` for ``host``; return the seconds it took. CheckError, naming ``what`` and the
+def output_of(host: str | None, command: list[str], timeout: float, what: str, hint: str = "") -> str:
+    """Run ``command`` for ``host``; return what it printed. CheckError, naming ``what`` and the
     command (and ``hint``, what to do about it), when it cannot run or exits non-zero."""
     if not command:
         raise CheckError(f"{what}: no command" + (f" ({hint})" if hint else ""))
     full = on_host(host, command)
-    start = time.monotonic()
     try:
         done = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -65,4 +64,11 @@ def run_on(host: str | None, command: list[str], timeout: float, what: str, hint
             f"{what} `{' '.join(full)}` exited {done.returncode}: {done.stderr.strip()[-300:]}"
             + (f"; {hint}" if hint else "")
         )
+    return done.stdout
+
+
+def run_on(host: str | None, command: list[str], timeout: float, what: str, hint: str = "") -> float:
+    """Run ``command`` for ``host``; return the seconds it took. CheckError as output_of."""
+    start = time.monotonic()
+    output_of(host, command, timeout, what, hint)
     return time.monotonic() - start

@@ -30,7 +30,7 @@ from clusterforge_pipeline.spec import FANOUT_LOG_MARKER, fanout_total, range_su
 from compute_jobs.checks._pipeline import judge_pipeline, pipeline_spec
 from compute_jobs.context import CheckContext
 from compute_jobs.model import FAIL, Check, CheckError, Metric, Param, Result, register
-from compute_jobs.remote import run_on
+from compute_jobs.remote import output_of, run_on
 from compute_jobs.transport import NoAnswer, Transport, https_transport, urllib_transport
 
 COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -434,6 +434,20 @@ RESTART_HINT = "the airflow role installs a sudo rule for the service account: a
 OUTAGE_S = 90.0
 
 
+def unit_stopped_at(host: str | None, unit: str, timeout: float) -> float | None:
+    """When systemd on HOST last began to stop UNIT (ActiveExitTimestamp, on that host's clock), in
+    seconds since the epoch; None when it never has."""
+    command = ["systemctl", "show", "-p", "ActiveExitTimestamp", "--timestamp=us+utc", unit]
+    value = output_of(host, command, timeout, f"reading when {unit} stopped").strip().partition("=")[2]
+    if not value:
+        return None
+    return datetime.strptime(value, "%a %Y-%m-%d %H:%M:%S.%f %Z").replace(tzinfo=UTC).timestamp()
+
+
+# Replaced by a fake in the unit tests: (host, unit, timeout) -> seconds since the epoch or None.
+STOPPED_AT: Callable[[str | None, str, float], float | None] = unit_stopped_at
+
+
 @register
 class AirflowResilience(Check):
     name = "airflow.resilience"
@@ -453,8 +467,8 @@ class AirflowResilience(Check):
         Param("restart_timeout", float, 60.0, "s one restart may take", 1.0, 600.0),
     )
     correctness_rule = (
-        "each restart begins while the run is in progress (the run's end_date after each restart's "
-        "start) and that run succeeds; count, sum, sum of "
+        "each restart begins while the run is in progress (the run's end_date after the moment systemd "
+        "began to stop each unit, both on the server's clock) and that run succeeds; count, sum, sum of "
         "squares, min, max equal the closed forms and every file's SHA-256 the regenerated one (as "
         "airflow.pipeline)"
     )
@@ -474,8 +488,10 @@ class AirflowResilience(Check):
         api.unpause(dag_id)
         run_id = api.trigger(dag_id, spec.to_dict())["dag_run_id"]
         running = self.wait_for_a_task(ctx, api, dag_id, run_id)
+        units = dict(settings.get("restart_units") or {})
         restarted: dict[str, float] = {}
         began: dict[str, float] = {}
+        clock: dict[str, str] = {}
         for component in ("scheduler", "database"):
             if component in restarts:
                 # A restart after the run ended proves nothing about riding one out. This read only
@@ -498,6 +514,7 @@ class AirflowResilience(Check):
                     )
                     return
                 began[component] = time.time()
+                clock[component] = "this host's, before the restart command"
                 seconds = RESTART(
                     settings.get("server_host"),
                     list(restarts[component]),
@@ -506,6 +523,17 @@ class AirflowResilience(Check):
                     RESTART_HINT,
                 )
                 restarted[component] = round(seconds, 3)
+                # The moment systemd began to stop the unit, on the server's clock (the one that
+                # stamps the run's end): no window between this host's stamp and the stop.
+                if component in units:
+                    host = settings.get("server_host")
+                    stopped = STOPPED_AT(host, str(units[component]), ctx.bounded(ctx.params.restart_timeout))
+                    if stopped is None:
+                        raise CheckError(
+                            f"systemd on {host} has no stop time of {units[component]} after its restart"
+                        )
+                    began[component] = stopped
+                    clock[component] = f"systemd's on {host}: {units[component]} began to stop"
         run = self.wait_through_outages(ctx, api, dag_id, run_id)
         tis = api.task_instances(dag_id, run_id)
         details: dict[str, Any] = {
@@ -515,12 +543,14 @@ class AirflowResilience(Check):
             "restarted_s": restarted,
             "restarted_while": running,
             "restart_began": {c: stamp(t) for c, t in began.items()},
+            "restart_began_by": clock,
             "run_ended": run.get("end_date"),
             "states": states_view(run, tis),
             "tries": {t["task_id"]: t.get("try_number") for t in tis},
         }
-        # The scheduler stamps the run's end (the cluster's clocks agree: one kernel's in the lab,
-        # NTP on a site's hosts): a run that ended before a restart began did not ride it out.
+        # The scheduler stamps the run's end on the server, whose systemd stamped each stop (a fact
+        # without restart_units leaves this host's stamps, which NTP keeps near the server's): a run
+        # that ended before a restart began did not ride it out.
         ended = parse_time(run.get("end_date"))
         early = [c for c, t in began.items() if ended is None or ended <= t]
         if early:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -407,10 +408,29 @@ RESTARTS = {
     "scheduler": ["sudo", "-n", "/usr/bin/systemctl", "restart", "airflow-scheduler.service"],
     "database": ["sudo", "-n", "/usr/bin/systemctl", "restart", "postgresql.service"],
 }
+UNITS = {"scheduler": "airflow-scheduler.service", "database": "postgresql.service"}
 
 
 @pytest.fixture
-def restarts(fake: FakeAirflow, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+def stops(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """systemd's stop time of each unit, as the server reads it: the moment of the read, shifted by
+    stops["shift"] seconds (its clock, or a restart that reached the unit later than this host
+    stamped it)."""
+    state: dict[str, Any] = {"shift": 0.0, "read": []}
+
+    def stopped_at(host: str | None, unit: str, timeout: float) -> float | None:
+        assert timeout > 0
+        state["read"].append((host, unit))
+        return None if state["shift"] is None else time.time() + state["shift"]
+
+    monkeypatch.setattr(af, "STOPPED_AT", stopped_at)
+    return state
+
+
+@pytest.fixture
+def restarts(
+    fake: FakeAirflow, monkeypatch: pytest.MonkeyPatch, stops: dict[str, Any]
+) -> list[tuple[Any, ...]]:
     done: list[tuple[Any, ...]] = []
 
     def restart(host: str, command: list[str], timeout: float, what: str, hint: str) -> float:
@@ -425,7 +445,9 @@ def restarts(fake: FakeAirflow, monkeypatch: pytest.MonkeyPatch) -> list[tuple[A
 
 
 def test_resilience_restarts_scheduler_then_database_mid_run_and_judges_the_answer(fake, cluster, restarts):
-    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    results = run(
+        cluster(restart_commands=RESTARTS, restart_units=UNITS, server_host="a"), ["airflow.resilience"]
+    )
     assert {n: r.status for n, r in results.items()} == {
         "airflow.resilience": PASS,
         "airflow.resilience.placement": PASS,
@@ -439,13 +461,62 @@ def test_resilience_restarts_scheduler_then_database_mid_run_and_judges_the_answ
     assert details["restarted_while"], "the restarts must come after a task started"
     assert set(details["restart_began"]) == {"scheduler", "database"}
     assert all(began < details["run_ended"] for began in details["restart_began"].values())
+    assert details["restart_began_by"] == {
+        "scheduler": "systemd's on a: airflow-scheduler.service began to stop",
+        "database": "systemd's on a: postgresql.service began to stop",
+    }
+
+
+def test_resilience_takes_each_restart_s_start_from_systemd_on_the_server(fake, cluster, restarts, stops):
+    """The run ended after this host stamped each restart, but before systemd on the server began to
+    stop the unit (the restart command reached it late): no restart hit a run in progress. Without
+    the units published, this host's stamps are all the check has, and it passes."""
+    stops["shift"] = 3600.0
+    result = run(
+        cluster(restart_commands=RESTARTS, restart_units=UNITS, server_host="a"), ["airflow.resilience"]
+    )["airflow.resilience"]
+    assert result.status == FAIL and "before the scheduler restart began" in result.reason, result.reason
+    assert stops["read"] == [("a", UNITS["scheduler"]), ("a", UNITS["database"])]
+    fake.running_reads = 2
+    without = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])[
+        "airflow.resilience"
+    ]
+    assert without.status == PASS, without.reason
+    assert set(without.details["restart_began_by"].values()) == {"this host's, before the restart command"}
+
+
+def test_resilience_without_systemd_s_stop_time_is_an_error_naming_the_unit(fake, cluster, restarts, stops):
+    stops["shift"] = None
+    result = run(
+        cluster(restart_commands=RESTARTS, restart_units=UNITS, server_host="a"), ["airflow.resilience"]
+    )["airflow.resilience"]
+    assert result.status == ERROR, result.reason
+    assert "systemd on a has no stop time of airflow-scheduler.service after its restart" in result.reason
+
+
+def test_the_stop_time_is_read_from_systemctl_show_in_utc_microseconds(monkeypatch):
+    asked: list[tuple[Any, ...]] = []
+    answers = iter(["ActiveExitTimestamp=Tue 2026-12-08 02:28:41.185722 UTC\n", "ActiveExitTimestamp=\n"])
+
+    def output_of(host: str | None, command: list[str], timeout: float, what: str) -> str:
+        asked.append((host, command, timeout))
+        return next(answers)
+
+    monkeypatch.setattr(af, "output_of", output_of)
+    expected = datetime(2026, 12, 8, 2, 28, 41, 185722, tzinfo=UTC).timestamp()
+    assert af.unit_stopped_at("a", "postgresql.service", 5.0) == expected
+    assert af.unit_stopped_at("a", "postgresql.service", 5.0) is None
+    command = ["systemctl", "show", "-p", "ActiveExitTimestamp", "--timestamp=us+utc", "postgresql.service"]
+    assert asked == [("a", command, 5.0)] * 2
 
 
 def test_resilience_fails_when_the_run_ended_before_a_restart_began(fake, cluster, restarts):
     """Read as running just before each restart, yet stamped as ended earlier (it ended between
     the read and the restart): the restart hit no run in progress."""
     fake.end_on_read = False  # the fake's runs end nine seconds after 2026-11-21 10:00
-    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    results = run(
+        cluster(restart_commands=RESTARTS, restart_units=UNITS, server_host="a"), ["airflow.resilience"]
+    )
     result = results["airflow.resilience"]
     assert result.status == FAIL, result.reason
     assert result.reason.startswith(
@@ -456,7 +527,9 @@ def test_resilience_fails_when_the_run_ended_before_a_restart_began(fake, cluste
 
 def test_resilience_fails_when_the_run_ended_before_a_restart(fake, cluster, restarts):
     fake.running_reads = 1  # still running at the scheduler's restart, ended by the database's
-    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    results = run(
+        cluster(restart_commands=RESTARTS, restart_units=UNITS, server_host="a"), ["airflow.resilience"]
+    )
     result = results["airflow.resilience"]
     assert result.status == FAIL and "had ended (success) before the database restart" in result.reason, (
         result.reason
@@ -466,7 +539,9 @@ def test_resilience_fails_when_the_run_ended_before_a_restart(fake, cluster, res
 
 def test_resilience_fails_on_a_wrong_answer_after_the_restarts(fake, cluster, restarts):
     fake.pipeline_sum_offset = 1
-    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    results = run(
+        cluster(restart_commands=RESTARTS, restart_units=UNITS, server_host="a"), ["airflow.resilience"]
+    )
     assert results["airflow.resilience"].status == FAIL
     assert len(restarts) == 2
 
@@ -478,7 +553,7 @@ def test_resilience_without_restart_commands_is_an_error_that_says_what_to_do(fa
     assert restarts == []
 
 
-def test_resilience_rides_out_the_api_outage_while_the_database_restarts(fake, cluster, monkeypatch):
+def test_resilience_rides_out_the_api_outage_while_the_database_restarts(fake, cluster, monkeypatch, stops):
     calls = {"n": 0}
     original = af.AirflowApi.run
 
@@ -492,7 +567,9 @@ def test_resilience_rides_out_the_api_outage_while_the_database_restarts(fake, c
     fake.end_on_read = True
     monkeypatch.setattr(af.AirflowApi, "run", flaky)
     monkeypatch.setattr(af, "RESTART", lambda *args: 0.5)
-    results = run(cluster(restart_commands=RESTARTS, server_host="a"), ["airflow.resilience"])
+    results = run(
+        cluster(restart_commands=RESTARTS, restart_units=UNITS, server_host="a"), ["airflow.resilience"]
+    )
     assert results["airflow.resilience"].status == PASS
     assert calls["n"] == 6, "a read before each restart, three refused polls, then the finished run"
 

@@ -134,7 +134,7 @@ def test_no_restart_rule_without_the_resilience_checks(host):
     assert not host.file("/etc/sudoers.d/clusterforge-airflow-restart").exists
     assert host.run("runuser -u %s -- sudo -n -l", USER).rc != 0
     fact = json.loads(host.file("/etc/ansible/facts.d/clusterforge_engine_airflow.fact").content_string)
-    assert fact.get("restart_commands") == {}
+    assert fact.get("restart_commands") == {} and fact.get("restart_units") == {}
 
 
 def test_fernet_key_is_32_random_bytes_and_encrypts(host):
