@@ -1,6 +1,7 @@
 """The monitoring tier as an operator relies on it: Prometheus only through its gateway, node_exporter
-only to the Prometheus host's certificate, every node scraped, the alert rules loaded, the
-certificates' expiry exported, and both daemons back after a clean exit."""
+only to the Prometheus host's certificate and, by the host firewall, only from that host, every node
+scraped, the alert rules loaded, the certificates' expiry exported, and both daemons back after a
+clean exit."""
 
 from __future__ import annotations
 
@@ -100,6 +101,30 @@ def test_node_exporter_answers_only_the_prometheus_host(client, cert, answer):
         assert code == "000", f"node_exporter answered HTTP {code} to {client} with {cert}"
     else:
         assert code == "200"
+
+
+def opens(client: str, target: str, port: int) -> bool:
+    """Whether a TCP connection from node CLIENT to node TARGET's cluster address opens within 3 s."""
+    probe = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)"
+    return node(client).run("python3 -c %s %s %s", probe, address(target), str(port)).rc == 0
+
+
+def test_another_member_cannot_even_open_an_exporter_port():
+    """The host firewall lets only the Prometheus host (and the head node, here the same) open the
+    exporters' ports: another member holds a certificate of the cluster CA, and on Debian 12
+    node_exporter cannot tell it from the Prometheus host's, but its connection is dropped. Every
+    other port stays open to the members (the Prometheus gateway here)."""
+
+    def drops() -> int:
+        table = node(SERVER).run("nft list table inet clusterforge").stdout
+        (line,) = [line for line in table.splitlines() if "an exporter, not from its clients" in line]
+        return int(line.split("packets ")[1].split()[0])
+
+    before = drops()
+    assert not opens(OTHER, SERVER, 9100), "another member opened the Prometheus host's node_exporter port"
+    assert drops() > before, "the firewall's exporter rule did not count the dropped connection"
+    assert opens(SERVER, OTHER, 9100), "the Prometheus host cannot open a member's node_exporter port"
+    assert opens(OTHER, SERVER, 9090), "a member cannot reach the Prometheus gateway"
 
 
 def test_every_node_is_scraped_with_health_up():
