@@ -197,6 +197,9 @@ class MonitoringJob:
     # How Prometheus logs in: "certificate" (the exporter demands a client certificate of the
     # cluster CA: a door of its own) or "password" (through the engine's HTTPS gateway).
     auth: str = ""
+    # node -> the cluster addresses that target's host firewall lets open the exporter's port (the
+    # Prometheus host and the head node); a node not named lets every member open it.
+    clients: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -415,6 +415,8 @@ class Door:
     service: str
     kind: str  # "http", "tls", "tcp", "redis" (plain TCP) or "rediss" (TLS only)
     url: str  # http(s)://host:port/path, or host:port
+    # The only cluster addresses the door's host firewall lets open it (empty: every member).
+    clients: tuple[str, ...] = ()
 
 
 def _strip_userinfo(url: str) -> str:
@@ -451,8 +453,10 @@ def engine_doors(ctx: CheckContext) -> list[Door]:
     jobs = (ctx.cluster.engines.get("monitoring") or {}).get("jobs") or {}
     for job, spec in sorted(jobs.items()):
         if isinstance(spec, dict) and spec.get("auth") == "certificate":
+            clients = spec.get("clients") or {}
             for node, target in sorted((spec.get("targets") or {}).items()):
-                doors.append(Door(f"{job}-exporter@{node}", "tls", str(target)))
+                allowed = tuple(str(a) for a in clients.get(node) or ())
+                doors.append(Door(f"{job}-exporter@{node}", "tls", str(target), allowed))
     # Each Airflow Celery worker's log server (on the worker's cluster address) serves a task's log
     # only to a request signed with the deployment's JWT secret.
     for service, host, port, tls in airflow_log_servers(ctx):
@@ -549,6 +553,20 @@ def knock_tls(address: str, timeout: float) -> str:
     if not data:
         return "refused (closed without a client certificate)"
     return f"answered {len(data)} bytes to a client without a certificate"
+
+
+def knock_from_outside(address: str, timeout: float, here: str, clients: tuple[str, ...]) -> str:
+    """From a member that is not one of the door's clients: its host firewall must drop the
+    connection before the door can answer anything."""
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
+        only = ", ".join(clients)
+        return f"refused (the host firewall let nothing from {here} through: {why}; only {only} may open it)"
+    return f"opened a connection from {here}, which is not one of its clients ({', '.join(clients)})"
 
 
 def knock_tcp(address: str, timeout: float) -> str:
@@ -816,7 +834,8 @@ class SecurityAnonymous(Check):
         "From every node, each declared door of every engine refuses a client without credentials: "
         "HTTP 401/403, Redis: no plain-text answer and -NOAUTH over TLS, "
         "RabbitMQ: no plain-text answer and a wrong password refused over TLS, "
-        "no TLS session without a client certificate"
+        "no TLS session without a client certificate; from a member that is not one of an exporter's "
+        "clients (engines.monitoring.jobs.*.clients), no connection at all"
     )
     correctness_rule = "each door's answer to a client without credentials == refused"
     timeout = 120.0
@@ -838,8 +857,15 @@ class SecurityAnonymous(Check):
                 details = {"door": door.url, "kind": door.kind}
                 if control:
                     details["knocked"] = f"{target} (the check's own open door, negative control)"
+                here = ctx.host.address if ctx.host is not None else ""
+                outside = bool(door.clients) and bool(here) and here not in door.clients
+                if outside:
+                    details["clients"] = list(door.clients)
                 try:
-                    answer = KNOCKS[door.kind](target, ctx.bounded(15))
+                    if outside:
+                        answer = knock_from_outside(target, ctx.bounded(5), here, door.clients)
+                    else:
+                        answer = KNOCKS[door.kind](target, ctx.bounded(15))
                 except (OSError, CheckError) as exc:
                     yield ctx.error(f"{door.url}: could not knock ({exc})", name=name, details=details)
                     continue

@@ -601,6 +601,45 @@ def test_every_certificate_exporter_is_a_door_and_one_without_client_certificate
     assert "without a certificate" in results["security.anonymous[node-exporter@b]"].reason
 
 
+def _closed_port() -> str:
+    """127.0.0.1:PORT where nothing listens (a connection is refused, as a dropping firewall's is
+    never answered)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_an_exporter_whose_firewall_keeps_this_node_out_must_not_even_open(cj_cluster, doors):
+    """This node (a, 127.0.0.1) is not one of the exporters' clients: an exporter port that lets its
+    connection in FAILs even though the exporter then demands a certificate; one whose connection
+    fails PASSes; where this node is a client, the TLS door is knocked as always."""
+    open_tls = doors["tls"](True)
+    jobs = {
+        "node": {
+            "auth": "certificate",
+            "targets": {"a": open_tls, "b": _closed_port()},
+            "clients": {"a": ["10.9.9.9"], "b": ["10.9.9.9", "10.9.9.8"]},
+        },
+        "postgresql": {"auth": "certificate", "targets": {"a": open_tls}, "clients": {"a": ["127.0.0.1"]}},
+    }
+    engines = {"monitoring": {"jobs": jobs}}
+    results = run_checks(cj_cluster(engines=engines), ["security.anonymous"])
+    let_in = results["security.anonymous[node-exporter@a]"]
+    assert let_in.status == FAIL, let_in.observed
+    assert let_in.observed == "opened a connection from 127.0.0.1, which is not one of its clients (10.9.9.9)"
+    kept_out = results["security.anonymous[node-exporter@b]"]
+    assert kept_out.status == PASS, kept_out.observed
+    assert kept_out.observed.startswith("refused (the host firewall let nothing from 127.0.0.1 through: ")
+    assert kept_out.observed.endswith("; only 10.9.9.9, 10.9.9.8 may open it)")
+    assert kept_out.details["clients"] == ["10.9.9.9", "10.9.9.8"]
+    client = results["security.anonymous[postgresql-exporter@a]"]
+    assert client.status == PASS and "without a client certificate" in client.observed, client.observed
+    # The negative control knocks at the check's own open door: it opens, FAIL.
+    controlled = run_checks(cj_cluster(engines=engines), ["security.anonymous"], inject="open-door")
+    knocked = controlled["security.anonymous[node-exporter@b]"]
+    assert knocked.status == FAIL and knocked.control == "open-door", (knocked.status, knocked.observed)
+
+
 @pytest.mark.parametrize(
     ("answer", "status", "observed"),
     [
