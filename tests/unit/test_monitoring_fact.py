@@ -1,0 +1,59 @@
+"""What the monitoring role publishes for the security checks about the exporters' doors: for every
+job Prometheus logs in to with its certificate, per target, the cluster addresses that target's host
+firewall lets open the port (the firewall role's rule), or nothing where the target's firewall is off."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from localplay import ROOT, role_play, run_local_playbook
+
+ROLE = ROOT / "roles/monitoring"
+ADDRESSES = {"h1": "10.0.0.1", "h2": "10.0.0.2", "h3": "10.0.0.3"}
+
+
+def fact(tmp_path: Path, groups: dict[str, list[str]], hostvars: dict[str, dict[str, object]]) -> dict:
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    hosts = {name: {"cluster_address": a, **local, **hostvars.get(name, {})} for name, a in ADDRESSES.items()}
+    inventory = {
+        "all": {"hosts": hosts, "children": {g: {"hosts": dict.fromkeys(m)} for g, m in groups.items()}}
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    body = (
+        "  tasks:\n"
+        "    - ansible.builtin.template:\n"
+        f"        src: {ROLE}/templates/monitoring.fact.j2\n"
+        f"        dest: {tmp_path}/monitoring.fact\n"
+        "        mode: '0644'\n"
+    )
+    play = role_play(ROLE, body).replace("- hosts: localhost", "- hosts: h1")
+    (tmp_path / "play.yml").write_text(play)
+    redis = {
+        "name": "redis",
+        "node": "h1",
+        "target": "10.0.0.1:9121",
+        "auth": "certificate",
+        "workers": 0,
+        "workers_query": "",
+        "alert": "",
+    }
+    gateway = {**redis, "name": "dask", "target": "10.0.0.1:8787", "auth": "password"}
+    values = {"__monitoring_jobs": [redis, gateway], "monitoring_cluster_address": "10.0.0.1"}
+    status, out = run_local_playbook(
+        tmp_path / "play.yml", values, str(tmp_path / "hosts.yml"), connection=None
+    )
+    assert status == 0, out[-2000:]
+    return json.loads((tmp_path / "monitoring.fact").read_text())
+
+
+def test_each_certificate_job_names_the_addresses_its_targets_firewalls_let_in(tmp_path: Path):
+    groups = {"head": ["h1"], "monitoring": ["h2"], "workers": ["h2", "h3"]}
+    jobs = fact(tmp_path, groups, {"h3": {"firewall_enabled": False}})["jobs"]
+    both = ["10.0.0.2", "10.0.0.1"]
+    # node_exporter on every node (the fact's own job), the Redis exporter on h1; h3's firewall is off.
+    assert jobs["node"]["clients"] == {"h1": both, "h2": both}, jobs["node"]
+    assert jobs["redis"]["clients"] == {"h1": both}, jobs["redis"]
+    assert "clients" not in jobs["dask"], "a job behind an engine's password gateway has no exporter door"
