@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,3 +56,39 @@ def run_local_playbook(
         check=False,
     )
     return done.returncode, done.stdout + done.stderr
+
+
+def render_on_hosts(
+    tmp_path: Path,
+    role: Path,
+    template: str,
+    hosts: dict[str, dict[str, Any]],
+    groups: dict[str, list[str]],
+    play_hosts: str = "all",
+    values: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """ROLE's TEMPLATE as each host of PLAY_HOSTS renders it (ROLE's defaults and vars, VALUES as extra
+    vars), in an inventory of HOSTS (name -> variables; local connections) and GROUPS."""
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inventory = {
+        "all": {
+            "hosts": {name: {**local, **variables} for name, variables in hosts.items()},
+            "children": {group: {"hosts": dict.fromkeys(members)} for group, members in groups.items()},
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    body = (
+        "  tasks:\n"
+        "    - ansible.builtin.template:\n"
+        f"        src: {role}/templates/{template}\n"
+        f"        dest: {tmp_path}/{{{{ inventory_hostname }}}}.out\n"
+        "        mode: '0644'\n"
+    )
+    (tmp_path / "play.yml").write_text(
+        role_play(role, body).replace("- hosts: localhost", f"- hosts: {play_hosts}")
+    )
+    status, out = run_local_playbook(
+        tmp_path / "play.yml", values or {}, str(tmp_path / "hosts.yml"), connection=None
+    )
+    assert status == 0, out[-2000:]
+    return {path.stem: path.read_text() for path in tmp_path.glob("*.out")}

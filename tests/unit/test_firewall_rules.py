@@ -4,11 +4,9 @@ every other port; without those groups the ports are like any other."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import yaml
-from localplay import ROOT, role_play, run_local_playbook
+from localplay import ROOT, render_on_hosts
 
 ROLE = ROOT / "roles/firewall"
 ADDRESSES = {"h1": "10.0.0.1", "h2": "10.0.0.2", "h3": "10.0.0.3"}
@@ -16,26 +14,8 @@ ADDRESSES = {"h1": "10.0.0.1", "h2": "10.0.0.2", "h3": "10.0.0.3"}
 
 def render(tmp_path: Path, groups: dict[str, list[str]], **values: object) -> dict[str, str]:
     """The rules file of every host of an inventory of h1, h2 and h3 with GROUPS."""
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    hosts = {name: {"cluster_address": address, **local} for name, address in ADDRESSES.items()}
-    inventory = {
-        "all": {"hosts": hosts, "children": {g: {"hosts": dict.fromkeys(m)} for g, m in groups.items()}}
-    }
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
-    body = (
-        "  tasks:\n"
-        "    - ansible.builtin.template:\n"
-        f"        src: {ROLE}/templates/firewall.nft.j2\n"
-        f"        dest: {tmp_path}/{{{{ inventory_hostname }}}}.nft\n"
-        "        mode: '0644'\n"
-    )
-    play = role_play(ROLE, body).replace("- hosts: localhost", "- hosts: all")
-    (tmp_path / "play.yml").write_text(play)
-    status, out = run_local_playbook(
-        tmp_path / "play.yml", dict(values), str(tmp_path / "hosts.yml"), connection=None
-    )
-    assert status == 0, out[-2000:]
-    return {name: (tmp_path / f"{name}.nft").read_text() for name in ADDRESSES}
+    hosts = {name: {"cluster_address": address} for name, address in ADDRESSES.items()}
+    return render_on_hosts(tmp_path, ROLE, "firewall.nft.j2", hosts, groups, values=dict(values))
 
 
 def rule_lines(rules: str) -> list[str]:

@@ -5,32 +5,17 @@ firewall lets open the port (the firewall role's rule), or nothing where the tar
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import yaml
-from localplay import ROOT, role_play, run_local_playbook
+from localplay import ROOT, render_on_hosts
 
 ROLE = ROOT / "roles/monitoring"
 ADDRESSES = {"h1": "10.0.0.1", "h2": "10.0.0.2", "h3": "10.0.0.3"}
 
 
 def fact(tmp_path: Path, groups: dict[str, list[str]], hostvars: dict[str, dict[str, object]]) -> dict:
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    hosts = {name: {"cluster_address": a, **local, **hostvars.get(name, {})} for name, a in ADDRESSES.items()}
-    inventory = {
-        "all": {"hosts": hosts, "children": {g: {"hosts": dict.fromkeys(m)} for g, m in groups.items()}}
-    }
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
-    body = (
-        "  tasks:\n"
-        "    - ansible.builtin.template:\n"
-        f"        src: {ROLE}/templates/monitoring.fact.j2\n"
-        f"        dest: {tmp_path}/monitoring.fact\n"
-        "        mode: '0644'\n"
-    )
-    play = role_play(ROLE, body).replace("- hosts: localhost", "- hosts: h1")
-    (tmp_path / "play.yml").write_text(play)
+    """The fact the Prometheus host h1 publishes, with a Redis exporter job and a gateway job."""
+    hosts = {name: {"cluster_address": a, **hostvars.get(name, {})} for name, a in ADDRESSES.items()}
     redis = {
         "name": "redis",
         "node": "h1",
@@ -42,11 +27,8 @@ def fact(tmp_path: Path, groups: dict[str, list[str]], hostvars: dict[str, dict[
     }
     gateway = {**redis, "name": "dask", "target": "10.0.0.1:8787", "auth": "password"}
     values = {"__monitoring_jobs": [redis, gateway], "monitoring_cluster_address": "10.0.0.1"}
-    status, out = run_local_playbook(
-        tmp_path / "play.yml", values, str(tmp_path / "hosts.yml"), connection=None
-    )
-    assert status == 0, out[-2000:]
-    return json.loads((tmp_path / "monitoring.fact").read_text())
+    rendered = render_on_hosts(tmp_path, ROLE, "monitoring.fact.j2", hosts, groups, "h1", values)
+    return json.loads(rendered["h1"])
 
 
 def test_each_certificate_job_names_the_addresses_its_targets_firewalls_let_in(tmp_path: Path):
