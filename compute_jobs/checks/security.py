@@ -857,8 +857,10 @@ class SecurityAnonymous(Check):
                 details = {"door": door.url, "kind": door.kind}
                 if control:
                     details["knocked"] = f"{target} (the check's own open door, negative control)"
+                # A node's own door is reached over loopback, which the host firewall lets through.
                 here = ctx.host.address if ctx.host is not None else ""
-                outside = bool(door.clients) and bool(here) and here not in door.clients
+                mine = bool(door.clients) and _host_port(door.url)[0] == here
+                outside = bool(door.clients) and bool(here) and here not in door.clients and not mine
                 if outside:
                     details["clients"] = list(door.clients)
                 try:

@@ -610,9 +610,9 @@ def _closed_port() -> str:
 
 
 def test_an_exporter_whose_firewall_keeps_this_node_out_must_not_even_open(cj_cluster, doors):
-    """This node (a, 127.0.0.1) is not one of the exporters' clients: an exporter port that lets its
-    connection in FAILs even though the exporter then demands a certificate; one whose connection
-    fails PASSes; where this node is a client, the TLS door is knocked as always."""
+    """This node (a, here at 127.0.0.2) is not one of the exporters' clients: an exporter port that
+    lets its connection in FAILs even though the exporter then demands a certificate; one whose
+    connection fails PASSes; where this node is a client, the TLS door is knocked as always."""
     open_tls = doors["tls"](True)
     jobs = {
         "node": {
@@ -620,22 +620,29 @@ def test_an_exporter_whose_firewall_keeps_this_node_out_must_not_even_open(cj_cl
             "targets": {"a": open_tls, "b": _closed_port()},
             "clients": {"a": ["10.9.9.9"], "b": ["10.9.9.9", "10.9.9.8"]},
         },
-        "postgresql": {"auth": "certificate", "targets": {"a": open_tls}, "clients": {"a": ["127.0.0.1"]}},
+        "postgresql": {"auth": "certificate", "targets": {"a": open_tls}, "clients": {"a": ["127.0.0.2"]}},
     }
     engines = {"monitoring": {"jobs": jobs}}
-    results = run_checks(cj_cluster(engines=engines), ["security.anonymous"])
+    node_a = [{"name": "a", "address": "127.0.0.2", "groups": ["head"], "cores": 1, "memory_mb": 16}]
+    results = run_checks(cj_cluster(node_a, engines=engines), ["security.anonymous"])
     let_in = results["security.anonymous[node-exporter@a]"]
     assert let_in.status == FAIL, let_in.observed
-    assert let_in.observed == "opened a connection from 127.0.0.1, which is not one of its clients (10.9.9.9)"
+    assert let_in.observed == "opened a connection from 127.0.0.2, which is not one of its clients (10.9.9.9)"
     kept_out = results["security.anonymous[node-exporter@b]"]
     assert kept_out.status == PASS, kept_out.observed
-    assert kept_out.observed.startswith("refused (the host firewall let nothing from 127.0.0.1 through: ")
+    assert kept_out.observed.startswith("refused (the host firewall let nothing from 127.0.0.2 through: ")
     assert kept_out.observed.endswith("; only 10.9.9.9, 10.9.9.8 may open it)")
     assert kept_out.details["clients"] == ["10.9.9.9", "10.9.9.8"]
     client = results["security.anonymous[postgresql-exporter@a]"]
     assert client.status == PASS and "without a client certificate" in client.observed, client.observed
+    # This node's own exporter (a at 127.0.0.1 by default) is reached over loopback, which no host
+    # firewall filters: knocked as always.
+    own = {"node": {"auth": "certificate", "targets": {"a": open_tls}, "clients": {"a": ["10.9.9.9"]}}}
+    mine = run_checks(cj_cluster(engines={"monitoring": {"jobs": own}}), ["security.anonymous"])
+    result = mine["security.anonymous[node-exporter@a]"]
+    assert result.status == PASS and "without a client certificate" in result.observed, result.observed
     # The negative control knocks at the check's own open door: it opens, FAIL.
-    controlled = run_checks(cj_cluster(engines=engines), ["security.anonymous"], inject="open-door")
+    controlled = run_checks(cj_cluster(node_a, engines=engines), ["security.anonymous"], inject="open-door")
     knocked = controlled["security.anonymous[node-exporter@b]"]
     assert knocked.status == FAIL and knocked.control == "open-door", (knocked.status, knocked.observed)
 
