@@ -851,6 +851,7 @@ class SecurityAnonymous(Check):
             control = "open-door" if ctx.inject == "open-door" else None
             # Under the control every door is knocked at the check's own open door of its kind.
             opened = stack.enter_context(open_doors()) if control else {}
+            here = ctx.host.address if ctx.host is not None else ""
             for door in doors:
                 name = f"security.anonymous[{door.service}]"
                 target = opened.get(door.kind, door.url)
@@ -858,7 +859,6 @@ class SecurityAnonymous(Check):
                 if control:
                     details["knocked"] = f"{target} (the check's own open door, negative control)"
                 # A node's own door is reached over loopback, which the host firewall lets through.
-                here = ctx.host.address if ctx.host is not None else ""
                 mine = bool(door.clients) and _host_port(door.url)[0] == here
                 outside = bool(door.clients) and bool(here) and here not in door.clients and not mine
                 if outside:
